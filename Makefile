@@ -1,0 +1,35 @@
+# Quickstart: `make demo` (the main job on the embedded BreastMNIST data) and `make test`.
+# Each target creates .venv and installs the pinned set on first use.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# CPU wheel by default; on a CUDA host: make TORCH_SPEC="torch==2.11.0" ...
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.funcml-installed
+DEMO_OUT ?= demo-report
+PYTEST_ARGS ?=
+
+.PHONY: demo test install docs clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps medmnist==3.0.2
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/funcml demo --out $(DEMO_OUT) --overwrite
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) site build *.egg-info

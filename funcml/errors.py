@@ -1,0 +1,36 @@
+"""User-facing errors.
+
+Everything a user can cause (a missing file, a wrong shape, NaN values, a latent set used with the
+wrong model, ...) raises a :class:`FuncmlError` subclass with one clear message. The CLI turns these
+into a single ``error: ...`` line and a non-zero exit code instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class FuncmlError(Exception):
+    """Base class for errors caused by input, options or files (not by bugs)."""
+
+    exit_code = 2
+
+
+class DataError(FuncmlError):
+    """Input data is missing, unreadable, malformed, or has invalid values."""
+
+
+class ArtifactError(FuncmlError):
+    """A model, checkpoint or latent set is missing, corrupt, or does not match."""
+
+
+class ConfigError(FuncmlError):
+    """An option or configuration value is out of range or inconsistent."""
+
+
+class OutputExistsError(FuncmlError):
+    """The output path exists and ``--overwrite`` was not given."""
+
+
+class TrainingDivergedError(FuncmlError):
+    """Meta-training produced a non-finite loss; the last good checkpoint is kept."""
+
+    exit_code = 3

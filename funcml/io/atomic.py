@@ -1,0 +1,108 @@
+"""Atomic writes: a file or directory appears complete or not at all.
+
+Files are written to a temporary sibling, flushed, fsynced and renamed over the target
+(``os.replace`` is atomic on POSIX). Directories are built under ``NAME.partial`` and renamed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from funcml.errors import ArtifactError, OutputExistsError
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON atomically. NaN/Inf are refused (not valid JSON)."""
+    text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode())
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """Read a JSON file, turning IO and syntax problems into one clear :class:`ArtifactError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{what} {path} is unreadable or not valid JSON ({exc})") from None
+
+
+def prepare_output(path: str | Path, overwrite: bool) -> Path:
+    """Refuse an existing output path unless ``overwrite``; with it, remove the old one."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not overwrite:
+            raise OutputExistsError(f"output path exists: {path} (pass --overwrite to replace it)")
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return path
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, overwrite: bool = False, keep_partial: bool = False) -> Iterator[Path]:
+    """Build a directory under ``PATH.partial`` and rename it to ``PATH`` on success.
+
+    On an exception the partial directory is removed unless ``keep_partial`` (used by resumable
+    jobs, which pick it up on the next run).
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"output path exists: {path} (pass --overwrite to replace it)")
+    partial = path.with_name(path.name + ".partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    try:
+        yield partial
+    except BaseException:
+        if not keep_partial:
+            shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if path.exists():
+        # overwrite: move the old one aside first so that PATH is never half old, half new.
+        old = path.with_name(path.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(path, old)
+        os.replace(partial, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(partial, path)
+    _fsync_dir(path.parent)
