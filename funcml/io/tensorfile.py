@@ -45,7 +45,7 @@ def save_tensors(path: str | Path, tensors: Mapping[str, torch.Tensor | np.ndarr
     prepared = {}
     for name, t in tensors.items():
         if isinstance(t, np.ndarray):
-            t = torch.from_numpy(np.ascontiguousarray(t))
+            t = torch.from_numpy(np.require(t, requirements="C"))  # keeps 0-d arrays 0-d
         prepared[name] = t.detach().to("cpu").contiguous()
     data = _st_save(prepared, metadata=dict(metadata) if metadata else None)
     atomic_write_bytes(path, data)
@@ -109,6 +109,8 @@ def open_tensors_mmap(path: str | Path, mode: str = "r") -> dict[str, np.ndarray
         begin, _ = spec["data_offsets"]
         if int(np.prod(shape, dtype=np.int64)) == 0:
             out[name] = np.zeros(shape, dtype=dtype)
+        elif shape == ():  # np.memmap cannot map 0-d arrays: map one element and view it as a scalar
+            out[name] = np.memmap(path, dtype=dtype, mode=mode, offset=start + int(begin), shape=(1,)).reshape(())
         else:
             out[name] = np.memmap(path, dtype=dtype, mode=mode, offset=start + int(begin), shape=shape)
     return out

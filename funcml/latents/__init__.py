@@ -1,0 +1,5 @@
+"""Latent sets: encoded datasets on disk (safetensors + JSON manifest, memory-mapped)."""
+
+from funcml.latents.latentset import LatentSet, LatentSetWriter, latent_checksum, validate_manifest, write_latent_set
+
+__all__ = ["LatentSet", "LatentSetWriter", "latent_checksum", "validate_manifest", "write_latent_set"]

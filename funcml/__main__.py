@@ -1,0 +1,3 @@
+from funcml.cli import main
+
+main()

@@ -1,0 +1,59 @@
+"""The ``funcml`` command line (click). Each command lives in its own module."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from funcml import __version__
+from funcml.errors import FuncmlError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="funcml")
+def cli() -> None:
+    """funcml: medical signals as neural fields (MedFuncta) and machine learning on their latents.
+
+    Typical flow: `funcml train DATA --preset cpu-image --out MODEL`, then
+    `funcml encode DATA --model MODEL --out LATENTS`, then tasks on LATENTS
+    (`funcml classify --latents LATENTS`, ...). `funcml demo` runs all of it on embedded data.
+    """
+
+
+def _register() -> None:
+    from funcml.cli import demo, encode, evaluate, import_mednf, info, presets, train
+
+    for module in (train, encode, evaluate, info, import_mednf, presets, demo):
+        module.register(cli)
+    from funcml.cli import tasks
+
+    tasks.register(cli)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors end with one ``error:`` line and a non-zero exit, not a traceback."""
+    try:
+        code = cli.main(args=argv, prog_name="funcml", standalone_mode=False)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except FuncmlError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted (rerun the same command to resume where it can)", err=True)
+        sys.exit(130)
+    except MemoryError:
+        click.echo("error: out of memory (try a smaller --batch-size or --micro-batch-size)", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"error: {exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

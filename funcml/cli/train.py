@@ -1,0 +1,92 @@
+"""``funcml train``: meta-learn the shared network on a dataset."""
+
+from __future__ import annotations
+
+import click
+
+from funcml.cli.common import (data_options, device_option, emit_json, info, json_option, load_data,
+                               overwrite_option, parse_resolution)
+from funcml.errors import ConfigError
+
+
+@click.command("train")
+@click.argument("data")
+@click.option("--preset", default="cpu-image", show_default=True, help="Named configuration (see `funcml presets`).")
+@click.option("--out", required=True, type=click.Path(), help="Output model directory.")
+@click.option("--steps", type=int, default=None, help="Outer (meta) steps.")
+@click.option("--max-minutes", type=float, default=None, help="Stop after this wall time (a resumable checkpoint is kept).")
+@click.option("--batch-size", type=int, default=None, help="Meta-batch size (all processes together).")
+@click.option("--micro-batch-size", type=int, default=None, help="Signals per pass; gradients are accumulated (same update, less memory).")
+@click.option("--width", type=int, default=None, help="Hidden width L.")
+@click.option("--depth", type=int, default=None, help="Layers K, output layer included (official num_layers).")
+@click.option("--latent-dim", type=int, default=None, help="Latent size P.")
+@click.option("--omega-first", type=float, default=None, help="omega of the first layer.")
+@click.option("--omega-last", type=float, default=None, help="omega of the last layer (linear schedule in between).")
+@click.option("--inner-steps", type=int, default=None, help="Inner SGD steps G.")
+@click.option("--inner-lr", type=float, default=None, help="Inner learning rate alpha.")
+@click.option("--context-ratio", type=float, default=None, help="Context fraction gamma per inner step.")
+@click.option("--outer-lr", type=float, default=None, help="Peak AdamW learning rate (cosine schedule).")
+@click.option("--weight-decay", type=float, default=None)
+@click.option("--grad-clip", type=float, default=None, help="Clip the outer gradient norm (0: off).")
+@click.option("--warmup-steps", type=int, default=None)
+@click.option("--first-order/--second-order", default=None, help="Drop second-order terms of the meta-gradient.")
+@click.option("--meta-sgd/--no-meta-sgd", default=None, help="Learn per-dimension inner learning rates.")
+@click.option("--val-every", type=int, default=None, help="Validation PSNR every N steps (0: at the end only).")
+@click.option("--val-signals", type=int, default=None, help="Held-out signals used for validation.")
+@click.option("--test-steps", type=int, default=None, help="Test-time steps H for validation and encoding.")
+@click.option("--grad-rescale/--no-grad-rescale", default=None, help="Test-time gradient-norm rescaling.")
+@click.option("--checkpoint-every", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--resume/--no-resume", default=None,
+              help="Continue the run in --out (default: automatically when its settings match).")
+@overwrite_option
+@device_option
+@json_option
+@data_options
+def train_command(data, preset, out, steps, max_minutes, batch_size, micro_batch_size, width, depth, latent_dim,
+                  omega_first, omega_last, inner_steps, inner_lr, context_ratio, outer_lr, weight_decay, grad_clip,
+                  warmup_steps, first_order, meta_sgd, val_every, val_signals, test_steps, grad_rescale,
+                  checkpoint_every, seed, resume, overwrite, device, as_json, resolution, channels, split_seed,
+                  val_fraction, test_fraction, data_option):
+    """Meta-learn a neural-field model on DATA (its train split) and write it to --out.
+
+    DATA is a path (MedMNIST npz, WFDB folder, UCR file, NIfTI, image folder) or
+    medmnist:NAME[@SIZE], or `demo`. Rerunning the same command after an interruption resumes.
+    Under torchrun every process runs this command; they share the meta-batch.
+    """
+    from funcml.devices import resolve_device
+    from funcml.encoders.presets import get_preset
+    from funcml.encoders.trainer import MetaTrainer
+
+    p = get_preset(preset)
+    res = parse_resolution(resolution) or p.resolution
+    signals = load_data(data, res, channels, split_seed, val_fraction, test_fraction, data_option)
+    if signals.dim != p.dim:
+        raise ConfigError(f"preset {p.name} is for {p.dim}-D signals but {data} holds {signals.dim}-D signals")
+    field_cfg, train_cfg = p.build(
+        signals.dim, signals.channels, width=width, depth=depth, latent_dim=latent_dim, omega_first=omega_first,
+        omega_last=omega_last, meta_sgd=meta_sgd, steps=steps, max_minutes=max_minutes, batch_size=batch_size,
+        micro_batch_size=micro_batch_size, inner_steps=inner_steps, inner_lr=inner_lr, context_ratio=context_ratio,
+        outer_lr=outer_lr, weight_decay=weight_decay, grad_clip=grad_clip, warmup_steps=warmup_steps,
+        first_order=first_order, val_every=val_every, val_signals=val_signals, test_steps=test_steps,
+        grad_rescale=grad_rescale, checkpoint_every=checkpoint_every, seed=seed)
+    dev = resolve_device(device)
+    trainer = MetaTrainer(field_cfg, train_cfg, signals, out, dev, resume=resume, overwrite=overwrite,
+                          progress=not as_json)
+    if trainer.dist.is_main:
+        start = "resuming" if trainer._resume_decision else "training"
+        info(f"{start} {p.name} on {signals.name} {signals.signal_shape} x {len(trainer.train_idx)} train signals, "
+             f"{train_cfg.steps} steps, device {dev}")
+    result = trainer.run()
+    if not trainer.dist.is_main:
+        return
+    s = result.summary()
+    info(f"done: {result.steps_done}/{result.steps_total} steps, best validation PSNR "
+         f"{s['val_psnr'] if s['val_psnr'] is None else round(s['val_psnr'], 2)} dB (step {result.best_step}), "
+         f"median step {result.median_step_seconds:.3f} s, peak memory {s['peak_memory_mb']:.0f} MB -> {out}")
+    if as_json:
+        emit_json(s)
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(train_command)

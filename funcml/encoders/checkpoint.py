@@ -1,0 +1,76 @@
+"""Resumable training checkpoints: weights and optimizer state in safetensors, the rest in JSON.
+
+``checkpoints/ckpt-<step>.safetensors`` holds ``model.*`` and ``optim.<i>.<key>`` tensors;
+``checkpoints/last.json`` names the newest file with its sha256 and carries the step, the best
+validation result, the configuration and the history. The JSON is written after the tensor file,
+so ``last.json`` always points at a complete checkpoint; older tensor files are then removed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from funcml.errors import ArtifactError
+from funcml.io import atomic_write_json, load_tensors, read_json, save_tensors, sha256_file
+
+CHECKPOINT_DIR = "checkpoints"
+LAST = "last.json"
+
+
+def save_checkpoint(out: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> Path:
+    """Write a checkpoint for ``meta['step']`` and point ``last.json`` at it."""
+    directory = out / CHECKPOINT_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    step = int(meta["step"])
+    tensors: dict[str, torch.Tensor] = {f"model.{k}": v for k, v in net.state_dict().items()}
+    opt = optimizer.state_dict()
+    for i, state in opt["state"].items():
+        for key, value in state.items():
+            tensors[f"optim.{i}.{key}"] = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in opt["param_groups"]]
+    name = f"ckpt-{step:09d}.safetensors"
+    save_tensors(directory / name, tensors)
+    atomic_write_json(directory / LAST, {**meta, "file": name, "sha256": sha256_file(directory / name),
+                                         "param_groups": groups})
+    for old in directory.glob("ckpt-*.safetensors"):
+        if old.name != name:
+            old.unlink(missing_ok=True)
+    return directory / name
+
+
+def read_checkpoint_meta(out: Path) -> dict | None:
+    """The metadata of the newest checkpoint, or None if there is none."""
+    path = out / CHECKPOINT_DIR / LAST
+    if not path.is_file():
+        return None
+    return read_json(path, what="checkpoint metadata")
+
+
+def load_checkpoint(out: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore weights and optimizer state in place; return the checkpoint metadata."""
+    meta = read_checkpoint_meta(out)
+    if meta is None:
+        raise ArtifactError(f"no checkpoint to resume in {out / CHECKPOINT_DIR}")
+    path = out / CHECKPOINT_DIR / meta["file"]
+    if not path.is_file() or sha256_file(path) != meta.get("sha256"):
+        raise ArtifactError(f"checkpoint {path} is missing or does not match its checksum")
+    tensors = load_tensors(path)
+    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        net.load_state_dict(model_state, strict=True)
+    except RuntimeError as exc:
+        raise ArtifactError(f"checkpoint {path} does not match the model architecture: {exc}") from None
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, i, name = key.split(".", 2)
+            state.setdefault(int(i), {})[name] = value
+    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError) as exc:
+        raise ArtifactError(f"checkpoint {path} has an incompatible optimizer state: {exc}") from None
+    return meta

@@ -1,0 +1,186 @@
+"""Configuration dataclasses of the encoder stack: architecture, meta-training, encoding.
+
+Every field can be overridden from ``funcml train`` options; ``validate()`` checks ranges and
+raises :class:`~funcml.errors.ConfigError` naming the bad value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, fields
+from typing import Any, TypeVar
+
+from funcml.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+@dataclass(frozen=True)
+class FieldConfig:
+    """Architecture of the latent-modulated SIREN.
+
+    Attributes:
+        dim_in: coordinate dimension (1 for ECG, 2 for images, 3 for volumes).
+        channels: output channels C (1 grey, 3 RGB, ...).
+        width: hidden width L.
+        depth: number of linear layers K, output layer included (the official ``num_layers``):
+            K - 1 modulated sine layers and one linear output layer.
+        latent_dim: size P of the latent vector phi.
+        omega_first, omega_last: the omega-schedule: layer k (k = 1..K) uses
+            ``omega_k = omega_first + (k - 1) (omega_last - omega_first) / (K - 1)``
+            in ``sin(omega_k (W_k x + b_k + s_k))`` and in its SIREN initialisation
+            (the output layer's omega only sets its initialisation). Equal values give classic SIREN.
+        meta_sgd: learn a per-dimension inner learning rate (Meta-SGD, as in Functa).
+    """
+
+    dim_in: int
+    channels: int
+    width: int = 256
+    depth: int = 15
+    latent_dim: int = 2048
+    omega_first: float = 20.0
+    omega_last: float = 400.0
+    meta_sgd: bool = False
+
+    def validate(self) -> "FieldConfig":
+        _check(self.dim_in in (1, 2, 3), f"dim_in must be 1, 2 or 3; got {self.dim_in}")
+        _check(self.channels >= 1, f"channels must be >= 1; got {self.channels}")
+        _check(self.width >= 1, f"--width must be >= 1; got {self.width}")
+        _check(self.depth >= 2, f"--depth counts the output layer and must be >= 2; got {self.depth}")
+        _check(self.latent_dim >= 1, f"--latent-dim must be >= 1; got {self.latent_dim}")
+        _check(self.omega_first > 0 and self.omega_last > 0,
+               f"omegas must be positive; got {self.omega_first} -> {self.omega_last}")
+        return self
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Meta-training (second-order CAVIA with context reduction) and its bookkeeping.
+
+    Attributes:
+        steps: outer (meta) steps; the cosine learning-rate schedule spans them.
+        batch_size: meta-batch size (signals per outer step, over all processes).
+        micro_batch_size: signals per forward/backward pass; the gradients of the parts are
+            accumulated, so the update equals the full-batch one. None: the whole batch at once.
+        inner_steps: G, inner SGD steps on phi per outer step.
+        inner_lr: alpha, the inner learning rate (the initial value when meta-SGD is on).
+        context_ratio: gamma, the fraction of coordinates each inner step sees (a fresh random
+            subset at every step); the outer loss always uses all coordinates.
+        first_order: drop second-order terms (gradients do not flow through the inner updates).
+        outer_lr: peak AdamW learning rate of the shared weights theta.
+        weight_decay: AdamW weight decay.
+        grad_clip: clip the global gradient norm of theta to this value (0 disables).
+        warmup_steps: linear warm-up before the cosine decay.
+        min_lr_ratio: the cosine schedule decays to ``outer_lr * min_lr_ratio``.
+        val_every: validation PSNR on held-out signals every this many steps (0: only at the end).
+        val_signals: how many held-out signals the validation encodes.
+        test_steps: H, test-time steps used to encode (validation and the model's default).
+        grad_rescale: test-time gradient-norm rescaling as in the official code.
+        checkpoint_every: save a resumable checkpoint every this many steps (and every
+            ``checkpoint_minutes``), whichever comes first.
+        checkpoint_minutes: time-based checkpoint interval.
+        log_every: record training metrics every this many steps.
+        seed: seeds every random choice (batches, context subsets, initialisation).
+        max_minutes: stop (and keep a resumable checkpoint) after this much wall time.
+    """
+
+    steps: int = 250_000
+    batch_size: int = 24
+    micro_batch_size: int | None = None
+    inner_steps: int = 10
+    inner_lr: float = 1e-2
+    context_ratio: float = 0.25
+    first_order: bool = False
+    outer_lr: float = 3e-6
+    weight_decay: float = 1e-2
+    grad_clip: float = 1.0
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    val_every: int = 1000
+    val_signals: int = 256
+    test_steps: int = 20
+    grad_rescale: bool = True
+    checkpoint_every: int = 1000
+    checkpoint_minutes: float = 5.0
+    log_every: int = 10
+    seed: int = 0
+    max_minutes: float | None = None
+
+    def validate(self) -> "TrainConfig":
+        _check(self.steps >= 1, f"--steps must be >= 1; got {self.steps}")
+        _check(self.batch_size >= 1, f"--batch-size must be >= 1; got {self.batch_size}")
+        _check(self.micro_batch_size is None or self.micro_batch_size >= 1,
+               f"--micro-batch-size must be >= 1; got {self.micro_batch_size}")
+        _check(self.inner_steps >= 0, f"--inner-steps must be >= 0; got {self.inner_steps}")
+        _check(self.inner_lr > 0, f"--inner-lr must be > 0; got {self.inner_lr}")
+        _check(0 < self.context_ratio <= 1, f"--context-ratio must be in (0, 1]; got {self.context_ratio}")
+        _check(self.outer_lr > 0, f"--outer-lr must be > 0; got {self.outer_lr}")
+        _check(self.weight_decay >= 0, f"--weight-decay must be >= 0; got {self.weight_decay}")
+        _check(self.grad_clip >= 0, f"--grad-clip must be >= 0; got {self.grad_clip}")
+        _check(0 <= self.min_lr_ratio <= 1, f"--min-lr-ratio must be in [0, 1]; got {self.min_lr_ratio}")
+        _check(self.warmup_steps >= 0, f"--warmup-steps must be >= 0; got {self.warmup_steps}")
+        _check(self.val_every >= 0 and self.val_signals >= 1, "--val-every must be >= 0 and --val-signals >= 1")
+        _check(self.test_steps >= 0, f"--test-steps must be >= 0; got {self.test_steps}")
+        _check(self.checkpoint_every >= 1, f"--checkpoint-every must be >= 1; got {self.checkpoint_every}")
+        _check(self.checkpoint_minutes > 0, f"checkpoint_minutes must be > 0; got {self.checkpoint_minutes}")
+        _check(self.log_every >= 1, f"log_every must be >= 1; got {self.log_every}")
+        _check(self.max_minutes is None or self.max_minutes > 0, f"--max-minutes must be > 0; got {self.max_minutes}")
+        return self
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """Test-time optimisation of phi with theta frozen.
+
+    Attributes:
+        steps: H, SGD steps on phi (from zero).
+        inner_lr: alpha (ignored with meta-SGD models, which use their learnt rates).
+        context_ratio: gamma for the subsampled gradient (used for the rescaling norm, or as
+            the gradient itself with ``grad_rescale=False``).
+        grad_rescale: official-code test-time rule: step along the full-context gradient,
+            rescaled per signal to the norm of the subsampled one.
+        batch_size: signals encoded together.
+        seed: seeds the context subsets (encoding is deterministic for a given seed and batch size).
+    """
+
+    steps: int = 20
+    inner_lr: float = 1e-2
+    context_ratio: float = 0.25
+    grad_rescale: bool = True
+    batch_size: int = 64
+    seed: int = 0
+
+    def validate(self) -> "EncodeConfig":
+        _check(self.steps >= 0, f"--steps must be >= 0; got {self.steps}")
+        _check(self.inner_lr > 0, f"--inner-lr must be > 0; got {self.inner_lr}")
+        _check(0 < self.context_ratio <= 1, f"--context-ratio must be in (0, 1]; got {self.context_ratio}")
+        _check(self.batch_size >= 1, f"--batch-size must be >= 1; got {self.batch_size}")
+        return self
+
+
+def to_dict(cfg: Any) -> dict:
+    return asdict(cfg)
+
+
+def from_dict(cls: type[T], data: dict, what: str = "config") -> T:
+    """Build a config dataclass from a dict, refusing unknown keys (a corrupt or foreign file)."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} must be a JSON object")
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ConfigError(f"{what} has unknown field(s) {sorted(unknown)}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ConfigError(f"{what} is incomplete: {exc}") from None
+
+
+def replace(cfg: T, **changes: Any) -> T:
+    """``dataclasses.replace`` that ignores None values (unset CLI options)."""
+    return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,146 @@
+"""Second-order CAVIA with context reduction: the inner loop and the meta-gradient.
+
+For a meta-batch of signals x_b (values ``(N, C)`` on the coordinate grid c):
+
+    phi_b^0 = 0
+    phi_b^{g+1} = phi_b^g - alpha * grad_phi MSE(f(c[S_g]; phi_b^g), x_b[S_g])    g = 0..G-1
+    L_outer = mean_b MSE(f(c; phi_b^G), x_b)
+
+S_g is a fresh random subset of ``gamma * N`` coordinates at every inner step (shared by the
+batch, as in the official code); the outer loss uses all N. The outer gradient flows through the
+unrolled inner updates (``create_graph=True``) unless first-order is requested.
+
+Every function here is pure: it takes the network, the latents and the data and returns tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from funcml.encoders.coords import sample_context, signals_to_values
+from funcml.encoders.siren import ModulatedSiren
+
+
+def per_signal_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared error per signal: ``(B, N, C)`` x2 -> ``(B,)``.
+
+    ``weights`` ``(B, N)`` (e.g. a 0/1 mask of observed coordinates) gives a weighted mean over
+    coordinates.
+    """
+    err = (pred - target).pow(2)
+    if weights is None:
+        return err.mean(dim=(1, 2))
+    w = weights.unsqueeze(-1)
+    return (err * w).sum(dim=(1, 2)) / (w.sum(dim=(1, 2)) * err.shape[-1]).clamp_min(1e-12)
+
+
+def _subset(coords: torch.Tensor, values: torch.Tensor, weights: torch.Tensor | None, idx: torch.Tensor | None):
+    if idx is None:
+        return coords, values, weights
+    return coords[idx], values[:, idx], None if weights is None else weights[:, idx]
+
+
+def adapt_latents(net: ModulatedSiren, coords: torch.Tensor, values: torch.Tensor,
+                  subsets: Sequence[torch.Tensor | None], inner_lr: float, *, create_graph: bool,
+                  weights: torch.Tensor | None = None, latents: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``len(subsets)`` inner SGD steps on phi from zero (or from ``latents``).
+
+    Args:
+        coords: ``(N, d)`` grid; values: ``(B, N, C)`` targets; weights: optional ``(B, N)``.
+        subsets: per inner step, coordinate indices ``(n,)`` or None for all coordinates.
+        inner_lr: alpha (meta-SGD networks use their learnt per-dimension rates instead).
+        create_graph: keep the graph of each inner gradient (second order).
+
+    Returns:
+        ``(phi, last_inner_loss)``: adapted latents ``(B, P)`` and the per-signal loss ``(B,)`` of
+        the last inner step (zeros when there are no steps).
+    """
+    b = values.shape[0]
+    if latents is None:
+        latents = torch.zeros(b, net.config.latent_dim, device=values.device, dtype=values.dtype)
+    phi = latents if latents.requires_grad else latents.requires_grad_(True)
+    lr = net.inner_learning_rate(inner_lr)
+    loss = torch.zeros(b, device=values.device, dtype=values.dtype)
+    for idx in subsets:
+        c, v, w = _subset(coords, values, weights, idx)
+        loss = per_signal_mse(net(c, phi), v, w)
+        # d(sum_b loss_b)/d(phi_b) = d(loss_b)/d(phi_b): each signal's latent gets its own gradient.
+        (grad,) = torch.autograd.grad(loss.sum(), phi, create_graph=create_graph)
+        phi = phi - lr * grad
+    return phi, loss.detach()
+
+
+@dataclass
+class MetaStats:
+    """Sums over the signals seen in one meta-step (divide by the count for means)."""
+
+    count: int = 0
+    outer_loss: float = 0.0
+    inner_loss: float = 0.0
+    outer_psnr: float = 0.0
+    inner_psnr: float = 0.0
+
+    def add(self, outer: torch.Tensor, inner: torch.Tensor) -> None:
+        self.count += int(outer.numel())
+        self.outer_loss += float(outer.sum())
+        self.inner_loss += float(inner.sum())
+        self.outer_psnr += float(psnr_from_mse(outer).sum())
+        self.inner_psnr += float(psnr_from_mse(inner).sum())
+
+    def merge(self, other: "MetaStats") -> None:
+        for name in ("count", "outer_loss", "inner_loss", "outer_psnr", "inner_psnr"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def means(self) -> dict[str, float]:
+        n = max(self.count, 1)
+        return {"loss_outer": self.outer_loss / n, "loss_inner": self.inner_loss / n,
+                "psnr_outer": self.outer_psnr / n, "psnr_inner": self.inner_psnr / n}
+
+
+def psnr_from_mse(mse: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """PSNR in dB for signals in [0, data_range]."""
+    return 10.0 * torch.log10(data_range ** 2 / mse.detach().clamp_min(1e-20))
+
+
+def draw_subsets(n_coords: int, ratio: float, steps: int, generator: torch.Generator,
+                 device: torch.device | None = None) -> list[torch.Tensor | None]:
+    """The G context subsets of one meta-step, drawn once and shared by every micro-batch."""
+    return [sample_context(n_coords, ratio, generator, device) for _ in range(steps)]
+
+
+def meta_losses(net: ModulatedSiren, coords: torch.Tensor, signals: torch.Tensor,
+                subsets: Sequence[torch.Tensor | None], inner_lr: float, first_order: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-signal outer losses ``(B,)`` (full context, after adaptation) and last inner losses.
+
+    ``signals`` is ``(B, C, *spatial)`` on the grid ``coords`` ``(N, d)``.
+    """
+    values = signals_to_values(signals)
+    phi, inner = adapt_latents(net, coords, values, subsets, inner_lr, create_graph=not first_order)
+    outer = per_signal_mse(net(coords, phi), values)
+    return outer, inner
+
+
+def accumulate_meta_gradient(net: ModulatedSiren, coords: torch.Tensor, signals: torch.Tensor,
+                             subsets: Sequence[torch.Tensor | None], inner_lr: float, *, first_order: bool,
+                             loss_scale: float, micro_batch_size: int | None = None) -> MetaStats:
+    """Add ``loss_scale * grad_theta sum_b L_outer,b`` to ``.grad`` of the network's parameters.
+
+    The batch is processed ``micro_batch_size`` signals at a time; because each signal's inner
+    loop only involves its own latent and the context subsets are fixed for the whole step, the
+    accumulated gradient equals the full-batch gradient (up to float summation order). With
+    ``loss_scale = 1 / global_batch`` the result is the gradient of the mean outer loss.
+    """
+    stats = MetaStats()
+    b = signals.shape[0]
+    step = b if not micro_batch_size else micro_batch_size
+    for start in range(0, b, step):
+        part = signals[start:start + step]
+        outer, inner = meta_losses(net, coords, part, subsets, inner_lr, first_order)
+        (outer.sum() * loss_scale).backward()
+        stats.add(outer.detach(), inner)
+    return stats

@@ -1,0 +1,395 @@
+"""The latent set: encoded datasets on disk (format ``funcml.latentset``, version 1).
+
+A latent set is a directory::
+
+    manifest.json        what the set is (validated on open; see docs/latent-set-format.md)
+    latents.safetensors  latents (N, P) float32, split (N,) uint8, psnr (N,) float32,
+                         index (N,) int64 [, labels (N, L) int64]
+    model/               optional embedded model directory (config.json + model.safetensors)
+
+Arrays are memory-mapped on open, so sets larger than RAM work. The manifest records the sha256
+of the data file (verified on open) and of the latent values alone (``latent_checksum``).
+Writers build the directory under ``PATH.partial`` and rename it when complete, so a half-written
+set is never mistaken for a complete one.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from funcml import __version__
+from funcml.data.base import SPLIT_CODES, SPLITS, TASKS
+from funcml.errors import ArtifactError, ConfigError, OutputExistsError
+from funcml.io import atomic_write_json, create_tensor_file, open_tensors_mmap, read_json, sha256_file
+
+FORMAT = "funcml.latentset"
+VERSION = 1
+DATA_FILE = "latents.safetensors"
+MANIFEST = "manifest.json"
+MODEL_DIR = "model"
+
+# manifest key -> (type(s), required)
+_SCHEMA: dict[str, tuple[type | tuple[type, ...], bool]] = {
+    "format": (str, True),
+    "version": (int, True),
+    "count": (int, True),
+    "latent_dim": (int, True),
+    "dtype": (str, True),
+    "task": (str, True),
+    "label_names": (dict, True),
+    "label_columns": (int, True),
+    "splits": (dict, True),
+    "signal_shape": (list, True),
+    "source": (dict, True),
+    "model": (dict, True),
+    "encoding": (dict, True),
+    "files": (dict, True),
+    "latent_checksum": (str, True),
+    "metrics": (dict, False),
+    "created": (str, False),
+    "funcml_version": (str, False),
+    "extra": (dict, False),
+}
+
+
+def validate_manifest(m: Any, where: str) -> dict:
+    """Check a manifest against the version-1 schema; raise :class:`ArtifactError` naming the problem."""
+    if not isinstance(m, dict):
+        raise ArtifactError(f"{where}: manifest is not a JSON object")
+    if m.get("format") != FORMAT:
+        raise ArtifactError(f"{where} is not a funcml latent set (manifest format {m.get('format')!r})")
+    if m.get("version") != VERSION:
+        raise ArtifactError(f"{where}: latent-set version {m.get('version')} is not supported (reads {VERSION})")
+    for key, (types, required) in _SCHEMA.items():
+        if key not in m:
+            if required:
+                raise ArtifactError(f"{where}: manifest lacks {key!r}")
+            continue
+        if not isinstance(m[key], types) or (types is int and isinstance(m[key], bool)):
+            raise ArtifactError(f"{where}: manifest field {key!r} has the wrong type")
+    unknown = set(m) - set(_SCHEMA)
+    if unknown:
+        raise ArtifactError(f"{where}: manifest has unknown field(s) {sorted(unknown)}")
+    if m["task"] not in TASKS:
+        raise ArtifactError(f"{where}: unknown task {m['task']!r}")
+    if m["count"] < 0 or m["latent_dim"] < 1 or m["dtype"] != "float32":
+        raise ArtifactError(f"{where}: invalid count/latent_dim/dtype in manifest")
+    if set(m["splits"]) != set(SPLITS) or sum(m["splits"].values()) != m["count"]:
+        raise ArtifactError(f"{where}: split counts in manifest do not add up to {m['count']}")
+    if DATA_FILE not in m["files"] or not isinstance(m["files"][DATA_FILE], dict):
+        raise ArtifactError(f"{where}: manifest lists no {DATA_FILE}")
+    model = m["model"]
+    if not isinstance(model.get("id"), (str, type(None))) or not isinstance(model.get("embedded"), bool):
+        raise ArtifactError(f"{where}: invalid model entry in manifest")
+    return m
+
+
+def latent_checksum(latents: np.ndarray, chunk_rows: int = 65536) -> str:
+    """sha256 of the latent values (float32 little-endian, row-major), read in chunks."""
+    h = hashlib.sha256()
+    for start in range(0, len(latents), chunk_rows):
+        h.update(np.ascontiguousarray(latents[start:start + chunk_rows], dtype="<f4").tobytes())
+    return h.hexdigest()
+
+
+class LatentSet:
+    """An opened latent set. Arrays are read-only memory maps.
+
+    Attributes:
+        path: the directory; manifest: the validated manifest dict.
+        latents: ``(N, P)`` float32; splits: ``(N,)`` uint8; psnr: ``(N,)`` float32 (NaN when unknown);
+        index: ``(N,)`` int64 position of each signal in its source data; labels: ``(N, L)`` int64 or None.
+    """
+
+    def __init__(self, path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.latents = arrays["latents"]
+        self.splits = arrays["split"]
+        self.psnr = arrays["psnr"]
+        self.index = arrays["index"]
+        self.labels = arrays.get("labels")
+
+    # -- opening --------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path, verify: bool = True) -> "LatentSet":
+        """Open and validate a latent set. ``verify`` re-hashes the data file against the manifest."""
+        path = Path(path)
+        if not path.exists():
+            partial = path.with_name(path.name + ".partial")
+            hint = f" (an unfinished encode is in {partial}; rerun the encode command to finish it)" if partial.exists() else ""
+            raise ArtifactError(f"latent set not found: {path}{hint}")
+        if not path.is_dir():
+            raise ArtifactError(f"{path} is not a latent set directory")
+        manifest = validate_manifest(read_json(path / MANIFEST, what="latent-set manifest"), str(path))
+        data = path / DATA_FILE
+        if not data.is_file():
+            raise ArtifactError(f"{path} lacks {DATA_FILE}")
+        expected = manifest["files"][DATA_FILE]
+        if data.stat().st_size != expected.get("bytes"):
+            raise ArtifactError(f"{data} has {data.stat().st_size} bytes, the manifest says {expected.get('bytes')} (truncated or replaced)")
+        if verify and sha256_file(data) != expected.get("sha256"):
+            raise ArtifactError(f"{data} does not match its checksum in the manifest (corrupt or replaced)")
+        arrays = open_tensors_mmap(data)
+        n, p = manifest["count"], manifest["latent_dim"]
+        shapes = {"latents": (n, p), "split": (n,), "psnr": (n,), "index": (n,)}
+        for name, shape in shapes.items():
+            if name not in arrays or arrays[name].shape != shape:
+                raise ArtifactError(f"{data}: tensor {name!r} is missing or not of shape {shape}")
+        if "labels" in arrays and arrays["labels"].shape != (n, manifest["label_columns"]):
+            raise ArtifactError(f"{data}: labels do not have {manifest['label_columns']} column(s)")
+        if manifest["label_columns"] and "labels" not in arrays:
+            raise ArtifactError(f"{data}: the manifest announces labels but the file has none")
+        return cls(path, manifest, arrays)
+
+    # -- content --------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.manifest["count"])
+
+    @property
+    def latent_dim(self) -> int:
+        return int(self.manifest["latent_dim"])
+
+    @property
+    def task(self) -> str:
+        return self.manifest["task"]
+
+    @property
+    def label_names(self) -> dict[str, str]:
+        return dict(self.manifest["label_names"])
+
+    @property
+    def signal_shape(self) -> tuple[int, ...]:
+        return tuple(self.manifest["signal_shape"])
+
+    @property
+    def model_id(self) -> str | None:
+        return self.manifest["model"].get("id")
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labels is not None
+
+    def split_indices(self, split: str) -> np.ndarray:
+        if split not in SPLIT_CODES:
+            raise ConfigError(f"unknown split {split!r}; expected one of {SPLITS}")
+        return np.flatnonzero(np.asarray(self.splits) == SPLIT_CODES[split])
+
+    def rows(self, indices: np.ndarray | slice) -> np.ndarray:
+        """Latents of the given rows as a writable float32 copy ``(n, P)`` (safe for ``torch.from_numpy``)."""
+        return np.array(self.latents[indices], dtype=np.float32)
+
+    def split(self, split: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(latents (n, P), labels (n, L) or None)`` of one split, read into memory."""
+        idx = self.split_indices(split)
+        x = np.asarray(self.latents[idx], dtype=np.float32)
+        y = None if self.labels is None else np.asarray(self.labels[idx])
+        return x, y
+
+    def iter_chunks(self, rows: int = 65536) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(start, latents[start:start+rows])`` with bounded memory."""
+        for start in range(0, len(self), rows):
+            yield start, np.asarray(self.latents[start:start + rows])
+
+    def checksum(self) -> str:
+        """Recompute the sha256 of the latent values (compare with ``manifest['latent_checksum']``)."""
+        return latent_checksum(self.latents)
+
+    def to_dataframe(self, split: str | None = None):
+        """A pandas DataFrame: columns ``phi_0..phi_{P-1}``, ``split``, ``psnr``, ``index`` and labels."""
+        import pandas as pd
+
+        idx = np.arange(len(self)) if split is None else self.split_indices(split)
+        df = pd.DataFrame(np.asarray(self.latents[idx]), columns=[f"phi_{i}" for i in range(self.latent_dim)])
+        df["split"] = pd.Categorical([SPLITS[c] for c in np.asarray(self.splits[idx])], categories=list(SPLITS))
+        df["psnr"] = np.asarray(self.psnr[idx])
+        df["index"] = np.asarray(self.index[idx])
+        if self.labels is not None:
+            labels = np.asarray(self.labels[idx])
+            if labels.shape[1] == 1:
+                df["label"] = labels[:, 0]
+            else:
+                for j in range(labels.shape[1]):
+                    df[f"label_{j}"] = labels[:, j]
+        return df
+
+    def torch_dataset(self, split: str | None = None):
+        """A ``torch.utils.data.Dataset`` of ``(latent (P,), label (L,))`` pairs (labels -1 when absent)."""
+        from funcml.latents.torch_dataset import LatentDataset
+
+        return LatentDataset(self, None if split is None else self.split_indices(split))
+
+    # -- the decoder ----------------------------------------------------------------------------
+    @property
+    def model_dir(self) -> Path | None:
+        entry = self.manifest["model"]
+        if entry.get("embedded"):
+            return self.path / MODEL_DIR
+        hint = entry.get("path")
+        return Path(hint) if hint else None
+
+    def load_model(self, model_dir: str | Path | None = None, device: str = "cpu"):
+        """Load the model that decodes this set (embedded, or ``model_dir``); checks the id matches."""
+        from funcml.encoders.model import FieldModel
+
+        directory = Path(model_dir) if model_dir is not None else self.model_dir
+        if directory is None:
+            raise ArtifactError(f"{self.path} has no embedded model; pass --model DIR")
+        model = FieldModel.load(directory, device=device)
+        self.check_model(model)
+        return model
+
+    def check_model(self, model) -> None:
+        """Raise :class:`ArtifactError` unless ``model`` is the one these latents were encoded with."""
+        if model.config.latent_dim != self.latent_dim:
+            raise ArtifactError(f"latent set {self.path} has latent dimension {self.latent_dim} but the model "
+                                f"expects {model.config.latent_dim}: they do not belong together")
+        if self.model_id is not None and model.id is not None and model.id != self.model_id:
+            raise ArtifactError(f"latent set {self.path} was encoded with model {self.model_id[:12]}, "
+                                f"not with {model.id[:12]}: decode it with its own model")
+
+    def describe(self) -> dict:
+        m = self.manifest
+        return {k: m[k] for k in ("count", "latent_dim", "task", "splits", "signal_shape", "label_names",
+                                  "latent_checksum") if k in m} | {
+            "path": str(self.path), "model_id": self.model_id, "source": m["source"],
+            "encoding": m["encoding"], "metrics": m.get("metrics", {})}
+
+
+class LatentSetWriter:
+    """Build a latent set under ``PATH.partial``: write rows in any order, then :meth:`finalize`.
+
+    The data file is preallocated (sparse) and memory-mapped writable, so rows are streamed to
+    disk with bounded memory; ``finalize`` hashes it, writes the manifest, optionally embeds the
+    model, and renames ``PATH.partial`` to ``PATH``.
+    """
+
+    def __init__(self, path: str | Path, *, count: int, latent_dim: int, label_columns: int = 0,
+                 metadata: dict | None = None, resume: bool = False) -> None:
+        self.path = Path(path)
+        self.partial = self.path.with_name(self.path.name + ".partial")
+        self.count, self.latent_dim, self.label_columns = int(count), int(latent_dim), int(label_columns)
+        data = self.partial / DATA_FILE
+        if resume and data.is_file():
+            self.arrays = open_tensors_mmap(data, mode="r+")
+            expected = {"latents": (self.count, self.latent_dim), "split": (self.count,)}
+            if any(self.arrays.get(k) is None or self.arrays[k].shape != s for k, s in expected.items()):
+                raise ArtifactError(f"{data} does not match this job; remove {self.partial} to start over")
+        else:
+            if self.partial.exists():
+                shutil.rmtree(self.partial)
+            self.partial.mkdir(parents=True)
+            specs: dict[str, tuple[str, tuple[int, ...]]] = {
+                "latents": ("float32", (self.count, self.latent_dim)),
+                "split": ("uint8", (self.count,)),
+                "psnr": ("float32", (self.count,)),
+                "index": ("int64", (self.count,)),
+            }
+            if self.label_columns:
+                specs["labels"] = ("int64", (self.count, self.label_columns))
+            self.arrays = create_tensor_file(data, specs, metadata={"format": FORMAT, **(metadata or {})})
+            self.arrays["psnr"][:] = np.nan
+
+    def write_rows(self, start: int, **columns: np.ndarray) -> None:
+        """Write ``columns`` (``latents``, ``psnr``, ``labels``, ``split``, ``index``) at rows ``start:``."""
+        for name, values in columns.items():
+            arr = self.arrays[name]
+            arr[start:start + len(values)] = values
+
+    def flush(self) -> None:
+        for arr in self.arrays.values():
+            if isinstance(arr, np.memmap):
+                arr.flush()
+
+    def finalize(self, *, task: str, label_names: dict[str, str], signal_shape: tuple[int, ...],
+                 source: dict, encoding: dict, model_id: str | None, model_dir: str | Path | None = None,
+                 embed_model: bool = True, metrics: dict | None = None, extra: dict | None = None,
+                 overwrite: bool = False) -> "LatentSet":
+        """Hash, write the manifest, embed the model and publish the set at ``path``."""
+        from funcml.encoders.model import copy_model_dir
+
+        if self.path.exists() and not overwrite:
+            raise OutputExistsError(f"output path exists: {self.path} (pass --overwrite to replace it)")
+        self.flush()
+        latents = self.arrays["latents"]
+        if not np.isfinite(np.asarray(latents)).all():
+            raise ArtifactError("refusing to write a latent set with non-finite latents")
+        splits = np.asarray(self.arrays["split"])
+        data = self.partial / DATA_FILE
+        model_entry: dict[str, Any] = {"id": model_id, "embedded": False}
+        if model_dir is not None:
+            if embed_model:
+                copy_model_dir(model_dir, self.partial / MODEL_DIR)
+                model_entry["embedded"] = True
+            else:
+                model_entry["path"] = str(Path(model_dir).resolve())
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            "count": self.count,
+            "latent_dim": self.latent_dim,
+            "dtype": "float32",
+            "task": task,
+            "label_names": {str(k): str(v) for k, v in label_names.items()},
+            "label_columns": self.label_columns,
+            "splits": {s: int((splits == c).sum()) for s, c in SPLIT_CODES.items()},
+            "signal_shape": [int(s) for s in signal_shape],
+            "source": source,
+            "model": model_entry,
+            "encoding": encoding,
+            "files": {DATA_FILE: {"sha256": sha256_file(data), "bytes": data.stat().st_size}},
+            "latent_checksum": latent_checksum(latents),
+            "metrics": metrics or {},
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "funcml_version": __version__,
+        }
+        if extra:
+            manifest["extra"] = extra
+        validate_manifest(manifest, str(self.path))
+        self.arrays = {}
+        atomic_write_json(self.partial / MANIFEST, manifest)
+        if self.path.exists():
+            old = self.path.with_name(self.path.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            self.path.rename(old)
+            self.partial.rename(self.path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            self.partial.rename(self.path)
+        return LatentSet.open(self.path, verify=False)
+
+
+def write_latent_set(path: str | Path, latents: np.ndarray, *, splits: np.ndarray, labels: np.ndarray | None = None,
+                     psnr: np.ndarray | None = None, index: np.ndarray | None = None, task: str = "none",
+                     label_names: dict[str, str] | None = None, signal_shape: tuple[int, ...] = (),
+                     source: dict | None = None, encoding: dict | None = None, model_id: str | None = None,
+                     model_dir: str | Path | None = None, embed_model: bool = True, metrics: dict | None = None,
+                     extra: dict | None = None, overwrite: bool = False) -> LatentSet:
+    """Write an in-memory latent set in one go (imports, generated samples, tests)."""
+    latents = np.asarray(latents, dtype=np.float32)
+    if latents.ndim != 2:
+        raise ConfigError(f"latents must be (N, P); got shape {latents.shape}")
+    n = len(latents)
+    if Path(path).exists() and not overwrite:
+        raise OutputExistsError(f"output path exists: {path} (pass --overwrite to replace it)")
+    labels2 = None if labels is None else np.asarray(labels, dtype=np.int64).reshape(n, -1)
+    writer = LatentSetWriter(path, count=n, latent_dim=latents.shape[1],
+                             label_columns=0 if labels2 is None else labels2.shape[1])
+    cols: dict[str, np.ndarray] = {
+        "latents": latents,
+        "split": np.asarray(splits, dtype=np.uint8),
+        "psnr": np.full(n, np.nan, np.float32) if psnr is None else np.asarray(psnr, np.float32),
+        "index": np.arange(n, dtype=np.int64) if index is None else np.asarray(index, np.int64),
+    }
+    if labels2 is not None:
+        cols["labels"] = labels2
+    writer.write_rows(0, **cols)
+    return writer.finalize(task=task, label_names=label_names or {}, signal_shape=signal_shape,
+                           source=source or {}, encoding=encoding or {}, model_id=model_id, model_dir=model_dir,
+                           embed_model=embed_model, metrics=metrics, extra=extra, overwrite=overwrite)

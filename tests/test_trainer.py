@@ -1,0 +1,133 @@
+"""Meta-training loop: learning, deterministic resume, interruption, divergence, output rules."""
+
+import dataclasses
+import json
+import os
+import signal
+
+import pytest
+import torch
+
+from funcml.encoders import trainer as trainer_mod
+from funcml.encoders.model import FieldModel
+from funcml.encoders.trainer import MetaTrainer, TrainingInterrupted, cosine_lr
+from funcml.errors import ConfigError, OutputExistsError, TrainingDivergedError
+from funcml.io import load_tensors
+
+
+def _weights(out):
+    meta = json.loads((out / "checkpoints" / "last.json").read_text())
+    return load_tensors(out / "checkpoints" / meta["file"]), meta
+
+
+def test_cosine_schedule_with_warmup():
+    from funcml.encoders.config import TrainConfig
+
+    cfg = TrainConfig(steps=100, outer_lr=1.0, warmup_steps=10, min_lr_ratio=0.1)
+    assert cosine_lr(0, cfg) == pytest.approx(0.1)
+    assert cosine_lr(9, cfg) == pytest.approx(1.0)
+    assert cosine_lr(10, cfg) == pytest.approx(1.0)
+    assert cosine_lr(55, cfg) == pytest.approx(0.55)
+    assert cosine_lr(100, cfg) == pytest.approx(0.1)
+
+
+def test_training_improves_reconstruction_and_keeps_best_model(tmp_path, tiny_images, tiny_field, tiny_train):
+    cfg = dataclasses.replace(tiny_train, steps=40, val_every=10, outer_lr=3e-3)
+    result = MetaTrainer(tiny_field, cfg, tiny_images, tmp_path / "m", progress=False).run()
+    hist = [h for h in result.history if "psnr_outer" in h]
+    assert hist[-1]["psnr_outer"] > hist[0]["psnr_outer"] + 2.0
+    vals = [h["val_psnr"] for h in result.history if "val_psnr" in h]
+    assert len(vals) == 4 and result.best_val_psnr == pytest.approx(max(vals))
+    model = FieldModel.load(tmp_path / "m")
+    assert model.training["val_psnr"] == pytest.approx(result.best_val_psnr)
+    assert model.training["step"] == result.best_step
+    assert (tmp_path / "m" / "training_curves.png").stat().st_size > 1000
+    summary = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert summary["median_step_seconds"] > 0 and summary["peak_memory_bytes"] > 0
+
+
+def test_resume_after_a_crash_continues_the_same_trajectory(tmp_path, tiny_images, tiny_field, tiny_train, monkeypatch):
+    MetaTrainer(tiny_field, tiny_train, tiny_images, tmp_path / "a", progress=False).run()
+    ref, ref_meta = _weights(tmp_path / "a")
+
+    real = trainer_mod.cosine_lr
+
+    def crash_at_7(step, cfg):
+        if step == 7:
+            raise RuntimeError("simulated crash")  # like SIGKILL: no checkpoint beyond step 4
+        return real(step, cfg)
+
+    monkeypatch.setattr(trainer_mod, "cosine_lr", crash_at_7)
+    with pytest.raises(RuntimeError):
+        MetaTrainer(tiny_field, tiny_train, tiny_images, tmp_path / "b", progress=False).run()
+    assert _weights(tmp_path / "b")[1]["step"] == 4
+    monkeypatch.setattr(trainer_mod, "cosine_lr", real)
+    result = MetaTrainer(tiny_field, tiny_train, tiny_images, tmp_path / "b", progress=False).run()
+    assert result.resumed_from == 4
+    got, meta = _weights(tmp_path / "b")
+    assert meta["step"] == 12 and meta["finished"]
+    for name in ref:
+        assert torch.equal(ref[name], got[name]), name
+    untimed = lambda hist: [{k: v for k, v in h.items() if k != "seconds"} for h in hist]  # noqa: E731
+    assert untimed(meta["history"]) == untimed(ref_meta["history"])
+
+
+def test_sigint_checkpoints_between_steps_and_resumes_identically(tmp_path, tiny_images, tiny_field, tiny_train, monkeypatch):
+    MetaTrainer(tiny_field, tiny_train, tiny_images, tmp_path / "a", progress=False).run()
+    ref, _ = _weights(tmp_path / "a")
+    real = trainer_mod.cosine_lr
+
+    def interrupt_at_6(step, cfg):
+        if step == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(step, cfg)
+
+    monkeypatch.setattr(trainer_mod, "cosine_lr", interrupt_at_6)
+    with pytest.raises(TrainingInterrupted):
+        MetaTrainer(tiny_field, tiny_train, tiny_images, tmp_path / "b", progress=False).run()
+    assert _weights(tmp_path / "b")[1]["step"] == 7  # the step in flight completed, then it stopped
+    monkeypatch.setattr(trainer_mod, "cosine_lr", real)
+    MetaTrainer(tiny_field, tiny_train, tiny_images, tmp_path / "b", progress=False).run()
+    got, _ = _weights(tmp_path / "b")
+    for name in ref:
+        assert torch.equal(ref[name], got[name]), name
+
+
+def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, tiny_images, tiny_field, tiny_train, monkeypatch):
+    real = trainer_mod.accumulate_meta_gradient
+    calls = {"n": 0}
+
+    def poisoned(net, *args, **kwargs):
+        calls["n"] += 1
+        stats = real(net, *args, **kwargs)
+        if calls["n"] == 6:
+            stats.outer_loss = float("nan")
+        return stats
+
+    monkeypatch.setattr(trainer_mod, "accumulate_meta_gradient", poisoned)
+    with pytest.raises(TrainingDivergedError, match="diverged at step 6"):
+        MetaTrainer(tiny_field, tiny_train, tiny_images, tmp_path / "m", progress=False).run()
+    _, meta = _weights(tmp_path / "m")
+    assert meta["step"] == 4 and not meta["finished"]
+
+
+def test_output_rules(tmp_path, tiny_images, tiny_field, tiny_train):
+    out = tmp_path / "m"
+    MetaTrainer(tiny_field, tiny_train, tiny_images, out, progress=False).run()
+    with pytest.raises(OutputExistsError, match="finished"):
+        MetaTrainer(tiny_field, tiny_train, tiny_images, out, progress=False)
+    other = dataclasses.replace(tiny_train, inner_lr=0.1)
+    with pytest.raises(OutputExistsError, match="inner_lr"):
+        MetaTrainer(tiny_field, other, tiny_images, out, progress=False)
+    MetaTrainer(tiny_field, other, tiny_images, out, overwrite=True, progress=False).run()
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "file").write_text("x")
+    with pytest.raises(OutputExistsError):
+        MetaTrainer(tiny_field, tiny_train, tiny_images, tmp_path / "junk", progress=False)
+    with pytest.raises(ConfigError, match="--resume"):
+        MetaTrainer(tiny_field, tiny_train, tiny_images, tmp_path / "new", resume=True, progress=False)
+
+
+def test_model_must_fit_the_data(tmp_path, tiny_images, tiny_field, tiny_train):
+    with pytest.raises(ConfigError, match="1-D|2-D"):
+        MetaTrainer(dataclasses.replace(tiny_field, dim_in=1), tiny_train, tiny_images, tmp_path / "m")
