@@ -7,3 +7,6 @@ import click
 
 def register(cli: click.Group) -> None:
     """Add the task commands that are available (each task module adds its own)."""
+    from funcml.cli import generate
+
+    generate.register(cli)

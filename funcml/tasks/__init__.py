@@ -1,0 +1,1 @@
+from funcml.tasks import generate  # noqa: F401
