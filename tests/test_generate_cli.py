@@ -148,3 +148,19 @@ def test_sample_errors(encoded, tmp_path, capsys):
         code, out, err = run(["generate", "sample", gen, "--out", str(tmp_path / "s"), *extra], capsys)
         assert code != 0 and message in err, err
     assert not (tmp_path / "s").exists()
+
+
+def test_demo_stage_writes_figures_and_metrics(encoded, tmp_path):
+    from funcml.demo import DemoContext, demo_stages
+    from funcml.tasks.generate.demo import generate_stage
+
+    assert "generate" in [name for name, _ in demo_stages()]
+    _, signals, latent_set, model = encoded
+    ctx = DemoContext(out=tmp_path, signals=signals, model=model, latent_set=latent_set, device="cpu", quick=True,
+                      log=lambda m: None)
+    rep = generate_stage(ctx)
+    for name in rep["figures"]:
+        assert (tmp_path / name).stat().st_size > 1000
+    assert set(rep["fd"]) == {"held_out_real", "held_out_decoded", "generated", "gaussian"}
+    assert set(rep["cas"]) == {"real", "generated", "gaussian"} and rep["memorisation_ratio"] > 0
+    json.dumps(rep)  # the report is JSON-serialisable

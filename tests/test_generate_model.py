@@ -133,7 +133,7 @@ def test_denoiser_shapes_and_zero_initial_output():
     x, t = torch.randn(5, 10), torch.rand(5)
     assert net(x, t, torch.tensor([0, 1, 2, 3, 0])).shape == (5, 10)
     assert torch.count_nonzero(net(x, t)) == 0  # output layer starts at zero
-    assert default_hidden(64) == 256 and default_hidden(256) == 512 and default_hidden(8192) == 2048
+    assert default_hidden(64) == 128 and default_hidden(250) == 256 and default_hidden(8192) == 1024
 
 
 @pytest.mark.parametrize("process, steps", [(Diffusion(), 20), (FlowMatching(), 20), (Diffusion(eta=1.0), 400)])

@@ -12,9 +12,11 @@ import numpy as np
 
 from funcml.cli.common import (data_options, device_option, emit_json, info, json_option, load_data,
                                overwrite_option, parse_resolution)
-from funcml.errors import ArtifactError, ConfigError, OutputExistsError
+from funcml.errors import ConfigError, OutputExistsError
+from funcml.tasks.generate.artifact import MODEL_SUBDIR, load_generator_dir
+from funcml.tasks.generate.config import GeneratorConfig
 
-MODEL_SUBDIR = "model"
+_D = GeneratorConfig()
 
 
 @click.group("generate")
@@ -53,22 +55,23 @@ def _publish(partial: Path, out: Path) -> None:
 @click.option("--out", required=True, type=click.Path(), help="Output generator directory GEN.")
 @click.option("--model", "model_dir", default=None, type=click.Path(),
               help="Field model that decodes the latents (default: the one embedded in LATENTS).")
-@click.option("--method", type=click.Choice(["flow", "diffusion"]), default="flow", show_default=True,
-              help="Flow matching (Heun sampler) or v-prediction diffusion (DDIM sampler).")
-@click.option("--steps", type=int, default=4000, show_default=True, help="Training steps.")
-@click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak AdamW learning rate (cosine decay).")
-@click.option("--hidden", type=int, default=None, help="Denoiser width (default: clamp(2 P, 256, 2048)).")
-@click.option("--blocks", type=int, default=4, show_default=True, help="Residual blocks of the denoiser.")
-@click.option("--dropout", type=float, default=0.0, show_default=True)
-@click.option("--weight-decay", type=float, default=0.0, show_default=True)
-@click.option("--p-uncond", type=float, default=0.15, show_default=True,
+@click.option("--method", type=click.Choice(["flow", "diffusion"]), default=_D.method, show_default=True,
+              help="Flow matching (Heun sampler) or v-prediction diffusion (DDIM sampler with Heun correction).")
+@click.option("--steps", type=int, default=_D.steps, show_default=True, help="Training steps.")
+@click.option("--batch-size", type=int, default=_D.batch_size, show_default=True)
+@click.option("--lr", type=float, default=_D.lr, show_default=True, help="Peak AdamW learning rate (cosine decay).")
+@click.option("--hidden", type=int, default=None, help="Denoiser width (default: clamp(P, 128, 1024)).")
+@click.option("--blocks", type=int, default=_D.blocks, show_default=True, help="Residual blocks of the denoiser.")
+@click.option("--dropout", type=float, default=_D.dropout, show_default=True)
+@click.option("--weight-decay", type=float, default=_D.weight_decay, show_default=True)
+@click.option("--p-uncond", type=float, default=_D.p_uncond, show_default=True,
               help="Share of training steps without the label (for classifier-free guidance).")
-@click.option("--ema-decay", type=float, default=0.999, show_default=True)
-@click.option("--sample-steps", type=int, default=50, show_default=True, help="Default sampler steps.")
-@click.option("--eta", type=float, default=0.0, show_default=True, help="DDIM eta (diffusion only; 1: ancestral).")
+@click.option("--ema-decay", type=float, default=_D.ema_decay, show_default=True)
+@click.option("--sample-steps", type=int, default=_D.sample_steps, show_default=True, help="Default sampler steps.")
+@click.option("--eta", type=float, default=_D.eta, show_default=True,
+              help="DDIM eta (diffusion only; 1: ancestral, needs many more steps).")
 @click.option("--no-labels", is_flag=True, help="Ignore labels (unconditional model).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=_D.seed, show_default=True)
 @click.option("--max-minutes", type=float, default=None, help="Stop after this wall time; rerun to continue.")
 @click.option("--checkpoint-every", type=int, default=500, show_default=True)
 @overwrite_option
@@ -83,10 +86,9 @@ def train_command(latents, out, model_dir, method, steps, batch_size, lr, hidden
     the same command is run again.
     """
     from funcml.devices import resolve_device
-    from funcml.encoders.model import copy_model_dir
     from funcml.latents import LatentSet
+    from funcml.tasks.generate.artifact import save_generator_dir
     from funcml.tasks.generate.generator import LatentGenerator
-    from funcml.tasks.generate.viz import plot_loss
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -115,36 +117,14 @@ def train_command(latents, out, model_dir, method, steps, batch_size, lr, hidden
         if as_json:
             emit_json(summary)
         return
-    extra = {"latent_set": {"path": str(Path(latents).resolve()), "latent_checksum": latent_set.manifest["latent_checksum"],
-                            "task": latent_set.task, "label_names": latent_set.label_names,
-                            "source": latent_set.manifest["source"]},
-             "field_model_id": model.id, "signal_shape": list(model.signal_shape)}
-    gen_id = gen.save(partial, extra=extra)
     src_model = Path(model_dir) if model_dir is not None else latent_set.model_dir
-    copy_model_dir(src_model, partial / MODEL_SUBDIR)
-    plot_loss(gen.history_, partial / "loss.png")
+    gen_id = save_generator_dir(gen, partial, latent_set, src_model, model.id)
     shutil.rmtree(partial / "checkpoints", ignore_errors=True)
     _publish(partial, out)
     info(f"done: generator {gen_id[:12]}, final loss {gen.training_['final_loss']:.4f}, "
          f"{gen.training_['seconds']:.0f} s -> {out}")
     if as_json:
         emit_json({**summary, "id": gen_id})
-
-
-def load_generator_dir(gen_dir: str | Path, device):
-    """``(generator, field model, meta extra)`` from a GEN directory (ids checked)."""
-    from funcml.encoders.model import FieldModel
-    from funcml.tasks.generate.generator import LatentGenerator
-
-    gen = LatentGenerator.load(gen_dir, device=device)
-    extra = gen.meta_.get("extra", {})
-    model = FieldModel.load(Path(gen_dir) / MODEL_SUBDIR, device=device)
-    if extra.get("field_model_id") not in (None, model.id):
-        raise ArtifactError(f"{gen_dir}/{MODEL_SUBDIR} is not the field model the generator was trained with")
-    if model.config.latent_dim != gen.n_features_in_:
-        raise ArtifactError(f"{gen_dir}: the generator's latent dimension {gen.n_features_in_} does not fit its "
-                            f"field model ({model.config.latent_dim})")
-    return gen, model, extra
 
 
 def parse_label(text: str | None, label_names: dict[str, str]) -> int | None:
@@ -235,7 +215,7 @@ def interpolate_command(latents, row_a, row_b, frames, method, model_dir, out, o
     from funcml.devices import resolve_device
     from funcml.latents import LatentSet
     from funcml.tasks.generate.evaluate import decode_latents
-    from funcml.tasks.generate.interpolate import interpolate, plot_strip
+    from funcml.tasks.generate.interpolation import interpolate, plot_strip
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -317,7 +297,7 @@ def evaluate_command(gen_dir, latents, data, guidance, repeats, k, max_compare, 
     gen, model, extra = load_generator_dir(gen_dir, dev)
     latent_set = LatentSet.open(latents)
     latent_set.check_model(model)
-    signals = _real_signals(latent_set, data, resolution, channels, split_seed, val_fraction, test_fraction,
+    signals = load_real_signals(latent_set, data, resolution, channels, split_seed, val_fraction, test_fraction,
                             data_option)
     t0 = time.perf_counter()
     report, sets = evaluate_generator(gen, latent_set, model, signals=signals, guidance=guidance, seed=seed,
@@ -343,8 +323,9 @@ def _finite(obj):
     return obj
 
 
-def _real_signals(latent_set, data, resolution, channels, split_seed, val_fraction, test_fraction, data_option):
-    """The source signals of a latent set (checked by fingerprint), or None with a note."""
+def load_real_signals(latent_set, data, resolution, channels, split_seed, val_fraction, test_fraction, data_option):
+    """The source signals of a latent set (``data`` or the spec in its manifest, checked by
+    fingerprint), or None with a note when they cannot be read (decoded latents stand in)."""
     from funcml.errors import FuncmlError
 
     res = parse_resolution(resolution) or tuple(latent_set.signal_shape[1:])

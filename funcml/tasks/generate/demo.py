@@ -13,14 +13,14 @@ from funcml.demo import DemoContext, register_demo_stage
 def generate_stage(ctx: DemoContext) -> dict:
     from funcml.tasks.generate.evaluate import decode_latents, evaluate_generator, plot_comparison, single_labels
     from funcml.tasks.generate.generator import LatentGenerator
-    from funcml.tasks.generate.interpolate import interpolate, plot_strip
+    from funcml.tasks.generate.interpolation import interpolate, plot_strip
 
     t0 = time.perf_counter()
     ls = ctx.latent_set
     train_rows = ls.split_indices("train")
     x, y = ls.rows(train_rows), single_labels(ls, train_rows)
     steps = 150 if ctx.quick else 1500
-    gen = LatentGenerator(method="flow", steps=steps, hidden=256, blocks=3, sample_steps=25 if ctx.quick else 50,
+    gen = LatentGenerator(method="flow", steps=steps, sample_steps=25 if ctx.quick else 50,
                           device=str(ctx.device)).fit(x, y)
     fit_seconds = time.perf_counter() - t0
     ctx.log(f"      generator: {steps} flow-matching steps in {fit_seconds:.0f} s")

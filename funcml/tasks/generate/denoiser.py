@@ -16,8 +16,8 @@ from torch import nn
 
 
 def default_hidden(latent_dim: int) -> int:
-    """Hidden width sized to the latent dimension: ``clamp(2 P, 256, 2048)`` rounded to 64."""
-    return int(min(2048, max(256, 64 * math.ceil(2 * latent_dim / 64))))
+    """Hidden width sized to the latent dimension: ``clamp(P, 128, 1024)`` rounded up to 64."""
+    return int(min(1024, max(128, 64 * math.ceil(latent_dim / 64))))
 
 
 def timestep_features(t: torch.Tensor, dim: int, max_period: float = 1000.0) -> torch.Tensor:

@@ -17,8 +17,9 @@ Protocol (``evaluate_generator``):
   standardised latent space and in CNN features of decoded signals, so a copied training latent
   is an exact copy in both).
 * CAS: a classifier on latents trained on generated latents (as many as real training latents,
-  with the training labels) and tested on the real held-out latents, next to the same classifier
-  trained on the real training latents (the ceiling) and on Gaussian samples (the floor).
+  capped at ``max_cas_train``, with their labels) and tested on the real held-out latents, next to
+  the same classifier trained on the same number of real training latents (the ceiling) and on
+  Gaussian samples (the floor).
 """
 
 from __future__ import annotations
@@ -69,107 +70,185 @@ def _subsample(rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray
 
 
 def _summary(values: list[float]) -> tuple[float, float]:
-    return float(np.mean(values)), float(np.std(values)) if len(values) > 1 else 0.0
+    return float(np.mean(values)), (float(np.std(values)) if len(values) > 1 else 0.0)
+
+
+class EvaluationContext:
+    """What the protocol needs that does not depend on the generator: the real latents and signals,
+    the feature CNN (trained once), the reference features, the held-out sets' scores, the real-data
+    CAS and the Gaussian floor. Build it once to evaluate several generators or guidance weights.
+
+    Args: see :func:`evaluate_generator`.
+    """
+
+    def __init__(self, latent_set, model, *, signals=None, seed: int = 0, k: int = 3, max_compare: int = 2000,
+                 max_reference: int = 5000, max_cas_train: int = 10000, classifier: str = "logistic",
+                 cnn_steps: int = 1500, repeats: int = 3, device: str | torch.device = "cpu",
+                 log: Callable[[str], None] = print) -> None:
+        self.latent_set, self.model, self.seed, self.k, self.repeats = latent_set, model, seed, k, repeats
+        self.classifier, self.device, self.log = classifier, device, log
+        rng = np.random.default_rng(seed)
+        train_rows = latent_set.split_indices("train")
+        if len(train_rows) < 5:
+            raise DataError(f"{latent_set.path} has fewer than 5 training latents")
+        test_rows, self.held_name = held_out_rows(latent_set)
+        self.y_train, self.y_test = single_labels(latent_set, train_rows), single_labels(latent_set, test_rows)
+        self.x_train, self.x_test = latent_set.rows(train_rows), latent_set.rows(test_rows)
+        self.mean, self.scale = self.x_train.mean(0), np.maximum(self.x_train.std(0), 1e-12)
+        self.raw = signals is not None
+        self.multilabel = latent_set.task == "multi-label, binary-class" and latent_set.labels is not None
+
+        # feature network on the real training signals
+        ref_rows = _subsample(np.arange(len(train_rows)), max_reference, rng)
+        if self.raw:
+            real_train = signals.get(np.asarray(latent_set.index[train_rows]))
+            real_test = signals.get(np.asarray(latent_set.index[test_rows]))
+        else:
+            real_train, real_test = decode_latents(model, self.x_train), None
+        cnn_labels = np.asarray(latent_set.labels[train_rows]) if self.multilabel else self.y_train
+        self.net, self.net_info = train_feature_net(real_train, cnn_labels, multilabel=self.multilabel,
+                                                    max_steps=cnn_steps, seed=seed, device=device, log=log)
+        if self.raw and not self.multilabel and self.y_test is not None and self.net_info["trained"]:
+            self.net_info["held_out_accuracy"] = float((predict(self.net, real_test, device=device)
+                                                        == self.y_test).mean())
+        self.feat_ref = self.embed(real_train[ref_rows])
+        self.ref_count = len(ref_rows)
+        # memorisation compares decoded samples with decoded training latents (copies are then exact)
+        self.feat_train_decoded = (self.feat_ref if not self.raw
+                                   else self.embed(decode_latents(model, self.x_train[ref_rows])))
+
+        # held-out sets: fresh real data (the ceiling) and their decoded latents
+        cmp_rows = _subsample(np.arange(len(test_rows)), max_compare, rng)
+        self.compared_count = len(cmp_rows)
+        self.labels_cmp = None if self.y_test is None else self.y_test[cmp_rows]
+        self.z_train = self.standardise(self.x_train)
+        self.z_held = self.standardise(self.x_test[cmp_rows])
+        recon = decode_latents(model, self.x_test[cmp_rows])
+        self.feat_held = self.embed(recon)
+        self.held_results: dict[str, dict] = {}
+        self.figure_sets: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
+        if self.raw:
+            held_sig = real_test[cmp_rows]
+            self.held_results["held_out_real"] = self.score(held_sig, self.labels_cmp, None)
+            self.figure_sets["real"] = (held_sig, self.labels_cmp)
+        self.held_results["held_out_decoded"] = self.score(recon, self.labels_cmp, None)
+        if not self.raw:
+            self.figure_sets["real (decoded)"] = (recon, self.labels_cmp)
+        self._floor: dict[bool, tuple[dict, dict | None, tuple]] = {}
+        self._cas_real: dict | None = None
+        # CAS trains on as many generated latents as real ones (capped, the real ones subsampled alike)
+        self.cas_rows = _subsample(np.arange(len(train_rows)), max_cas_train, rng)
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def embed(self, signals: np.ndarray) -> np.ndarray:
+        return embed(self.net, signals, device=self.device)
+
+    def standardise(self, latents: np.ndarray) -> np.ndarray:
+        return (latents - self.mean) / self.scale
+
+    def score(self, signals: np.ndarray, labels: np.ndarray | None, latents: np.ndarray | None) -> dict:
+        """FD, precision, recall (+ label agreement, + memorisation when ``latents`` are given)."""
+        feats = self.embed(signals)
+        prec, rec = precision_recall(self.feat_ref, feats, self.k)
+        out = {"fd": frechet_distance(self.feat_ref, feats), "precision": prec, "recall": rec}
+        if labels is not None and self.net_info["trained"] and not self.multilabel:
+            out["label_agreement"] = float((predict(self.net, signals, device=self.device) == labels).mean())
+        if latents is not None:
+            out["memorisation_latent"] = memorisation(self.standardise(latents), self.z_held, self.z_train)
+            out["memorisation_feature"] = memorisation(feats, self.feat_held, self.feat_train_decoded)
+        return out
+
+    def score_source(self, source, conditional: bool, guidance: float) -> tuple[dict, tuple]:
+        """Scores of ``repeats`` draws from ``source`` (mean and std) and the first draw for a figure."""
+        labels = self.labels_cmp if conditional else None
+        runs, first = [], None
+        for r in range(self.repeats):
+            z, lab = source.sample(self.compared_count, labels=labels, guidance=guidance, seed=self.seed + r)
+            sig = decode_latents(self.model, z)
+            runs.append(self.score(sig, lab, z))
+            first = first or (sig, lab)
+        return _aggregate(runs), first
+
+    def cas(self, source, guidance: float = 1.0) -> dict:
+        """Train the CAS classifier on as many samples of ``source`` as real training latents (same
+        labels) and test it on the real held-out latents."""
+        z, lab = source.sample(len(self.cas_rows), labels=self.y_train[self.cas_rows], guidance=guidance,
+                               seed=self.seed + 1000)
+        return classification_accuracy_score(z, lab, self.x_test, self.y_test, self.classifier, self.seed)
+
+    def floor(self, conditional: bool) -> tuple[dict, dict | None, tuple]:
+        """The Gaussian floor's scores, CAS and figure draw (cached per conditioning)."""
+        if conditional not in self._floor:
+            gauss = ClassGaussian(self.seed).fit(self.x_train, self.y_train if conditional else None)
+            scores, first = self.score_source(gauss, conditional, 1.0)
+            cas = self.cas(gauss) if conditional and self.y_test is not None else None
+            self._floor[conditional] = (scores, cas, first)
+        return self._floor[conditional]
+
+    def cas_real(self) -> dict:
+        if self._cas_real is None:
+            rows = self.cas_rows
+            self._cas_real = classification_accuracy_score(self.x_train[rows], self.y_train[rows], self.x_test,
+                                                           self.y_test, self.classifier, self.seed)
+        return self._cas_real
+
+    # -- the evaluation ---------------------------------------------------------------------------
+    def evaluate(self, generator, guidance: float = 1.0) -> tuple[dict, dict]:
+        """``(report, figure_sets)`` for one generator at one guidance weight."""
+        conditional = bool(generator.conditional and self.y_train is not None)
+        results = dict(self.held_results)
+        results["generated"], first = self.score_source(generator, conditional, guidance)
+        results["gaussian"], floor_cas, floor_first = self.floor(conditional)
+        figure_sets = {**self.figure_sets, "generated": first, "gaussian": floor_first}
+        for name in ("generated", "gaussian"):
+            r = results[name]
+            self.log(f"{name}: FD {r['fd']:.3f}, precision {r['precision']:.3f}, recall {r['recall']:.3f}")
+        cas = None
+        if conditional and self.y_test is not None:
+            cas = {"classifier": self.classifier, "trained_on": f"{len(self.cas_rows)} latents",
+                   "tested_on": f"real {self.held_name} latents", "real": self.cas_real(),
+                   "generated": self.cas(generator, guidance), "gaussian": floor_cas}
+            cas["gap_points"] = 100 * (cas["real"]["accuracy"] - cas["generated"]["accuracy"])
+            self.log(f"CAS ({self.classifier} on latents): real {cas['real']['accuracy']:.3f}, generated "
+                     f"{cas['generated']['accuracy']:.3f}, gaussian {cas['gaussian']['accuracy']:.3f}")
+        report = {
+            "reference": {"set": "train", "signals": "raw" if self.raw else "decoded latents",
+                          "count": int(self.ref_count)},
+            "held_out_split": self.held_name, "compared_count": int(self.compared_count),
+            "repeats": int(self.repeats), "guidance": float(guidance), "conditional": conditional, "k": int(self.k),
+            "seed": int(self.seed), "feature_net": dict(self.net_info), "sets": results, "cas": cas,
+        }
+        return report, figure_sets
 
 
 def evaluate_generator(generator, latent_set, model, *, signals=None, guidance: float = 1.0, seed: int = 0,
                        repeats: int = 3, k: int = 3, max_compare: int = 2000, max_reference: int = 5000,
-                       classifier: str = "logistic", cnn_steps: int = 1500, device: str | torch.device = "cpu",
-                       log: Callable[[str], None] = print) -> tuple[dict, dict]:
-    """Run the protocol above. ``signals`` is the source :class:`SignalSet` (None: decoded latents
-    stand in for the real signals). Returns ``(report, figure_sets)`` where figure_sets maps a
-    set name to ``(signals (m, C, *spatial), labels (m,) | None)`` for :func:`plot_comparison`."""
-    rng = np.random.default_rng(seed)
-    train_rows = latent_set.split_indices("train")
-    if len(train_rows) < 5:
-        raise DataError(f"{latent_set.path} has fewer than 5 training latents")
-    test_rows, held_name = held_out_rows(latent_set)
-    y_train, y_test = single_labels(latent_set, train_rows), single_labels(latent_set, test_rows)
-    conditional = generator.conditional and y_train is not None
-    x_train, x_test = latent_set.rows(train_rows), latent_set.rows(test_rows)
-    raw = signals is not None
+                       max_cas_train: int = 10000, classifier: str = "logistic", cnn_steps: int = 1500,
+                       device: str | torch.device = "cpu",
+                       log: Callable[[str], None] = print,
+                       context: EvaluationContext | None = None) -> tuple[dict, dict]:
+    """Run the protocol above for ``generator`` (anything with ``conditional`` and
+    ``sample(n, labels=, guidance=, seed=) -> (latents, labels)``).
 
-    # -- feature network on real training signals --------------------------------------------------
-    ref_rows = _subsample(np.arange(len(train_rows)), max_reference, rng)
-    if raw:
-        real_train = signals.get(np.asarray(latent_set.index[train_rows]))
-        real_test = signals.get(np.asarray(latent_set.index[test_rows]))
-    else:
-        real_train = decode_latents(model, x_train)
-        real_test = None
-    multilabel = latent_set.task == "multi-label, binary-class" and latent_set.labels is not None
-    cnn_labels = (np.asarray(latent_set.labels[train_rows]) if multilabel else y_train)
-    net, net_info = train_feature_net(real_train, cnn_labels, multilabel=multilabel, max_steps=cnn_steps,
-                                      seed=seed, device=device, log=log)
-    feat_ref = embed(net, real_train[ref_rows], device=device)
-    # memorisation compares decoded samples with decoded training latents (copies are then exact)
-    feat_train_decoded = feat_ref if not raw else embed(net, decode_latents(model, x_train[ref_rows]), device=device)
+    Args:
+        signals: the source :class:`SignalSet` (None: decoded latents stand in for real signals).
+        guidance: classifier-free guidance weight for the samples.
+        repeats: sample draws per set (mean and std reported).
+        k: k of the k-NN manifolds; max_compare / max_reference / max_cas_train: caps on the set sizes.
+        classifier: CAS classifier on latents (``logistic`` or ``mlp``).
+        cnn_steps: training steps of the feature CNN.
+        context: a prepared :class:`EvaluationContext` (the other data arguments are then ignored).
 
-    # -- the compared sets ---------------------------------------------------------------------------
-    cmp_rows = _subsample(np.arange(len(test_rows)), max_compare, rng)
-    labels_cmp = None if y_test is None else y_test[cmp_rows]
-    gen_labels = labels_cmp if conditional else None
-    norm = (generator.mean_, generator.scale_)
-    z_train = (x_train - norm[0]) / norm[1]
-    z_held = (x_test[cmp_rows] - norm[0]) / norm[1]
-    gauss = ClassGaussian(seed).fit(x_train, y_train if conditional else None)
-
-    def score(name: str, sig: np.ndarray, labels: np.ndarray | None, latents: np.ndarray | None) -> dict:
-        feats = embed(net, sig, device=device)
-        fd = frechet_distance(feat_ref, feats)
-        prec, rec = precision_recall(feat_ref, feats, k)
-        out = {"fd": fd, "precision": prec, "recall": rec}
-        if labels is not None and net_info["trained"] and not multilabel:
-            out["label_agreement"] = float((predict(net, sig, device=device) == labels).mean())
-        if latents is not None:
-            out["memorisation_latent"] = memorisation((latents - norm[0]) / norm[1], z_held, z_train)
-            out["memorisation_feature"] = memorisation(feats, feat_held, feat_train_decoded)
-        return out
-
-    feat_held = embed(net, decode_latents(model, x_test[cmp_rows]), device=device)
-    results: dict[str, dict] = {}
-    figure_sets: dict[str, tuple[np.ndarray, np.ndarray | None]] = {}
-    if raw:
-        held_sig = real_test[cmp_rows]
-        results["held_out_real"] = score("held_out_real", held_sig, labels_cmp, None)
-        figure_sets["real"] = (held_sig, labels_cmp)
-    recon = decode_latents(model, x_test[cmp_rows])
-    results["held_out_decoded"] = score("held_out_decoded", recon, labels_cmp, None)
-    if not raw:
-        figure_sets["real (decoded)"] = (recon, labels_cmp)
-    for name, source in (("generated", generator), ("gaussian", gauss)):
-        runs = []
-        for r in range(repeats):
-            z, lab = source.sample(len(cmp_rows), labels=gen_labels, guidance=guidance, seed=seed + r)
-            sig = decode_latents(model, z)
-            runs.append(score(name, sig, lab, z))
-            if r == 0:
-                figure_sets[name] = (sig, lab)
-        results[name] = _aggregate(runs)
-        log(f"{name}: FD {results[name]['fd']:.3f}, precision {results[name]['precision']:.3f}, "
-            f"recall {results[name]['recall']:.3f}")
-
-    # -- CAS -----------------------------------------------------------------------------------------
-    cas = None
-    if conditional and y_test is not None:
-        cas = {"classifier": classifier, "trained_on": "latents", "tested_on": f"real {held_name} latents"}
-        cas["real"] = classification_accuracy_score(x_train, y_train, x_test, y_test, classifier, seed)
-        for name, source in (("generated", generator), ("gaussian", gauss)):
-            z, lab = source.sample(len(train_rows), labels=y_train, guidance=guidance, seed=seed + 1000)
-            cas[name] = classification_accuracy_score(z, lab, x_test, y_test, classifier, seed)
-        cas["gap_points"] = 100 * (cas["real"]["accuracy"] - cas["generated"]["accuracy"])
-        log(f"CAS ({classifier} on latents): real {cas['real']['accuracy']:.3f}, generated "
-            f"{cas['generated']['accuracy']:.3f}, gaussian {cas['gaussian']['accuracy']:.3f}")
-
-    if raw and not multilabel and y_test is not None and net_info["trained"]:
-        net_info["held_out_accuracy"] = float((predict(net, real_test, device=device) == y_test).mean())
-    report = {
-        "reference": {"set": "train", "signals": "raw" if raw else "decoded latents", "count": int(len(ref_rows))},
-        "held_out_split": held_name, "compared_count": int(len(cmp_rows)), "repeats": int(repeats),
-        "guidance": float(guidance), "conditional": bool(conditional), "k": int(k), "seed": int(seed),
-        "feature_net": net_info, "sets": results, "cas": cas,
-    }
-    return report, figure_sets
+    Returns:
+        ``(report, figure_sets)``; figure_sets maps a set name to ``(signals (m, C, *spatial),
+        labels (m,) | None)`` for :func:`plot_comparison`.
+    """
+    if context is None:
+        context = EvaluationContext(latent_set, model, signals=signals, seed=seed, k=k, max_compare=max_compare,
+                                    max_reference=max_reference, max_cas_train=max_cas_train,
+                                    classifier=classifier, cnn_steps=cnn_steps,
+                                    repeats=repeats, device=device, log=log)
+    return context.evaluate(generator, guidance)
 
 
 def _aggregate(runs: list[dict]) -> dict:
@@ -185,10 +264,8 @@ def _aggregate(runs: list[dict]) -> dict:
 
 def plot_comparison(sets: dict[str, tuple[np.ndarray, np.ndarray | None]], path: str | Path,
                     label_names: dict[str, str] | None = None, per_row: int = 8) -> None:
-    """Rows of signals per set and class (real / generated / Gaussian side by side)."""
-    import matplotlib.pyplot as plt
-
-    from funcml.viz import _show
+    """One row of signals per set and class (real / generated / Gaussian side by side)."""
+    from funcml.tasks.generate.viz import plot_rows
 
     rows: list[tuple[str, np.ndarray]] = []
     first = next(iter(sets.values()))[1]
@@ -196,18 +273,6 @@ def plot_comparison(sets: dict[str, tuple[np.ndarray, np.ndarray | None]], path:
     for c in classes:
         for name, (sig, lab) in sets.items():
             pick = np.arange(len(sig)) if c is None or lab is None else np.flatnonzero(lab == c)
-            cname = "" if c is None else f" | {(label_names or {}).get(str(int(c)), int(c))}"
+            cname = "" if c is None else f"\n{(label_names or {}).get(str(int(c)), int(c))}"
             rows.append((f"{name}{cname}", sig[pick[:per_row]]))
-    fig, axes = plt.subplots(len(rows), per_row, figsize=(1.25 * per_row + 1.2, 1.3 * len(rows)), dpi=110,
-                             squeeze=False)
-    for r, (title, sig) in enumerate(rows):
-        for i in range(per_row):
-            ax = axes[r, i]
-            if i < len(sig):
-                _show(ax, sig[i])
-            else:
-                ax.axis("off")
-        axes[r, 0].text(-0.1, 0.5, title, transform=axes[r, 0].transAxes, ha="right", va="center", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    plot_rows(rows, path, slots=per_row)

@@ -106,11 +106,10 @@ class FlowMatching:
         return x
 
 
-METHODS = {"diffusion": Diffusion, "flow": FlowMatching}
-
-
-def make_process(method: str, eta: float = 0.0):
+def make_process(method: str, eta: float = 0.0) -> Diffusion | FlowMatching:
+    """The process named ``method`` (``"flow"`` or ``"diffusion"``)."""
     from funcml.errors import ConfigError
+    from funcml.tasks.generate.config import METHODS
 
     if method not in METHODS:
         raise ConfigError(f"unknown generation method {method!r}; choose one of {sorted(METHODS)}")

@@ -66,34 +66,10 @@ def interpolate(a: np.ndarray, b: np.ndarray, frames: int = 8, method: str = "sp
     return path * scale + mean
 
 
-def plot_strip(rows: dict[str, np.ndarray], path: str | Path, endpoints: tuple[np.ndarray, np.ndarray] | None = None,
-               title: str | None = None) -> None:
-    """One row per method of decoded signals ``(frames, C, *spatial)``; optional real endpoints
-    ``(C, *spatial)`` drawn at both ends for comparison."""
-    import matplotlib.pyplot as plt
+def plot_strip(rows: dict[str, np.ndarray], path: str | Path, title: str | None = None) -> None:
+    """One row per method of decoded signals ``(frames, C, *spatial)`` along the path."""
+    from funcml.tasks.generate.viz import plot_rows
 
-    from funcml.viz import _show
-
-    names = list(rows)
-    frames = len(rows[names[0]])
-    cols = frames + (2 if endpoints is not None else 0)
-    fig, axes = plt.subplots(len(names), cols, figsize=(1.3 * cols, 1.5 * len(names) + 0.4), dpi=120, squeeze=False)
-    for r, name in enumerate(names):
-        offset = 0
-        if endpoints is not None:
-            _show(axes[r, 0], endpoints[0])
-            axes[r, 0].set_title("real A", fontsize=7)
-            _show(axes[r, -1], endpoints[1])
-            axes[r, -1].set_title("real B", fontsize=7)
-            offset = 1
-        for i in range(frames):
-            ax = axes[r, offset + i]
-            _show(ax, rows[name][i])
-            ax.set_title(f"t={i / (frames - 1):.2f}", fontsize=6)
-        axes[r, offset].text(-0.15, 0.5, name, transform=axes[r, offset].transAxes, rotation=90, va="center",
-                             ha="right", fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    frames = len(next(iter(rows.values())))
+    plot_rows(list(rows.items()), path, slots=frames, title=title,
+              column_titles=[f"t={i / (frames - 1):.2f}" for i in range(frames)])
