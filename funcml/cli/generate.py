@@ -270,7 +270,7 @@ def _pick_rows(latent_set, row_a: int | None, row_b: int | None) -> tuple[int, i
 @click.option("--max-reference", type=int, default=5000, show_default=True, help="Cap on the reference set size.")
 @click.option("--classifier", type=click.Choice(["logistic", "mlp"]), default="logistic", show_default=True,
               help="Classifier on latents for the classification accuracy score (CAS).")
-@click.option("--cnn-steps", type=int, default=1500, show_default=True,
+@click.option("--cnn-steps", type=int, default=1000, show_default=True,
               help="Training steps of the feature CNN on the real signals.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", default=None, type=click.Path(), help="Folder for metrics.json and comparison.png "

@@ -78,13 +78,14 @@ class EvaluationContext:
     the feature CNN (trained once), the reference features, the held-out sets' scores, the real-data
     CAS and the Gaussian floor. Build it once to evaluate several generators or guidance weights.
 
-    Args: see :func:`evaluate_generator`.
+    Args: see :func:`evaluate_generator`; ``feature_net`` is an already trained
+    ``(SignalCNN, info)`` pair from :func:`~funcml.tasks.generate.features.train_feature_net`.
     """
 
     def __init__(self, latent_set, model, *, signals=None, seed: int = 0, k: int = 3, max_compare: int = 2000,
                  max_reference: int = 5000, max_cas_train: int = 10000, classifier: str = "logistic",
-                 cnn_steps: int = 1500, repeats: int = 3, device: str | torch.device = "cpu",
-                 log: Callable[[str], None] = print) -> None:
+                 cnn_steps: int = 1000, repeats: int = 3, device: str | torch.device = "cpu",
+                 log: Callable[[str], None] = print, feature_net: tuple | None = None) -> None:
         self.latent_set, self.model, self.seed, self.k, self.repeats = latent_set, model, seed, k, repeats
         self.classifier, self.device, self.log = classifier, device, log
         rng = np.random.default_rng(seed)
@@ -106,8 +107,10 @@ class EvaluationContext:
         else:
             real_train, real_test = decode_latents(model, self.x_train), None
         cnn_labels = np.asarray(latent_set.labels[train_rows]) if self.multilabel else self.y_train
-        self.net, self.net_info = train_feature_net(real_train, cnn_labels, multilabel=self.multilabel,
-                                                    max_steps=cnn_steps, seed=seed, device=device, log=log)
+        if feature_net is None:
+            feature_net = train_feature_net(real_train, cnn_labels, multilabel=self.multilabel, steps=cnn_steps,
+                                            seed=seed, device=device, log=log)
+        self.net, self.net_info = feature_net[0], dict(feature_net[1])
         if self.raw and not self.multilabel and self.y_test is not None and self.net_info["trained"]:
             self.net_info["held_out_accuracy"] = float((predict(self.net, real_test, device=device)
                                                         == self.y_test).mean())
@@ -223,7 +226,7 @@ class EvaluationContext:
 
 def evaluate_generator(generator, latent_set, model, *, signals=None, guidance: float = 1.0, seed: int = 0,
                        repeats: int = 3, k: int = 3, max_compare: int = 2000, max_reference: int = 5000,
-                       max_cas_train: int = 10000, classifier: str = "logistic", cnn_steps: int = 1500,
+                       max_cas_train: int = 10000, classifier: str = "logistic", cnn_steps: int = 1000,
                        device: str | torch.device = "cpu",
                        log: Callable[[str], None] = print,
                        context: EvaluationContext | None = None) -> tuple[dict, dict]:

@@ -55,11 +55,13 @@ class SignalCNN(nn.Module):
 
 
 def train_feature_net(signals: np.ndarray, labels: np.ndarray | None, *, multilabel: bool = False,
-                      epochs: int = 15, max_steps: int = 1500, batch_size: int = 64, lr: float = 2e-3,
+                      steps: int = 1000, batch_size: int = 64, lr: float = 2e-3,
                       seed: int = 0, device: str | torch.device = "cpu",
                       log: Callable[[str], None] | None = None) -> tuple[SignalCNN, dict]:
-    """Train a :class:`SignalCNN` on ``signals`` ``(N, C, *spatial)`` with ``labels`` ``(N,)``
-    (class indices) or ``(N, L)`` 0/1 (``multilabel``); None leaves it randomly initialised.
+    """Train a :class:`SignalCNN` for ``steps`` mini-batches on ``signals`` ``(N, C, *spatial)`` with
+    ``labels`` ``(N,)`` (class indices) or ``(N, L)`` 0/1 (``multilabel``); None leaves it randomly
+    initialised. Classes are balanced in the loss (inverse-frequency weights), so that small
+    classes shape the features too.
 
     Returns ``(net in eval mode, info)`` with info ``{"trained", "steps", "train_accuracy"}``.
     """
@@ -74,10 +76,14 @@ def train_feature_net(signals: np.ndarray, labels: np.ndarray | None, *, multila
     x_all = torch.from_numpy(np.ascontiguousarray(signals, dtype=np.float32))
     y_all = torch.from_numpy(labels.astype(np.float32 if multilabel else np.int64))
     n = len(x_all)
-    steps = int(min(max_steps, max(1, epochs * int(np.ceil(n / batch_size)))))
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    loss_fn = nn.BCEWithLogitsLoss() if multilabel else nn.CrossEntropyLoss()
+    if multilabel:
+        loss_fn = nn.BCEWithLogitsLoss()
+    else:
+        counts = np.bincount(labels, minlength=n_out).astype(np.float64)
+        weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n_out, 0.0)
+        loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=device))
     g = torch.Generator().manual_seed(derive_seed(seed, "batch", 7))
     net.train()
     perm, pos = torch.randperm(n, generator=g), 0
