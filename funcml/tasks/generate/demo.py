@@ -19,8 +19,8 @@ def generate_stage(ctx: DemoContext) -> dict:
     ls = ctx.latent_set
     train_rows = ls.split_indices("train")
     x, y = ls.rows(train_rows), single_labels(ls, train_rows)
-    steps = 150 if ctx.quick else 1500
-    gen = LatentGenerator(method="flow", steps=steps, sample_steps=25 if ctx.quick else 50,
+    steps = 60 if ctx.quick else 400
+    gen = LatentGenerator(method="flow", steps=steps, sample_steps=8 if ctx.quick else 20,
                           device=str(ctx.device)).fit(x, y)
     fit_seconds = time.perf_counter() - t0
     ctx.log(f"      generator: {steps} flow-matching steps in {fit_seconds:.0f} s")
@@ -33,7 +33,7 @@ def generate_stage(ctx: DemoContext) -> dict:
              for m in ("linear", "spherical")}
     plot_strip(strip, ctx.out / "interpolation.png")
     report, sets = evaluate_generator(gen, ls, ctx.model, signals=ctx.signals, repeats=1,
-                                      cnn_steps=100 if ctx.quick else 400, device=ctx.device, log=lambda m: None)
+                                      cnn_steps=30 if ctx.quick else 200, device=ctx.device, log=lambda m: None)
     plot_comparison(sets, ctx.out / "generation_comparison.png", ls.label_names)
     s = report["sets"]
     out = {"method": "flow", "steps": steps, "fit_seconds": fit_seconds,

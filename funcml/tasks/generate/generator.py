@@ -35,6 +35,7 @@ from funcml.seeding import derive_seed
 from funcml.tasks.generate.denoiser import ResidualMLPDenoiser, default_hidden
 from funcml.tasks.generate.config import GeneratorConfig
 from funcml.tasks.generate.processes import make_process
+from funcml.tasks.generate.threads import limit_threads
 
 FORMAT = "funcml.generator"
 VERSION = 1
@@ -59,7 +60,9 @@ class LatentGenerator:
     """Class-conditional generative model of latent vectors (scikit-learn conventions).
 
     Args: see :class:`GeneratorConfig` (``method`` ``"flow"`` or ``"diffusion"``), plus
-        ``device`` and ``progress`` (tqdm bar while fitting).
+        ``device``, ``n_threads`` (CPU threads while fitting and sampling, see
+        :mod:`~funcml.tasks.generate.threads`; None keeps torch's setting) and ``progress``
+        (tqdm bar while fitting).
 
     Attributes (after :meth:`fit`):
         mean_, scale_: ``(P,)`` the per-dimension standardisation.
@@ -72,7 +75,8 @@ class LatentGenerator:
     def __init__(self, method: str = "flow", hidden: int | None = None, blocks: int = 3, dropout: float = 0.0,
                  steps: int = 3000, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 0.0,
                  warmup_steps: int = 100, p_uncond: float = 0.15, ema_decay: float = 0.999, sample_steps: int = 50,
-                 eta: float = 0.0, seed: int = 0, device: str | torch.device = "cpu", progress: bool = False) -> None:
+                 eta: float = 0.0, seed: int = 0, device: str | torch.device = "cpu", n_threads: int | None = 1,
+                 progress: bool = False) -> None:
         self.method = method
         self.hidden = hidden
         self.blocks = blocks
@@ -88,6 +92,7 @@ class LatentGenerator:
         self.eta = eta
         self.seed = seed
         self.device = device
+        self.n_threads = n_threads
         self.progress = progress
 
     # -- configuration --------------------------------------------------------------------------
@@ -121,6 +126,10 @@ class LatentGenerator:
         With ``checkpoint_dir`` the run is checkpointed every ``checkpoint_every`` steps and a
         later ``fit`` with the same data and settings continues from the last checkpoint.
         """
+        with limit_threads(self.n_threads):
+            return self._fit(X, y, checkpoint_dir, checkpoint_every, max_minutes, log)
+
+    def _fit(self, X, y, checkpoint_dir, checkpoint_every, max_minutes, log) -> "LatentGenerator":
         cfg = self.config.validate()
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or len(X) < 2:
@@ -268,6 +277,10 @@ class LatentGenerator:
         Returns:
             ``(latents (n, P) float32, labels (n,) int64 or None)`` like ``GaussianMixture.sample``.
         """
+        with limit_threads(self.n_threads):
+            return self._sample(n, labels, guidance, seed, steps)
+
+    def _sample(self, n, labels, guidance, seed, steps) -> tuple[np.ndarray, np.ndarray | None]:
         self._check_fitted()
         if n < 1:
             raise ConfigError(f"--n must be >= 1; got {n}")
@@ -323,7 +336,8 @@ class LatentGenerator:
         return gen_id
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> "LatentGenerator":
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu",
+             n_threads: int | None = 1) -> "LatentGenerator":
         """Load and verify a saved generator (raises :class:`ArtifactError` when anything is off)."""
         directory = Path(directory)
         if not directory.is_dir():
@@ -340,7 +354,7 @@ class LatentGenerator:
             cfg = GeneratorConfig(**meta["config"]).validate()
         except (TypeError, ConfigError) as exc:
             raise ArtifactError(f"{directory}/{CONFIG_FILE}: invalid config ({exc})") from None
-        gen = cls(**asdict(cfg), device=device)
+        gen = cls(**asdict(cfg), device=device, n_threads=n_threads)
         tensors = load_tensors(weights)
         classes = meta.get("classes")
         gen.n_features_in_ = int(meta["latent_dim"])

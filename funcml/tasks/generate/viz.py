@@ -61,9 +61,15 @@ def draw_row(ax, signals: np.ndarray, slots: int, titles: Sequence[str] | None =
 def plot_rows(rows: Sequence[tuple[str, np.ndarray]], path: str | Path, slots: int = 8,
               column_titles: Sequence[str] | None = None, title: str | None = None) -> None:
     """One labelled row per ``(name, signals (m, C, *spatial))``, ``slots`` signals wide."""
-    is_1d = rows[0][1].ndim == 3
+    sample = rows[0][1]
+    is_1d = sample.ndim == 3
     height = 0.9 if is_1d else 1.05
-    fig, axes = plt.subplots(len(rows), 1, figsize=(1.1 * slots + 1.6, height * len(rows) + 0.4), dpi=120,
+    if is_1d:
+        width = 1.1 * slots
+    else:  # the mosaic's own aspect ratio, so rows fill the figure
+        h, w = sample.shape[-2:]
+        width = height * (slots * (w + PAD) - PAD) / h
+    fig, axes = plt.subplots(len(rows), 1, figsize=(width + 1.3, height * len(rows) + 0.45), dpi=120,
                              squeeze=False)
     for ax, (name, signals) in zip(axes[:, 0], rows):
         draw_row(ax, signals, slots, column_titles if ax is axes[-1, 0] else None)
