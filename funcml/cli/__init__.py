@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort:  # click turns Ctrl-C (KeyboardInterrupt) into Abort
+        click.echo("interrupted (rerun the same command to resume where it can)", err=True)
         sys.exit(130)
     except FuncmlError as exc:
         click.echo(f"error: {exc}", err=True)

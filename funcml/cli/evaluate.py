@@ -77,11 +77,11 @@ def evaluate_command(latents, data, model_dir, split, out, overwrite, device, as
     from funcml.latents import LatentSet
     from funcml.viz import plot_reconstructions
 
-    out_files = [Path(out) / "metrics.json", Path(out) / "reconstructions.png"] if out else \
-        [Path(latents) / "reconstructions.png"]
-    existing = [str(p) for p in out_files if p.exists()]
-    if existing and not overwrite:
-        raise OutputExistsError(f"output path exists: {', '.join(existing)} (pass --overwrite to replace it)")
+    # --out must be new (with --overwrite, only our two files in it are replaced); without --out the
+    # figure goes into the latent set's folder, where an older figure is kept unless --overwrite.
+    existing = Path(out) if out else Path(latents) / "reconstructions.png"
+    if existing.exists() and not overwrite:
+        raise OutputExistsError(f"output path exists: {existing} (pass --overwrite to replace it)")
     latent_set = LatentSet.open(latents)
     model = latent_set.load_model(model_dir, device=resolve_device(device))
     res = parse_resolution(resolution) or tuple(latent_set.signal_shape[1:])

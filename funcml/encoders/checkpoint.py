@@ -59,6 +59,8 @@ def save_checkpoint(out: Path, net: torch.nn.Module, optimizer: torch.optim.Opti
     for old in directory.glob("ckpt-*.safetensors"):
         if old.name != name:
             old.unlink(missing_ok=True)
+    for stale in directory.glob(".*.tmp"):  # left by a run killed while writing (one writer: the output lock)
+        stale.unlink(missing_ok=True)
     return directory / name
 
 

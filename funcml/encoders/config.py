@@ -182,14 +182,18 @@ def to_dict(cfg: Any) -> dict:
     return asdict(cfg)
 
 
-def from_dict(cls: type[T], data: dict, what: str = "config") -> T:
-    """Build a config dataclass from a dict, refusing unknown keys (a corrupt or foreign file)."""
+def from_dict(cls: type[T], data: dict, what: str = "config", require_all: bool = False) -> T:
+    """Build a config dataclass from a dict, refusing unknown keys and values of the wrong type (a corrupt
+    or foreign file). ``require_all``: every field must be present (files funcml wrote in full)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{what} must be a JSON object")
     names = {f.name for f in fields(cls)}
     unknown = set(data) - names
     if unknown:
         raise ConfigError(f"{what} has unknown field(s) {sorted(unknown)}")
+    missing = sorted(names - set(data)) if require_all else []
+    if missing:
+        raise ConfigError(f"{what} lacks field(s) {missing}")
     hints = typing.get_type_hints(cls)
     for key, value in data.items():
         if not _type_ok(value, hints[key]):

@@ -181,8 +181,9 @@ def read_model_config(directory: str | Path) -> dict:
             raise ArtifactError(f"{directory}/config.json lacks {key!r}")
     validate(cfg, CONFIG_SCHEMA, f"{directory}/{CONFIG_FILE}")
     try:
-        cfg["field_config"] = from_dict(FieldConfig, cfg["field"], "model field config").validate()
-        cfg["encode_config"] = from_dict(EncodeConfig, cfg["encode"], "model encode config").validate()
+        cfg["field_config"] = from_dict(FieldConfig, cfg["field"], "model field config", require_all=True).validate()
+        cfg["encode_config"] = from_dict(EncodeConfig, cfg["encode"], "model encode config",
+                                         require_all=True).validate()
     except ConfigError as exc:
         raise ArtifactError(f"{directory}/config.json: {exc}") from None
     shape = cfg["signal_shape"]

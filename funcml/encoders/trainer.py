@@ -263,6 +263,8 @@ class MetaTrainer:
             ddp.broadcast_parameters(net)
         if dist_info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+            for stale in self.out.glob(".*.tmp"):  # half-written files of a killed run (we hold the lock)
+                stale.unlink(missing_ok=True)
 
         train_cache, _ = self._load_train_signals()
         val_signals = torch.from_numpy(self.signals.get(self.val_idx)).to(self.device) if len(self.val_idx) else None
@@ -282,10 +284,11 @@ class MetaTrainer:
         def checkpoint(step: int, finished: bool = False) -> None:
             nonlocal last_ckpt_step
             if dist_info.is_main:
+                if history:  # first: a checkpoint that exists has its log complete
+                    _write_log(self.out, history)
                 save_checkpoint(self.out, net, optimizer, {
                     "step": step, "finished": finished, "best_val_psnr": best_val, "best_step": best_step,
                     "config": self._config_record(), "history": history, "window": asdict(window)})
-                _write_log(self.out, history)
             last_ckpt_step = step
 
         def diverged(step: int, what: str) -> TrainingDivergedError:

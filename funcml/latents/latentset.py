@@ -76,9 +76,18 @@ MANIFEST_SCHEMA = Obj({
 }, optional={"metrics", "created", "funcml_version", "extra"})
 
 
-def all_finite(array: np.ndarray, chunk_rows: int = 65536) -> bool:
-    """Whether every value of a (possibly memory-mapped) array is finite, read ``chunk_rows`` rows at a time."""
-    return all(np.isfinite(np.asarray(array[i:i + chunk_rows])).all() for i in range(0, len(array), chunk_rows))
+CHUNK_BYTES = 16 << 20  # whole-set passes (checksums, finiteness) read this much at a time
+
+
+def _chunk_rows(array: np.ndarray) -> int:
+    row = int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize
+    return max(1, CHUNK_BYTES // max(row, 1))
+
+
+def all_finite(array: np.ndarray) -> bool:
+    """Whether every value of a (possibly memory-mapped) array is finite, read ~16 MiB at a time."""
+    step = _chunk_rows(array)
+    return all(np.isfinite(np.asarray(array[i:i + step])).all() for i in range(0, len(array), step))
 
 
 def _entry(root: Path, name: str, where: str) -> Path:
@@ -110,14 +119,20 @@ def validate_manifest(m: Any, where: str) -> dict:
     validate(m, MANIFEST_SCHEMA, f"{where}/{MANIFEST}")
     if sum(m["splits"].values()) != m["count"]:
         raise ArtifactError(f"{where}: split counts in manifest do not add up to {m['count']}")
+    if m["model"]["embedded"] and m["model"]["id"] is None:
+        raise ArtifactError(f"{where}: the manifest embeds a model but gives no model id")
+    if len(m["signal_shape"]) == 1:
+        raise ArtifactError(f"{where}: signal_shape {m['signal_shape']} must be [C, *spatial] (or empty)")
     return m
 
 
-def latent_checksum(latents: np.ndarray, chunk_rows: int = 65536) -> str:
-    """sha256 of the latent values (float32 little-endian, row-major), read in chunks."""
+def latent_checksum(latents: np.ndarray, chunk_rows: int | None = None) -> str:
+    """sha256 of the latent values (float32 little-endian, row-major), read ~16 MiB at a time (no copy
+    of a memory-mapped float32 set)."""
     h = hashlib.sha256()
-    for start in range(0, len(latents), chunk_rows):
-        h.update(np.ascontiguousarray(latents[start:start + chunk_rows], dtype="<f4").tobytes())
+    step = chunk_rows or _chunk_rows(np.asarray(latents[:1], dtype="<f4").reshape(1, -1))
+    for start in range(0, len(latents), step):
+        h.update(memoryview(np.ascontiguousarray(latents[start:start + step], dtype="<f4")).cast("B"))
     return h.hexdigest()
 
 
@@ -282,6 +297,10 @@ class LatentSet:
         if self.model_id is not None and model.id is not None and model.id != self.model_id:
             raise ArtifactError(f"latent set {self.path} was encoded with model {self.model_id[:12]}, "
                                 f"not with {model.id[:12]}: decode it with its own model")
+        shape = self.signal_shape
+        if shape and (len(shape) != model.config.dim_in + 1 or shape[0] != model.config.channels):
+            raise ArtifactError(f"latent set {self.path} holds {shape[0]}-channel {len(shape) - 1}-D signals but "
+                                f"the model decodes {model.config.channels}-channel {model.config.dim_in}-D ones")
 
     def describe(self) -> dict:
         m = self.manifest
@@ -382,15 +401,15 @@ class LatentSetWriter:
             manifest["extra"] = extra
         validate_manifest(manifest, str(self.path))
         self.arrays = {}
+        for stale in self.partial.glob(".*.tmp"):  # temporary files of writes a killed run did not finish
+            stale.unlink(missing_ok=True)
         atomic_write_json(self.partial / MANIFEST, manifest)
+        old = self.path.with_name(self.path.name + ".old")
         if self.path.exists():
-            old = self.path.with_name(self.path.name + ".old")
             shutil.rmtree(old, ignore_errors=True)
             self.path.rename(old)
-            self.partial.rename(self.path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            self.partial.rename(self.path)
+        self.partial.rename(self.path)
+        shutil.rmtree(old, ignore_errors=True)  # also the leftover of a run killed between the two renames
         return LatentSet.open(self.path, verify=False)
 
 
