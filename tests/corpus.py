@@ -62,10 +62,16 @@ def shared_world() -> dict[str, Path]:
         import shutil
         import tempfile
 
+        from funcml import viz
+
         root = Path(tempfile.mkdtemp(prefix="funcml-world-"))
         atexit.register(shutil.rmtree, root, True)
         torch.set_num_threads(1)
-        _SHARED.update(build_world(root / "world"))
+        draw, viz.plot_training_curves = viz.plot_training_curves, lambda history, path: None  # ~1 s a model
+        try:
+            _SHARED.update(build_world(root / "world"))
+        finally:
+            viz.plot_training_curves = draw
     return dict(_SHARED)
 
 

@@ -24,7 +24,13 @@ import numpy as np
 import pytest
 import torch
 
-from corpus import shared_world, digest_tree
+# Imported once here rather than again in every forked child.
+import funcml.data.sources  # noqa: F401
+import funcml.encoders.encode  # noqa: F401
+import funcml.encoders.trainer  # noqa: F401
+import funcml.latents.mednf  # noqa: F401
+import funcml.viz  # noqa: F401
+from corpus import digest_tree, shared_world
 from funcml.cli import cli, main
 from funcml.encoders.model import copy_model_dir
 from test_cli import run, write_medmnist_npz

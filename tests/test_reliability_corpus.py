@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from corpus import shared_world, byte_mutations, json_mutations, rewrite_json
+from corpus import byte_mutations, json_mutations, rewrite_json, shared_world
 from funcml.data import load_signals
 from funcml.encoders.checkpoint import load_checkpoint, read_checkpoint_meta
 from funcml.encoders.encode import encode_signal_set

@@ -177,7 +177,7 @@ def test_an_overwrite_killed_midway_never_leaves_a_half_set(tmp_path, signals, m
 def test_a_killed_cli_encode_resumes_bit_identically(tmp_path, model_dir, capsys):
     """A real `funcml encode` process SIGKILLed at a random moment, then the same command rerun."""
     seed = random.SystemRandom().randrange(1 << 30)
-    data = str(write_medmnist_npz(tmp_path / "tinymnist.npz", n=(30, 5, 5)))
+    data = str(write_medmnist_npz(tmp_path / "tinymnist.npz", n=(20, 4, 4)))
     out = tmp_path / "lat"
     argv = ["encode", data, "--model", str(model_dir), "--out", str(out), "--batch-size", "2", "--steps", "10",
             "--device", "cpu"]
@@ -200,7 +200,7 @@ def test_a_killed_cli_train_resumes_the_same_trajectory(tmp_path, capsys):
     """A real `funcml train` process SIGKILLed at a random moment, then the same command rerun."""
     seed = random.SystemRandom().randrange(1 << 30)
     data = str(write_medmnist_npz(tmp_path / "tinymnist.npz"))
-    argv = ["train", data, "--steps", "24", "--checkpoint-every", "3", *TINY, "--val-every", "12"]
+    argv = ["train", data, "--steps", "18", "--checkpoint-every", "3", *TINY, "--val-every", "9"]
     out = tmp_path / "m"
     last = out / "checkpoints" / "last.json"
     proc = subprocess.Popen([sys.executable, "-m", "funcml", *argv, "--out", str(out)], env=ENV,
@@ -217,7 +217,7 @@ def test_a_killed_cli_train_resumes_the_same_trajectory(tmp_path, capsys):
 
 def test_disk_full_midway_keeps_the_partial_job_and_the_rerun_finishes(tmp_path, signals, model_dir, monkeypatch,
                                                                        capsys):
-    data = str(write_medmnist_npz(tmp_path / "tinymnist.npz", n=(30, 5, 5)))
+    data = str(write_medmnist_npz(tmp_path / "tinymnist.npz", n=(20, 4, 4)))
     argv = ["encode", data, "--model", str(model_dir), "--out", str(tmp_path / "lat"), "--batch-size", "4",
             "--device", "cpu"]
     from funcml.encoders import encode as encode_mod

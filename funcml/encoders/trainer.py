@@ -203,7 +203,7 @@ class MetaTrainer:
                     import shutil
 
                     shutil.rmtree(self.out / CHECKPOINT_DIR)
-                ddp.barrier()
+            ddp.barrier()  # every process, whichever branch it saw
             return None
         if resume is False:
             raise OutputExistsError(f"{self.out} holds a training run; pass --resume to continue or --overwrite")

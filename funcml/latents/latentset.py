@@ -26,7 +26,8 @@ import numpy as np
 from funcml import __version__
 from funcml.data.base import SPLIT_CODES, SPLITS, TASKS
 from funcml.errors import ArtifactError, ConfigError, OutputExistsError
-from funcml.io import atomic_write_json, create_tensor_file, open_tensors_mmap, read_json, sha256_file
+from funcml.io import (atomic_write_json, create_tensor_file, open_tensors_mmap, read_json, release_pages,
+                       sha256_file)
 from funcml.io.schema import SHA256, Anything, Bool, Int, List, Map, Null, Obj, Str, validate
 
 FORMAT = "funcml.latentset"
@@ -87,7 +88,12 @@ def _chunk_rows(array: np.ndarray) -> int:
 def all_finite(array: np.ndarray) -> bool:
     """Whether every value of a (possibly memory-mapped) array is finite, read ~16 MiB at a time."""
     step = _chunk_rows(array)
-    return all(np.isfinite(np.asarray(array[i:i + step])).all() for i in range(0, len(array), step))
+    for i in range(0, len(array), step):
+        ok = bool(np.isfinite(np.asarray(array[i:i + step])).all())
+        release_pages(array)
+        if not ok:
+            return False
+    return True
 
 
 def _entry(root: Path, name: str, where: str) -> Path:
@@ -133,6 +139,7 @@ def latent_checksum(latents: np.ndarray, chunk_rows: int | None = None) -> str:
     step = chunk_rows or _chunk_rows(np.asarray(latents[:1], dtype="<f4").reshape(1, -1))
     for start in range(0, len(latents), step):
         h.update(memoryview(np.ascontiguousarray(latents[start:start + step], dtype="<f4")).cast("B"))
+        release_pages(latents)
     return h.hexdigest()
 
 
@@ -351,9 +358,11 @@ class LatentSetWriter:
             arr[start:start + len(values)] = values
 
     def flush(self) -> None:
+        """Write the rows to disk, then drop them from this process's memory (resident memory stays flat)."""
         for arr in self.arrays.values():
             if isinstance(arr, np.memmap):
                 arr.flush()
+                release_pages(arr)
 
     def finalize(self, *, task: str, label_names: dict[str, str], signal_shape: tuple[int, ...],
                  source: dict, encoding: dict, model_id: str | None, model_dir: str | Path | None = None,
