@@ -56,6 +56,17 @@ def _as_labels(y: np.ndarray | None, n: int) -> np.ndarray | None:
     return y.astype(np.int64)
 
 
+def checkpoint_meta(step: int, cfg: GeneratorConfig, job: str, history: list[dict]) -> dict:
+    """``last.json`` fields for the shared checkpoint format (:mod:`funcml.encoders.checkpoint`).
+
+    The generator has no validation PSNR and no field config; ``job`` (hash of config and data)
+    decides whether a checkpoint belongs to this run.
+    """
+    return {"step": step, "finished": step >= cfg.steps, "best_val_psnr": None, "best_step": None,
+            "config": {"field": {}, "train": asdict(cfg), "data_fingerprint": job},
+            "job": job, "history": history}
+
+
 class LatentGenerator:
     """Class-conditional generative model of latent vectors (scikit-learn conventions).
 
@@ -208,10 +219,10 @@ class LatentGenerator:
                 bar.update(1)
                 done = step + 1
                 if ckpt is not None and (done % checkpoint_every == 0 or done == cfg.steps):
-                    save_checkpoint(ckpt, both, opt, {"step": done, "job": job, "history": history})
+                    save_checkpoint(ckpt, both, opt, checkpoint_meta(done, cfg, job, history))
                 if max_minutes is not None and (time.perf_counter() - t0) / 60 > max_minutes and done < cfg.steps:
                     if ckpt is not None:
-                        save_checkpoint(ckpt, both, opt, {"step": done, "job": job, "history": history})
+                        save_checkpoint(ckpt, both, opt, checkpoint_meta(done, cfg, job, history))
                     self.finished_ = False
                     break
         finally:
