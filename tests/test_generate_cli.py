@@ -144,7 +144,8 @@ def test_sample_errors(encoded, tmp_path, capsys):
     for extra, message in ((["--label", "nope"], "neither a class index nor a class name"),
                            (["--label", "7"], "label 7 is not a class"),
                            (["--format", "gif"], "unknown --format"),
-                           (["--guidance", "-2"], "--guidance")):
+                           (["--guidance", "-2"], "--guidance"),
+                           (["--guidance", "nan"], "not a finite number")):
         code, out, err = run(["generate", "sample", gen, "--out", str(tmp_path / "s"), *extra], capsys)
         assert code != 0 and message in err, err
     assert not (tmp_path / "s").exists()

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import numpy as np
 
-from funcml.cli.common import (data_options, device_option, emit_json, info, json_option, load_data,
+from funcml.cli.common import (FINITE_FLOAT, data_options, device_option, emit_json, info, json_option, load_data,
                                overwrite_option, parse_resolution)
 from funcml.errors import ConfigError, OutputExistsError
 from funcml.tasks.generate.artifact import MODEL_SUBDIR, load_generator_dir
@@ -59,20 +59,20 @@ def _publish(partial: Path, out: Path) -> None:
               help="Flow matching (Heun sampler) or v-prediction diffusion (DDIM sampler with Heun correction).")
 @click.option("--steps", type=int, default=_D.steps, show_default=True, help="Training steps.")
 @click.option("--batch-size", type=int, default=_D.batch_size, show_default=True)
-@click.option("--lr", type=float, default=_D.lr, show_default=True, help="Peak AdamW learning rate (cosine decay).")
+@click.option("--lr", type=FINITE_FLOAT, default=_D.lr, show_default=True, help="Peak AdamW learning rate (cosine decay).")
 @click.option("--hidden", type=int, default=None, help="Denoiser width (default: clamp(P, 128, 1024)).")
 @click.option("--blocks", type=int, default=_D.blocks, show_default=True, help="Residual blocks of the denoiser.")
-@click.option("--dropout", type=float, default=_D.dropout, show_default=True)
-@click.option("--weight-decay", type=float, default=_D.weight_decay, show_default=True)
-@click.option("--p-uncond", type=float, default=_D.p_uncond, show_default=True,
+@click.option("--dropout", type=FINITE_FLOAT, default=_D.dropout, show_default=True)
+@click.option("--weight-decay", type=FINITE_FLOAT, default=_D.weight_decay, show_default=True)
+@click.option("--p-uncond", type=FINITE_FLOAT, default=_D.p_uncond, show_default=True,
               help="Share of training steps without the label (for classifier-free guidance).")
-@click.option("--ema-decay", type=float, default=_D.ema_decay, show_default=True)
+@click.option("--ema-decay", type=FINITE_FLOAT, default=_D.ema_decay, show_default=True)
 @click.option("--sample-steps", type=int, default=_D.sample_steps, show_default=True, help="Default sampler steps.")
-@click.option("--eta", type=float, default=_D.eta, show_default=True,
+@click.option("--eta", type=FINITE_FLOAT, default=_D.eta, show_default=True,
               help="DDIM eta (diffusion only; 1: ancestral, needs many more steps).")
 @click.option("--no-labels", is_flag=True, help="Ignore labels (unconditional model).")
 @click.option("--seed", type=int, default=_D.seed, show_default=True)
-@click.option("--max-minutes", type=float, default=None, help="Stop after this wall time; rerun to continue.")
+@click.option("--max-minutes", type=FINITE_FLOAT, default=None, help="Stop after this wall time; rerun to continue.")
 @click.option("--checkpoint-every", type=int, default=500, show_default=True)
 @overwrite_option
 @device_option
@@ -145,7 +145,7 @@ def parse_label(text: str | None, label_names: dict[str, str]) -> int | None:
 @click.argument("gen_dir", metavar="GEN", type=click.Path())
 @click.option("--n", "n", type=int, default=64, show_default=True, help="Number of samples.")
 @click.option("--label", default=None, help="Class index or name (default: drawn from the training frequencies).")
-@click.option("--guidance", type=float, default=1.0, show_default=True,
+@click.option("--guidance", type=FINITE_FLOAT, default=1.0, show_default=True,
               help="Classifier-free guidance weight w: 0 unconditional, 1 conditional, > 1 stronger.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Same seed, same samples.")
 @click.option("--sample-steps", type=int, default=None, help="Sampler steps (default: the generator's).")
@@ -263,7 +263,7 @@ def _pick_rows(latent_set, row_a: int | None, row_b: int | None) -> tuple[int, i
 @click.option("--latents", required=True, type=click.Path(), help="The latent set the generator was trained on.")
 @click.option("--data", default=None,
               help="Source DATA of the latents (raw real signals; default: the latent set's source when readable).")
-@click.option("--guidance", type=float, default=1.0, show_default=True)
+@click.option("--guidance", type=FINITE_FLOAT, default=1.0, show_default=True)
 @click.option("--repeats", type=int, default=3, show_default=True, help="Independent sample draws (mean and std).")
 @click.option("--k", "k", type=int, default=3, show_default=True, help="k of the k-NN manifolds (precision/recall).")
 @click.option("--max-compare", type=int, default=2000, show_default=True, help="Cap on the compared set size.")
