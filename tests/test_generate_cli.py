@@ -151,6 +151,18 @@ def test_sample_errors(encoded, tmp_path, capsys):
     assert not (tmp_path / "s").exists()
 
 
+def test_train_refuses_a_generator_another_process_is_writing(encoded, tmp_path, capsys):
+    from funcml.io.lock import OutputLock
+
+    gen = tmp_path / "gen"
+    with OutputLock(gen):
+        code, _, err = run(["generate", "train", "--latents", str(encoded[0] / "latents"), "--out", str(gen),
+                            "--steps", "5", *GEN_TINY[2:]], capsys)
+    assert code != 0 and "another funcml process" in err and not gen.exists()
+    assert run(["generate", "train", "--latents", str(encoded[0] / "latents"), "--out", str(gen), "--steps", "5",
+                *GEN_TINY[2:]], capsys)[0] == 0 and (gen / "generator.json").is_file()
+
+
 def test_demo_stage_writes_figures_and_metrics(encoded, tmp_path):
     from funcml.demo import DemoContext, demo_stages
     from funcml.tasks.generate.demo import generate_stage

@@ -13,6 +13,7 @@ import numpy as np
 from funcml.cli.common import (FINITE_FLOAT, data_options, device_option, emit_json, info, json_option, load_data,
                                overwrite_option, parse_resolution)
 from funcml.errors import ConfigError, OutputExistsError
+from funcml.io.lock import OutputLock
 from funcml.tasks.generate.artifact import MODEL_SUBDIR, load_generator_dir
 from funcml.tasks.generate.config import GeneratorConfig
 
@@ -59,7 +60,8 @@ def _publish(partial: Path, out: Path) -> None:
               help="Flow matching (Heun sampler) or v-prediction diffusion (DDIM sampler with Heun correction).")
 @click.option("--steps", type=int, default=_D.steps, show_default=True, help="Training steps.")
 @click.option("--batch-size", type=int, default=_D.batch_size, show_default=True)
-@click.option("--lr", type=FINITE_FLOAT, default=_D.lr, show_default=True, help="Peak AdamW learning rate (cosine decay).")
+@click.option("--lr", type=FINITE_FLOAT, default=_D.lr, show_default=True,
+              help="Peak AdamW learning rate (cosine decay).")
 @click.option("--hidden", type=int, default=None, help="Denoiser width (default: clamp(P, 128, 1024)).")
 @click.option("--blocks", type=int, default=_D.blocks, show_default=True, help="Residual blocks of the denoiser.")
 @click.option("--dropout", type=FINITE_FLOAT, default=_D.dropout, show_default=True)
@@ -87,7 +89,6 @@ def train_command(latents, out, model_dir, method, steps, batch_size, lr, hidden
     """
     from funcml.devices import resolve_device
     from funcml.latents import LatentSet
-    from funcml.tasks.generate.artifact import save_generator_dir
     from funcml.tasks.generate.generator import LatentGenerator
 
     out = Path(out)
@@ -105,6 +106,15 @@ def train_command(latents, out, model_dir, method, steps, batch_size, lr, hidden
     gen.config.validate()
     if checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be >= 1; got {checkpoint_every}")
+    with OutputLock(out):  # one process at a time trains into GEN (and its checkpoints)
+        _train(gen, x, y, out, latent_set, model, model_dir, steps, method, checkpoint_every, max_minutes, dev,
+               as_json)
+
+
+def _train(gen, x, y, out, latent_set, model, model_dir, steps, method, checkpoint_every, max_minutes, dev,
+           as_json) -> None:
+    from funcml.tasks.generate.artifact import save_generator_dir
+
     partial = out.with_name(out.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
     info(f"training a {method} generator on {len(x)} latents (P {x.shape[1]}, "

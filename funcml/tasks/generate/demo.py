@@ -45,8 +45,10 @@ def generate_stage(ctx: DemoContext) -> dict:
                                                       for k in ("real", "generated", "gaussian")},
            "figures": ["generated_samples.png", "interpolation.png", "generation_comparison.png"],
            "seconds": time.perf_counter() - t0}
-    ctx.log(f"      generation: FD generated {out['fd']['generated']:.2f} (held-out {out['fd'].get('held_out_real', float('nan')):.2f}, "
-            f"gaussian {out['fd']['gaussian']:.2f}); CAS {out['cas']} ({out['seconds']:.0f} s)")
+    fd = out["fd"]
+    held = fd.get("held_out_real", float("nan"))
+    ctx.log(f"      generation: FD generated {fd['generated']:.2f} (held-out {held:.2f}, "
+            f"gaussian {fd['gaussian']:.2f}); CAS {out['cas']} ({out['seconds']:.0f} s)")
     return out
 
 

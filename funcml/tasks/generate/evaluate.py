@@ -63,7 +63,8 @@ def held_out_rows(latent_set) -> tuple[np.ndarray, str]:
         rows = latent_set.split_indices(split)
         if len(rows) >= 5:
             return rows, split
-    raise DataError(f"{latent_set.path} has no held-out split (test or val) with at least 5 latents to evaluate against")
+    raise DataError(f"{latent_set.path} has no held-out split (test or val) with at least 5 latents "
+                    "to evaluate against")
 
 
 def _subsample(rows: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
