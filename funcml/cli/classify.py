@@ -72,8 +72,9 @@ def classify_command(latents, model, out, test_latents, test_split, preset, para
                                  class_weight=None if class_weight == "none" else class_weight, device=dev, seed=seed,
                                  log=info)
     report = result.report
-    info(f"selected {report['params'] if len(report['search']) > 1 else 'defaults'}; fit {report['fit_seconds']:.2f} s "
-         f"(search {report['search_seconds']:.2f} s)")
+    chosen = report["selected"] if len(report["search"]) > 1 else "no search"
+    info(f"selected {chosen} by val {report['select_metric']}; fit {report['fit_seconds']:.2f} s "
+         f"(all candidates {report['search_seconds']:.2f} s)")
     for name in ("val", "test"):
         if name in report:
             for line in format_metrics(name if name == "val" else f"test ({report['eval_set']})", report[name]):

@@ -193,7 +193,7 @@ def classify_latent_set(latent_set, model: str = "mlp", *, test_latents=None, te
         log(f"  {model} {cand or 'defaults'}: {seconds:.1f} s" +
             (f", val {metric} {entry['val_' + metric]:.4f}" if X_va is not None else ""))
         if best is None or score > best_score:
-            best, best_score, best_seconds = est, score, seconds
+            best, best_score, best_seconds, best_cand = est, score, seconds, cand
     search_seconds = time.perf_counter() - t_search
     best.model_id_ = latent_set.model_id
 
@@ -207,6 +207,7 @@ def classify_latent_set(latent_set, model: str = "mlp", *, test_latents=None, te
         "params": json_safe({kk: (list(v) if isinstance(v, tuple) else v)
                              for kk, v in best.get_params().items()}),
         "select_metric": metric,
+        "selected": json_safe(dict(best_cand)),
         "search": search_log,
         "fit_seconds": best_seconds,
         "search_seconds": search_seconds,

@@ -1,0 +1,101 @@
+"""Benchmark: classifiers on latents next to a ResNet-18-style CNN on the raw signals, same splits.
+
+One dataset per run, everything timed in the same process (ratios side by side):
+
+    nice -n 10 .venv/bin/python benchmarks/classify_bench.py --name breastmnist-28 \\
+        --latents LATENTS --data /work/shared/data/medmnist/breastmnist.npz \\
+        --baseline-epochs 30 --baseline-width 16 --threads 1 --json-out results.json
+
+Each latent model runs exactly as ``funcml classify --latents LATENTS --model M`` does (train split,
+small search on val, test split). Prints a Markdown table: test accuracy, AUC, macro-F1, the
+selected model's training time and the whole search time; the CNN row gives its training time
+(all epochs, validation included). Pass ``--data-option KEY=VALUE`` for the same data options the
+latents were encoded with (MIT-BIH record splits), ``--models`` to choose models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--latents", required=True)
+    ap.add_argument("--data", default=None, help="DATA for the pixel CNN (omit to skip it)")
+    ap.add_argument("--data-option", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--resolution", default=None)
+    ap.add_argument("--models", default="mlp,mlp-paper,xgboost,logreg,svm,knn,gnn")
+    ap.add_argument("--class-weight", default=None, choices=[None, "balanced"])
+    ap.add_argument("--baseline-epochs", type=int, default=30)
+    ap.add_argument("--baseline-width", type=int, default=64)
+    ap.add_argument("--baseline-batch-size", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--json-out", default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from funcml.cli.common import parse_key_values, parse_resolution
+    from funcml.data import LoadOptions, load_signals
+    from funcml.latents import LatentSet
+    from funcml.tasks.baseline import train_pixel_baseline
+    from funcml.tasks.classify.run import classify_latent_set
+
+    ls = LatentSet.open(args.latents)
+    rows, results = [], {"name": args.name, "latents": args.latents, "machine": platform.processor() or platform.machine(),
+                         "threads": torch.get_num_threads(), "models": {}}
+    for spec in args.models.split(","):
+        model, _, preset = spec.partition("-")
+        t0 = time.perf_counter()
+        weight = args.class_weight if model != "knn" else None  # k-NN takes no class weights
+        res = classify_latent_set(ls, model, preset=preset or None, class_weight=weight,
+                                  log=lambda s: print(s, flush=True))
+        r, test = res.report, res.report["test"]
+        results["models"][spec] = {"test": test, "val": r.get("val"), "fit_seconds": r["fit_seconds"],
+                                   "search_seconds": r["search_seconds"], "wall_seconds": time.perf_counter() - t0,
+                                   "params": r["params"], "search": r["search"]}
+        rows.append((f"{spec} on latents (P={ls.latent_dim})", test, r["fit_seconds"], r["search_seconds"]))
+        print(f"{spec}: acc {test['accuracy']:.4f} auc {test['auc']:.4f} fit {r['fit_seconds']:.1f}s "
+              f"search {r['search_seconds']:.1f}s", flush=True)
+    if args.data:
+        signals = load_signals(args.data, LoadOptions(resolution=parse_resolution(args.resolution),
+                                                      extra=parse_key_values(tuple(args.data_option))))
+        if signals.fingerprint != ls.manifest["source"].get("fingerprint"):
+            print("note: DATA's fingerprint differs from the latents' source (other loading options?)", flush=True)
+        rep = train_pixel_baseline(signals, width=args.baseline_width, epochs=args.baseline_epochs,
+                                   batch_size=args.baseline_batch_size, class_weight=args.class_weight,
+                                   log=lambda s: print(s, flush=True), progress=False)
+        results["baseline"] = {k: rep[k] for k in ("model", "width", "parameters", "epochs_done", "best_epoch",
+                                                   "train_seconds", "seconds_per_epoch", "test", "val")}
+        rows.append((f"{rep['model']} (width {args.baseline_width}) on pixels, {rep['epochs_done']} epochs",
+                     rep["test"], rep["train_seconds"], rep["train_seconds"]))
+    print(f"\n| {args.name} | test acc | test AUC | macro-F1 | train s (selected) | train s (all) |")
+    print("|---|---|---|---|---|---|")
+    for name, t, fit, total in rows:
+        print(f"| {name} | {t['accuracy']:.3f} | {t['auc']:.3f} | {t['macro_f1']:.3f} | {fit:.1f} | {total:.1f} |")
+    if ls.task in ("multi-class", "ordinal-regression"):
+        names = list(rows[0][1]["per_class"])
+        print(f"\n| {args.name}: per-class sensitivity / precision (Se / +P) | " + " | ".join(names) + " |")
+        print("|---|" + "---|" * len(names))
+        for name, t, _, _ in rows:
+            cells = []
+            for c in names:
+                pc = t["per_class"][c]
+                se, pp = pc["sensitivity"], pc["precision"]
+                cells.append("n/a" if pc["support"] == 0 else f"{se:.2f} / " + ("n/a" if pp != pp else f"{pp:.2f}"))
+            print(f"| {name} | " + " | ".join(cells) + " |")
+    if args.json_out:
+        from funcml.tasks.classify.metrics import json_safe
+
+        with open(args.json_out, "w") as f:
+            json.dump(json_safe(results), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
