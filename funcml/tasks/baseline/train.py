@@ -104,7 +104,7 @@ def train_pixel_baseline(signals, *, width: int = 64, epochs: int = 30, batch_si
     y_tr = y_tr.float() if task == MULTILABEL else y_tr
     spatial = signals.spatial_shape
     torch.manual_seed(seed)
-    net = ResNet18(signals.dim, signals.channels, n_out, width=width, small_input=max(spatial) <= 64).to(dev)
+    net = ResNet18(signals.dim, signals.channels, n_out, width=width, small_input=max(spatial) <= 32).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
     if class_weight not in (None, "balanced"):
         raise ConfigError(f"class_weight must be None or 'balanced'; got {class_weight!r}")
@@ -171,6 +171,7 @@ def train_pixel_baseline(signals, *, width: int = 64, epochs: int = 30, batch_si
     proba_te = _proba(net, x_te, task, n_out, dev)
     report = {
         "model": f"resnet18-{signals.dim}d",
+        "stem": "small" if max(spatial) <= 32 else "imagenet",
         "data": signals.describe() | {"info": None},
         "task": task,
         "width": width,
