@@ -7,6 +7,7 @@ import click
 
 def register(cli: click.Group) -> None:
     """Add the task commands that are available (each task module adds its own)."""
-    from funcml.cli import generate
+    from funcml.cli import baseline, classify, generate
 
-    generate.register(cli)
+    for module in (classify, baseline, generate):
+        module.register(cli)

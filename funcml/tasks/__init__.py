@@ -1,1 +1,5 @@
-from funcml.tasks import generate  # noqa: F401
+"""Downstream tasks on latent vectors. Importing this package registers their ``funcml demo`` stages
+(in this order: classification, generation)."""
+
+import funcml.tasks.classify.demo  # noqa: F401  (the "classification" stage)
+from funcml.tasks import generate  # noqa: F401  (the "generation" stage)
