@@ -12,6 +12,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def save_figure(fig, path: str | Path) -> None:
+    """Write ``fig`` as a PNG atomically (a killed job never leaves half an image)."""
+    import io
+
+    from funcml.io import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def plot_training_curves(history: list[dict], path: str | Path) -> None:
     """Outer/inner training PSNR and validation PSNR against the meta-step."""
     train = [h for h in history if "psnr_outer" in h]
@@ -28,7 +39,7 @@ def plot_training_curves(history: list[dict], path: str | Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -62,5 +73,5 @@ def plot_reconstructions(originals: np.ndarray, recons: np.ndarray, path: str | 
             axes[1, i].set_title(titles[i], fontsize=7)
     axes[0, 0].set_ylabel("original") if originals.ndim == 3 else axes[0, 0].set_title("original", fontsize=7, loc="left")
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
