@@ -71,7 +71,9 @@ def plot_reconstructions(originals: np.ndarray, recons: np.ndarray, path: str | 
         _show(axes[1, i], recons[i])
         if titles is not None:
             axes[1, i].set_title(titles[i], fontsize=7)
-    axes[0, 0].set_ylabel("original") if originals.ndim == 3 else axes[0, 0].set_title("original", fontsize=7, loc="left")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0.06, 0, 1, 1))
+    for row, label in enumerate(("original", "reconstruction")):
+        box = axes[row, 0].get_position()
+        fig.text(0.03, box.y0 + box.height / 2, label, rotation=90, ha="center", va="center", fontsize=8)
     save_figure(fig, path)
     plt.close(fig)
