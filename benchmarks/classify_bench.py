@@ -6,6 +6,11 @@ One dataset per run, everything timed in the same process (ratios side by side):
         --latents LATENTS --data /work/shared/data/medmnist/breastmnist.npz \\
         --baseline-epochs 30 --baseline-width 16 --threads 1 --json-out results.json
 
+For MIT-BIH, ``--n-beat-stride 4`` keeps every beat of the S, V, F and Q classes but only every 4th
+normal (N) beat of each record, in every split (encoding all 51k DS1 beats takes hours on a busy
+2-core CPU); the latents and the CNN then see the same beats. ``--encode-model MODEL`` encodes
+DATA (after that selection) into ``--latents`` first when it does not exist yet.
+
 Each latent model runs exactly as ``funcml classify --latents LATENTS --model M`` does (train split,
 small search on val, test split). Prints a Markdown table: test accuracy, AUC, macro-F1, the
 selected model's training time and the whole search time; the CNN row gives its training time
@@ -19,8 +24,28 @@ import argparse
 import json
 import platform
 import time
+from pathlib import Path
 
 import torch
+
+
+def thin_normal_beats(signals, stride: int):
+    """A copy of a beat set with every non-N beat and every ``stride``-th N beat of each record."""
+    import numpy as np
+
+    from funcml.data.base import ArraySignalSet
+    from funcml.io import sha256_bytes
+
+    labels = signals.labels[:, 0]
+    keep = labels != 0
+    for rec in np.unique(signals.records):
+        normal = np.flatnonzero((signals.records == rec) & (labels == 0))
+        keep[normal[::stride]] = True
+    idx = np.flatnonzero(keep)
+    return ArraySignalSet(signals.get(idx), name=f"{signals.name}-n{stride}", spec=f"{signals.spec}#n{stride}",
+                          splits=signals.splits[idx], labels=signals.labels[idx], task=signals.task,
+                          label_names=signals.label_names, info={"thinned_from": signals.spec, "n_beat_stride": stride},
+                          fingerprint=sha256_bytes(f"{signals.fingerprint}/n-stride-{stride}".encode()))
 
 
 def main() -> None:
@@ -37,6 +62,8 @@ def main() -> None:
     ap.add_argument("--baseline-batch-size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--json-out", default=None)
+    ap.add_argument("--n-beat-stride", type=int, default=1, help="keep every k-th N beat (MIT-BIH)")
+    ap.add_argument("--encode-model", default=None, help="encode DATA into --latents first (if absent)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -47,6 +74,20 @@ def main() -> None:
     from funcml.tasks.baseline import train_pixel_baseline
     from funcml.tasks.classify.run import classify_latent_set
 
+    signals = None
+    if args.data:
+        signals = load_signals(args.data, LoadOptions(resolution=parse_resolution(args.resolution),
+                                                      extra=parse_key_values(tuple(args.data_option))))
+        if args.n_beat_stride > 1:
+            signals = thin_normal_beats(signals, args.n_beat_stride)
+    if args.encode_model and not Path(args.latents).exists():
+        from funcml.encoders.encode import encode_signal_set
+        from funcml.encoders.model import FieldModel
+
+        model = FieldModel.load(args.encode_model)
+        t0 = time.perf_counter()
+        encode_signal_set(model, signals, args.latents, model_dir=args.encode_model, progress=False)
+        print(f"encoded {len(signals)} signals in {time.perf_counter() - t0:.0f} s", flush=True)
     ls = LatentSet.open(args.latents)
     rows, results = [], {"name": args.name, "latents": args.latents, "machine": platform.processor() or platform.machine(),
                          "threads": torch.get_num_threads(), "models": {}}
@@ -63,9 +104,7 @@ def main() -> None:
         rows.append((f"{spec} on latents (P={ls.latent_dim})", test, r["fit_seconds"], r["search_seconds"]))
         print(f"{spec}: acc {test['accuracy']:.4f} auc {test['auc']:.4f} fit {r['fit_seconds']:.1f}s "
               f"search {r['search_seconds']:.1f}s", flush=True)
-    if args.data:
-        signals = load_signals(args.data, LoadOptions(resolution=parse_resolution(args.resolution),
-                                                      extra=parse_key_values(tuple(args.data_option))))
+    if signals is not None:
         if signals.fingerprint != ls.manifest["source"].get("fingerprint"):
             print("note: DATA's fingerprint differs from the latents' source (other loading options?)", flush=True)
         rep = train_pixel_baseline(signals, width=args.baseline_width, epochs=args.baseline_epochs,

@@ -144,7 +144,7 @@ def test_demo_stage_writes_an_explainable_classifier(tmp_path):
 def test_resnet18_shapes(dim, shape):
     from funcml.tasks.baseline import ResNet18
 
-    net = ResNet18(dim, shape[0], 5, width=4, small_input=max(shape[1:]) <= 64)
+    net = ResNet18(dim, shape[0], 5, width=4, small_input=max(shape[1:]) <= 32)
     assert net(torch.zeros(2, *shape)).shape == (2, 5)
     full = ResNet18(2, 1, 2)  # width 64: ResNet-18's 11.2 M parameters (+ the small stem and 2 outputs)
     assert 11.1e6 < sum(p.numel() for p in full.parameters()) < 11.3e6

@@ -1,9 +1,9 @@
 """ResNet-18-style CNNs for 1D, 2D and 3D signals (one definition, the convolution type by dimension).
 
 BasicBlocks [2, 2, 2, 2] with widths ``w, 2w, 4w, 8w`` (``w = 64`` is ResNet-18), global average
-pooling and a linear head. Small inputs (every side <= 64, e.g. MedMNIST 28/64, 187-sample beats)
-use a 3-wide stride-1 stem without max-pooling, as MedMNIST's ResNet-18 (28) does; larger inputs
-the ImageNet stem (7-wide, stride 2, then max-pooling).
+pooling and a linear head. Small inputs (every side <= 32, e.g. MedMNIST 28) use a 3-wide
+stride-1 stem without max-pooling, as MedMNIST's ResNet-18 (28) does; larger ones (64 x 64 images,
+187-sample beats, volumes over 32) the ImageNet stem (7-wide, stride 2, then max-pooling).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class ResNet18(nn.Module):
 
     Args:
         dim: 1, 2 or 3. in_channels: C. n_outputs: logits. width: channels of the first stage.
-        small_input: the stride-1 stem without max-pooling (default for inputs up to 64 per side).
+        small_input: the stride-1 stem without max-pooling (:func:`train_pixel_baseline` uses it up to 32 per side).
     """
 
     def __init__(self, dim: int, in_channels: int, n_outputs: int, width: int = 64, small_input: bool = True) -> None:

@@ -80,9 +80,12 @@ def train_pixel_baseline(signals, *, width: int = 64, epochs: int = 30, batch_si
         raise DataError(f"{signals.spec}: the baseline needs non-empty train and test splits")
     metric = default_select_metric(task) if select_metric == "auto" else select_metric
     dev = resolve_device(device)
-    config = {"data": signals.fingerprint, "signal_shape": list(signals.signal_shape), "task": task, "width": width,
-              "epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "metric": metric,
-              "class_weight": class_weight, "seed": seed}
+    # Laid out as the encoder checkpoints' schema wants it (funcml.encoders.checkpoint.LAST_SCHEMA):
+    # "field" holds the network's settings, "train" the optimisation's.
+    config = {"data_fingerprint": signals.fingerprint, "signal_shape": list(signals.signal_shape),
+              "field": {"model": "resnet18", "dim": signals.dim, "width": width, "task": task},
+              "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay,
+                        "metric": metric, "class_weight": class_weight, "seed": seed}}
 
     out = Path(out) if out is not None else None
     meta = None
@@ -104,7 +107,7 @@ def train_pixel_baseline(signals, *, width: int = 64, epochs: int = 30, batch_si
     y_tr = y_tr.float() if task == MULTILABEL else y_tr
     spatial = signals.spatial_shape
     torch.manual_seed(seed)
-    net = ResNet18(signals.dim, signals.channels, n_out, width=width, small_input=max(spatial) <= 64).to(dev)
+    net = ResNet18(signals.dim, signals.channels, n_out, width=width, small_input=max(spatial) <= 32).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=weight_decay)
     if class_weight not in (None, "balanced"):
         raise ConfigError(f"class_weight must be None or 'balanced'; got {class_weight!r}")
@@ -159,6 +162,7 @@ def train_pixel_baseline(signals, *, width: int = 64, epochs: int = 30, batch_si
                                                               if "val_" + metric in entry else {}))
         if out is not None:
             save_checkpoint(out, net, opt, {"step": epoch + 1, "finished": epoch + 1 == epochs, "config": config,
+                                            "best_val_psnr": None, "best_step": best_epoch,
                                             "best_epoch": best_epoch, "history": history,
                                             "best_score": best_score if np.isfinite(best_score) else None,
                                             "seconds": time.perf_counter() - t0})
@@ -171,6 +175,7 @@ def train_pixel_baseline(signals, *, width: int = 64, epochs: int = 30, batch_si
     proba_te = _proba(net, x_te, task, n_out, dev)
     report = {
         "model": f"resnet18-{signals.dim}d",
+        "stem": "small" if max(spatial) <= 32 else "imagenet",
         "data": signals.describe() | {"info": None},
         "task": task,
         "width": width,

@@ -48,6 +48,18 @@ def _mean(values: list[float]) -> float:
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray, task: str,
                            names: list[str] | None = None) -> dict:
+    """See :func:`_classification_metrics` (scikit-learn's warnings about classes absent from the
+    evaluated set are expected here and silenced)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*y_pred contains classes not in y_true.*")
+        warnings.filterwarnings("ignore", message=".*is ill-defined.*")
+        return _classification_metrics(y_true, proba, task, names)
+
+
+def _classification_metrics(y_true: np.ndarray, proba: np.ndarray, task: str,
+                            names: list[str] | None = None) -> dict:
     """Metrics of scores ``proba`` against ``y_true``.
 
     Args:
