@@ -11,3 +11,5 @@ def register(cli: click.Group) -> None:
     classify.register(cli)
     from funcml.cli import baseline
     baseline.register(cli)
+    from funcml.cli import explain
+    explain.register(cli)

@@ -1,3 +1,4 @@
 """Downstream tasks on latent vectors. Importing this package registers their ``funcml demo`` stages."""
 
 import funcml.tasks.classify.demo  # noqa: F401  (registers the "classification" demo stage)
+import funcml.tasks.explain.demo  # noqa: F401  (registers the "explanation" demo stage)
