@@ -32,7 +32,7 @@ def plot_confusion(cm: np.ndarray, names: list[str], path: str | Path, title: st
         size = max(3.5, 0.6 * len(cm) + 2)
         fig, ax = plt.subplots(figsize=(size, size), dpi=120)
         ConfusionMatrixDisplay(cm, display_labels=names).plot(ax=ax, cmap="Blues", colorbar=False, values_format="d",
-                                                             xticks_rotation=45 if len(cm) > 4 else "horizontal")
+                                                             xticks_rotation=30 if len(cm) > 4 or max(map(len, names)) > 8 else "horizontal")
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
@@ -40,11 +40,15 @@ def plot_confusion(cm: np.ndarray, names: list[str], path: str | Path, title: st
     plt.close(fig)
 
 
-def plot_roc(y_true: np.ndarray, score: np.ndarray, path: str | Path, name: str = "", title: str = "") -> None:
-    """ROC curve of a binary task (``score`` = probability of the positive class)."""
+def plot_roc(y_true: np.ndarray, score: np.ndarray, path: str | Path, name: str = "", title: str = "",
+             positive: str | None = None) -> None:
+    """ROC curve of a binary task (``score`` = probability of the positive class, named ``positive``)."""
     fig, ax = plt.subplots(figsize=(4, 4), dpi=120)
     if len(np.unique(y_true)) > 1:
         RocCurveDisplay.from_predictions(y_true, score, ax=ax, name=name or None, plot_chance_level=True)
+        if positive:
+            ax.set_xlabel(f"false positive rate (positive: {positive})")
+            ax.set_ylabel(f"true positive rate (positive: {positive})")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)

@@ -270,6 +270,7 @@ def write_outputs(result: ClassifyResult, out: str | Path, latent_set, *, overwr
         files = {"classifier": str(out), "predictions": str(Path(out) / "predictions.csv"),
                  "metrics": str(Path(out) / "metrics.json"), "confusion_matrix": str(Path(out) / "confusion_matrix.png")}
         if task == BINARY:
-            plot_roc(result.eval_set.y, result.proba[:, 1], tmp / "roc.png", name=report["model"], title=title)
+            plot_roc(result.eval_set.y, result.proba[:, 1], tmp / "roc.png", name=report["model"], title=title,
+                     positive=result.names[1] if len(result.names) > 1 else None)
             files["roc"] = str(Path(out) / "roc.png")
     return files
