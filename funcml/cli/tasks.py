@@ -7,16 +7,7 @@ import click
 
 def register(cli: click.Group) -> None:
     """Add the task commands that are available (each task module adds its own)."""
-<<<<<<< HEAD
     from funcml.cli import baseline, classify, explain, generate
 
     for module in (classify, baseline, generate, explain):
         module.register(cli)
-=======
-    from funcml.cli import classify
-    classify.register(cli)
-    from funcml.cli import baseline
-    baseline.register(cli)
-    from funcml.cli import explain
-    explain.register(cli)
->>>>>>> explain
