@@ -9,6 +9,7 @@ model is kept as the output model directory.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
@@ -23,6 +24,7 @@ from tqdm.auto import tqdm
 from funcml.data.base import SignalSet
 from funcml.devices import peak_memory_bytes
 from funcml.encoders import distributed as ddp
+from funcml.encoders import fused
 from funcml.encoders.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from funcml.encoders.config import EncodeConfig, FieldConfig, TrainConfig
 from funcml.encoders.coords import make_grid
@@ -69,7 +71,9 @@ class _StopRequests:
 
 
 # Changing these between a run and its resumption does not change the trajectory.
-_RESUME_FREE = {"max_minutes", "checkpoint_minutes", "checkpoint_every", "log_every", "val_every", "val_signals"}
+_RESUME_FREE = {"max_minutes", "checkpoint_minutes", "checkpoint_every", "log_every", "val_every", "val_signals",
+                "recompute", "compile"}
+_TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 CACHE_BYTES = 4 << 30
 
 
@@ -81,6 +85,23 @@ def cosine_lr(step: int, cfg: TrainConfig) -> float:
     progress = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
     floor = cfg.outer_lr * cfg.min_lr_ratio
     return floor + 0.5 * (cfg.outer_lr - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+def compute_meta_gradient(net: ModulatedSiren, optimizer: torch.optim.Optimizer, coords: torch.Tensor,
+                          x: torch.Tensor, subsets: list, cfg: TrainConfig) -> MetaStats:
+    """Zero the gradients and accumulate the meta-gradient of the batch ``x`` ``(b, C, *spatial)``
+    (this process's share of the global batch ``cfg.batch_size``)."""
+    optimizer.zero_grad(set_to_none=True)
+    return accumulate_meta_gradient(net, coords, x, subsets, cfg.inner_lr, first_order=cfg.first_order,
+                                    loss_scale=1.0 / cfg.batch_size, micro_batch_size=cfg.micro_batch_size,
+                                    recompute=cfg.recompute)
+
+
+def apply_meta_update(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> None:
+    """Clip the global gradient norm (if set) and take the AdamW step."""
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    optimizer.step()
 
 
 def encode_config_for(train: TrainConfig, batch_size: int = 64) -> EncodeConfig:
@@ -194,8 +215,9 @@ class MetaTrainer:
             for key, value in new[part].items():
                 if part == "train" and key in _RESUME_FREE:
                     continue
-                if old[part].get(key) != value:
-                    diffs.append(f"{key}: {old[part].get(key)!r} -> {value!r}")
+                before = old[part].get(key, _TRAIN_DEFAULTS.get(key) if part == "train" else None)
+                if before != value:
+                    diffs.append(f"{key}: {before!r} -> {value!r}")
         if old["data_fingerprint"] != new["data_fingerprint"]:
             diffs.append("the training data differs")
         if old.get("world_size", 1) != new["world_size"]:
@@ -217,6 +239,11 @@ class MetaTrainer:
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        """Meta-train (resuming when decided so); returns the run's summary."""
+        with fused.execution(compile=self.cfg.compile, precision=self.cfg.precision, device=self.device):
+            return self._run()
+
+    def _run(self) -> TrainResult:
         cfg, dist_info = self.cfg, self.dist
         t_start = time.perf_counter()
         if self.device.type == "cuda":
@@ -277,10 +304,7 @@ class MetaTrainer:
                      else torch.from_numpy(self.signals.get(local))).to(self.device, non_blocking=True)
                 subsets = draw_subsets(n_coords, cfg.context_ratio, cfg.inner_steps,
                                        generator(cfg.seed, "context", step), self.device)
-                optimizer.zero_grad(set_to_none=True)
-                stats = accumulate_meta_gradient(net, coords, x, subsets, cfg.inner_lr, first_order=cfg.first_order,
-                                                 loss_scale=1.0 / cfg.batch_size,
-                                                 micro_batch_size=cfg.micro_batch_size)
+                stats = compute_meta_gradient(net, optimizer, coords, x, subsets, cfg)
                 elapsed_min = (time.perf_counter() - t_start) / 60
                 stop_flag = float((cfg.max_minutes is not None and elapsed_min >= cfg.max_minutes)
                                   or stop_requests.requested)
@@ -295,9 +319,7 @@ class MetaTrainer:
                     raise TrainingDivergedError(
                         f"meta-training diverged at step {step + 1} (non-finite loss or gradient); the last good "
                         f"checkpoint is kept in {self.out / 'checkpoints'} — lower --outer-lr or --inner-lr")
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
+                apply_meta_update(params, optimizer, cfg)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 step_times.append(time.perf_counter() - t0)
