@@ -224,3 +224,50 @@ def test_values_of_the_inner_loss_and_latents_from_adapt_latents():
             outs.append(adapt_latents(net, coords, values, subsets, 0.2, create_graph=True, weights=weights))
     assert torch.allclose(outs[0][0], outs[1][0], rtol=1e-11, atol=1e-14)
     assert torch.allclose(outs[0][1], outs[1][1], rtol=1e-11)
+
+
+def test_execution_settings_are_scoped_and_lower_precision_changes_results():
+    from funcml.encoders import kernels
+
+    net, x, coords = _float32_setup()
+    subsets = draw_subsets(64, 0.25, 3, torch.Generator().manual_seed(5))
+
+    def grads():
+        net.zero_grad()
+        accumulate_meta_gradient(net, coords, x, subsets, 1e-2, first_order=False, loss_scale=1 / 6)
+        return [p.grad.clone() for p in net.parameters()]
+
+    ref = grads()
+    dev = {}
+    for precision in ("tf32", "bf16"):
+        with fused.execution(precision=precision):
+            assert kernels.MATMUL_PRECISION[0] == precision
+            dev[precision] = max(_rel(a, b) for a, b in zip(ref, grads()))
+    assert kernels.MATMUL_PRECISION[0] == "fp32"
+    assert all(torch.equal(a, b) for a, b in zip(ref, grads()))
+    # TF32 keeps 10 mantissa bits, bfloat16 7: both move the gradient, bfloat16 more
+    assert 1e-5 < dev["tf32"] < dev["bf16"]
+    with pytest.raises(ValueError):
+        with fused.execution(precision="fp8"):
+            pass
+
+
+def test_train_command_reports_step_time_memory_and_the_configuration(tmp_path, capsys):
+    import json
+
+    from funcml.cli import main
+    from test_cli import TINY, write_medmnist_npz
+
+    data = str(write_medmnist_npz(tmp_path / "tiny.npz"))
+    with pytest.raises(SystemExit) as exc:
+        main(["train", data, "--out", str(tmp_path / "m"), "--steps", "4", "--recompute", "--precision", "fp32",
+              "--omega-first", "15", "--omega-last", "90", "--context-ratio", "0.5", "--json", *TINY])
+    out = capsys.readouterr()
+    assert exc.value.code == 0, out.err
+    rep = json.loads(out.out.strip().splitlines()[-1])
+    assert rep["median_step_seconds"] > 0 and rep["peak_memory_bytes"] > 0
+    assert rep["field"]["width"] == 16 and rep["field"]["depth"] == 3 and rep["field"]["omega_first"] == 15
+    assert rep["train"]["recompute"] is True and rep["train"]["context_ratio"] == 0.5
+    with pytest.raises(SystemExit) as exc:
+        main(["train", data, "--out", str(tmp_path / "m2"), "--precision", "fp8", *TINY])
+    assert exc.value.code != 0

@@ -16,7 +16,8 @@ from funcml.errors import ConfigError
 @click.option("--steps", type=int, default=None, help="Outer (meta) steps.")
 @click.option("--max-minutes", type=float, default=None, help="Stop after this wall time (a resumable checkpoint is kept).")
 @click.option("--batch-size", type=int, default=None, help="Meta-batch size (all processes together).")
-@click.option("--micro-batch-size", type=int, default=None, help="Signals per pass; gradients are accumulated (same update, less memory).")
+@click.option("--micro-batch-size", type=int, default=None,
+              help="Signals per pass; gradients are accumulated (same update, less memory). Default: automatic.")
 @click.option("--width", type=int, default=None, help="Hidden width L.")
 @click.option("--depth", type=int, default=None, help="Layers K, output layer included (official num_layers).")
 @click.option("--latent-dim", type=int, default=None, help="Latent size P.")

@@ -66,7 +66,8 @@ class TrainConfig:
         steps: outer (meta) steps; the cosine learning-rate schedule spans them.
         batch_size: meta-batch size (signals per outer step, over all processes).
         micro_batch_size: signals per forward/backward pass; the gradients of the parts are
-            accumulated, so the update equals the full-batch one. None: the whole batch at once.
+            accumulated, so the update equals the full-batch one. None: automatic (on CPU sized to
+            bound the activation memory, see ``trainer.auto_micro_batch``; on CUDA the whole batch).
         inner_steps: G, inner SGD steps on phi per outer step.
         inner_lr: alpha, the inner learning rate (the initial value when meta-SGD is on).
         context_ratio: gamma, the fraction of coordinates each inner step sees (a fresh random

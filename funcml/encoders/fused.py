@@ -31,7 +31,7 @@ from funcml.encoders import kernels
 from funcml.encoders.siren import ModulatedSiren
 
 PRECISIONS = ("fp32", "tf32", "bf16")
-_STATE = {"enabled": True, "compiled": None}
+_STATE = {"enabled": True, "compiled": None, "shared_first": True}
 _KERNEL_NAMES = ("inner_forward", "inner_backward", "first_forward", "first_backward", "first_grads",
                  "outer_forward", "outer_backward", "latent_grads")
 _K: dict = {name: getattr(kernels, name) for name in _KERNEL_NAMES}
@@ -56,7 +56,8 @@ def set_compiled(mode: str | None) -> None:
 
 
 @contextmanager
-def execution(compile: bool = False, precision: str = "fp32", device: torch.device | str = "cpu") -> Iterator[None]:
+def execution(compile: bool = False, precision: str = "fp32", device: torch.device | str = "cpu",
+              shared_first: bool = True) -> Iterator[None]:
     """Temporarily select how the fused kernels run (the math is unchanged except by precision).
 
     Args:
@@ -65,12 +66,15 @@ def execution(compile: bool = False, precision: str = "fp32", device: torch.devi
             cores; on a CPU emulated, only to measure its effect) or ``"bf16"`` inputs with float32
             results. Other operations always run in float32.
         device: where the work runs.
+        shared_first: run steps from ``phi = 0`` on one shared field (off only to measure it).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
     device = torch.device(device)
-    old = (_STATE["compiled"], kernels.MATMUL_PRECISION[0], torch.backends.cuda.matmul.allow_tf32)
+    old = (_STATE["compiled"], kernels.MATMUL_PRECISION[0], torch.backends.cuda.matmul.allow_tf32,
+           _STATE["shared_first"])
     try:
+        _STATE["shared_first"] = bool(shared_first)
         set_compiled(("reduce-overhead" if device.type == "cuda" else "default") if compile else None)
         kernels.MATMUL_PRECISION[0] = precision
         if device.type == "cuda":
@@ -80,6 +84,7 @@ def execution(compile: bool = False, precision: str = "fp32", device: torch.devi
         set_compiled(old[0])
         kernels.MATMUL_PRECISION[0] = old[1]
         torch.backends.cuda.matmul.allow_tf32 = old[2]
+        _STATE["shared_first"] = old[3]
 
 
 class plain_autograd:
@@ -93,6 +98,11 @@ class plain_autograd:
 
     def __exit__(self, *exc) -> None:
         _STATE["enabled"] = self._old
+
+
+def shared_first_step(net: ModulatedSiren, batch: int) -> bool:
+    """Whether a step from ``phi = 0`` runs on one shared field (cheaper when channels <= batch)."""
+    return _STATE["shared_first"] and net.config.channels <= batch
 
 
 def supports(net: torch.nn.Module) -> bool:
@@ -242,7 +252,7 @@ def latent_grads(net: ModulatedSiren, coords: torch.Tensor, phi: torch.Tensor | 
     """
     omegas = tuple(net.omegas[:net.num_sine_layers])
     params = tuple(flat_params(net))
-    if phi is None and net.config.channels <= values.shape[0]:
+    if phi is None and shared_first_step(net, values.shape[0]):
         return _K["first_grads"](coords, values, weights, omegas, params, context)
     if phi is None:
         phi = values.new_zeros(values.shape[0], net.config.latent_dim)

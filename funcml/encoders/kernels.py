@@ -55,6 +55,13 @@ def gemm_add_(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor
     return c.addmm_(a, b) if MATMUL_PRECISION[0] == "fp32" else c.add_(gemm(a, b))
 
 
+def linear_shift(x: torch.Tensor, w: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``x (B, n, i) @ w (i, j) + shift (B, 1 or n, j)``; the addition is fused into the matmul."""
+    if MATMUL_PRECISION[0] == "fp32":
+        return torch.baddbmm(shift, x, w.expand(x.shape[0], *w.shape))
+    return mm(x, w).add_(shift)
+
+
 def split(params: Params):
     """``(ws [S], bs [S], W_K, b_K, A, a)``."""
     s = (len(params) - 4) // 2
@@ -92,7 +99,7 @@ def field_forward(h, sigma, wps, WK, bK, keep_sin: bool):
             u = h.unsqueeze(0) + sigma[:, 0:1]
         else:
             xs.append(x)
-            u = mm(x, wps[k].t()).add_(sigma[:, k:k + 1])
+            u = linear_shift(x, wps[k].t(), sigma[:, k:k + 1])
         s = torch.sin(u)
         coss.append(u.cos_())
         if keep_sin:
@@ -143,7 +150,7 @@ def reverse_closed_grad(qbar0, gs, qs, coss, wps, reduce_channels: bool):
     for k in range(S):
         qbar = qbar0[k]
         if k > 0:
-            qbar = mm(gbar, wps[k].t()).add_(qbar)
+            qbar = linear_shift(gbar, wps[k].t(), qbar)
             wpbars[k] = gemm(qs[k].reshape(-1, qs[k].shape[-1]).t(), gbar.reshape(-1, gbar.shape[-1]))
         cbar = qbar * gs[k]
         cbars[k] = cbar.sum(dim=0, keepdim=True) if reduce_channels else cbar
@@ -335,7 +342,7 @@ def latent_grads(coords, values, weights, omegas, phi, params: Params, context: 
     coss = []
     x = None
     for k in range(len(omegas)):
-        u = (h.unsqueeze(0) + sigma[:, 0:1]) if k == 0 else mm(x, wps[k].t()).add_(sigma[:, k:k + 1])
+        u = (h.unsqueeze(0) + sigma[:, 0:1]) if k == 0 else linear_shift(x, wps[k].t(), sigma[:, k:k + 1])
         s = torch.sin(u)
         coss.append(u.cos_())
         x = s if x is None else x.add_(s)

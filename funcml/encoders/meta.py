@@ -74,7 +74,7 @@ def adapt_latents(net: ModulatedSiren, coords: torch.Tensor, values: torch.Tenso
             if not create_graph:
                 loss, grad, _ = fused.latent_grads(net, c, None if phi is None else phi.detach(), v, w)
                 phi = -lr * grad if phi is None else phi - lr * grad
-            elif phi is None and net.config.channels <= b:
+            elif phi is None and fused.shared_first_step(net, b):
                 phi, loss = fused.first_step(net, c, v, lr, w)
             else:
                 if phi is None:

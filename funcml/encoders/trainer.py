@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from funcml.allocator import tune_glibc_malloc
 from funcml.data.base import SignalSet
 from funcml.devices import peak_memory_bytes
 from funcml.encoders import distributed as ddp
@@ -87,13 +88,30 @@ def cosine_lr(step: int, cfg: TrainConfig) -> float:
     return floor + 0.5 * (cfg.outer_lr - floor) * (1.0 + math.cos(math.pi * progress))
 
 
+AUTO_MICRO_BATCH_BYTES = 256 << 20
+
+
+def auto_micro_batch(field: FieldConfig, cfg: TrainConfig, n_coords: int, batch: int, device: torch.device) -> int:
+    """Signals per pass when ``micro_batch_size`` is None: on CPU as many as keep the fused inner
+    loop's activations within :data:`AUTO_MICRO_BATCH_BYTES` (memory then no longer grows with the
+    meta-batch; the accumulated update is the same), on CUDA the whole batch."""
+    if device.type != "cpu":
+        return batch
+    n_ctx = n_coords if cfg.context_ratio >= 1 else max(1, int(cfg.context_ratio * n_coords))
+    # per signal and sine layer: 5 tensors per inner step after the first (shared) one, 3 in the outer pass
+    per_signal = 4 * field.width * (field.depth - 1) * (5 * n_ctx * max(cfg.inner_steps - 1, 0) + 3 * n_coords)
+    return int(min(batch, max(1, AUTO_MICRO_BATCH_BYTES // max(per_signal, 1))))
+
+
 def compute_meta_gradient(net: ModulatedSiren, optimizer: torch.optim.Optimizer, coords: torch.Tensor,
                           x: torch.Tensor, subsets: list, cfg: TrainConfig) -> MetaStats:
     """Zero the gradients and accumulate the meta-gradient of the batch ``x`` ``(b, C, *spatial)``
-    (this process's share of the global batch ``cfg.batch_size``)."""
+    (this process's share of the global batch ``cfg.batch_size``), ``cfg.micro_batch_size``
+    signals at a time (None: :func:`auto_micro_batch`)."""
     optimizer.zero_grad(set_to_none=True)
+    micro = cfg.micro_batch_size or auto_micro_batch(net.config, cfg, coords.shape[0], x.shape[0], x.device)
     return accumulate_meta_gradient(net, coords, x, subsets, cfg.inner_lr, first_order=cfg.first_order,
-                                    loss_scale=1.0 / cfg.batch_size, micro_batch_size=cfg.micro_batch_size,
+                                    loss_scale=1.0 / cfg.batch_size, micro_batch_size=micro,
                                     recompute=cfg.recompute)
 
 
@@ -240,6 +258,7 @@ class MetaTrainer:
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         """Meta-train (resuming when decided so); returns the run's summary."""
+        tune_glibc_malloc()
         with fused.execution(compile=self.cfg.compile, precision=self.cfg.precision, device=self.device):
             return self._run()
 
