@@ -112,8 +112,8 @@ register_preset(Preset(
 ))
 register_preset(Preset(
     name="cpu-volume", dim=3, resolution=(16, 16, 16),
-    description="CPU 3D: 16^3 volumes, 6 x 128, P 512, omega 20->300, gamma 0.25, G 3, batch 4",
-    arch=dict(width=128, depth=6, latent_dim=512, omega_first=20.0, omega_last=300.0),
-    train=TrainConfig(steps=400, batch_size=4, inner_steps=3, inner_lr=1e-2, context_ratio=0.25,
+    description="CPU 3D: 16^3 volumes, 6 x 128, P 512, omega 20->60, gamma 0.25, G 3, alpha 1, batch 4",
+    arch=dict(width=128, depth=6, latent_dim=512, omega_first=20.0, omega_last=60.0),
+    train=TrainConfig(steps=300, batch_size=4, inner_steps=3, inner_lr=1.0, context_ratio=0.25,
                       outer_lr=3e-4, warmup_steps=20, val_every=100, val_signals=32, checkpoint_every=100),
 ))
