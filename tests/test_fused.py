@@ -271,3 +271,21 @@ def test_train_command_reports_step_time_memory_and_the_configuration(tmp_path, 
     with pytest.raises(SystemExit) as exc:
         main(["train", data, "--out", str(tmp_path / "m2"), "--precision", "fp8", *TINY])
     assert exc.value.code != 0
+
+
+@pytest.mark.parametrize("compile_", [False, True])
+def test_dataset_encoding_compiles_only_when_asked(tmp_path, monkeypatch, compile_):
+    """``encode_signal_set`` selects the compiled kernels iff ``compile=True`` (eager by default)."""
+    from conftest import make_signal_set
+
+    from funcml.encoders.encode import encode_signal_set
+    from funcml.encoders.model import FieldModel
+
+    modes = []
+    monkeypatch.setattr(fused, "set_compiled", lambda mode: modes.append(mode))
+    signals = make_signal_set(4, (1, 8), seed=1)
+    field = FieldConfig(dim_in=1, channels=1, width=8, depth=2, latent_dim=4, omega_first=5.0, omega_last=10.0)
+    model = FieldModel(ModulatedSiren(field), (1, 8), EncodeConfig(steps=2, batch_size=4))
+    model.save(tmp_path / "m")
+    encode_signal_set(model, signals, tmp_path / "lat", model_dir=tmp_path / "m", progress=False, compile=compile_)
+    assert modes[0] == ("default" if compile_ else None)

@@ -74,7 +74,7 @@ def encode_signal_set(model: FieldModel, signals: SignalSet, out: str | Path, co
     with OutputLock(out):
         return _encode_locked(model, signals, out, cfg, idx, model_dir=model_dir, embed_model=embed_model,
                               observed=observed, observed_tag=observed_tag, overwrite=overwrite, progress=progress,
-                              max_chunks=max_chunks)
+                              max_chunks=max_chunks, compile_kernels=compile)
 
 
 def _resume_point(partial: Path, job_hash: str, count: int, batch_size: int) -> int | None:
@@ -125,7 +125,8 @@ def _open_writer(out: Path, job_hash: str, count: int, cfg: EncodeConfig, latent
 
 
 def _encode_locked(model: FieldModel, signals: SignalSet, out: Path, cfg: EncodeConfig, idx: np.ndarray, *,
-                   model_dir, embed_model, observed, observed_tag, overwrite, progress, max_chunks):
+                   model_dir, embed_model, observed, observed_tag, overwrite, progress, max_chunks,
+                   compile_kernels: bool = False):
     job = {
         "model_id": model.id,
         "data_fingerprint": signals.fingerprint,
@@ -155,7 +156,7 @@ def _encode_locked(model: FieldModel, signals: SignalSet, out: Path, cfg: Encode
     t0 = time.perf_counter()
     encoded = 0
     bar = tqdm(total=len(idx), initial=rows_done, desc="encode", unit="sig", disable=not progress, leave=False)
-    execution = fused.execution(compile=compile, device=device)
+    execution = fused.execution(compile=compile_kernels, device=device)
     execution.__enter__()
     try:
         for chunk in range(start_chunk, n_chunks):
