@@ -89,9 +89,14 @@ def test_first_step_on_one_shared_field_equals_the_batched_step(channels, masked
 
 @pytest.mark.parametrize("start", ["zero", "random"])
 @pytest.mark.parametrize("masked", [False, True])
-def test_latent_grads_without_graph_give_full_and_context_gradients(start, masked):
+@pytest.mark.parametrize("chunked", [False, True])
+def test_latent_grads_without_graph_give_full_and_context_gradients(start, masked, chunked, monkeypatch):
     net = _net(2)
     coords, values, weights = _problem(2, b=4, masked=masked)
+    if chunked:  # cache-sized passes of 3 + 1 signals
+        monkeypatch.setattr(fused, "CACHE_CHUNK_ELEMENTS", 3 * 17 * 12)
+        assert fused.cache_chunk(4, 17, 12, torch.device("cpu")) == 3
+    assert fused.cache_chunk(4, 17, 12, torch.device("meta")) == 4
     phi = torch.zeros(4, 6, dtype=torch.float64) if start == "zero" else torch.randn(4, 6, dtype=torch.float64)
     context = torch.tensor([0, 3, 4, 9, 16])
     loss, grad, sub = fused.latent_grads(net, coords, None if start == "zero" else phi, values, weights, context)
@@ -186,6 +191,10 @@ def test_encoding_equals_plain_autograd(rescale, masked):
         ref = fit_latents(net, x, cfg, generator=torch.Generator().manual_seed(2), weights=weights)
     got = fit_latents(net, x, cfg, generator=torch.Generator().manual_seed(2), weights=weights)
     assert _rel(ref, got) < 1e-4
+    with pytest.MonkeyPatch.context() as mp:  # cache-sized passes of 4 + 2 signals: the same latents
+        mp.setattr(fused, "CACHE_CHUNK_ELEMENTS", 4 * 64 * net.config.width)
+        chunked = fit_latents(net, x, cfg, generator=torch.Generator().manual_seed(2), weights=weights)
+        assert _rel(got, chunked) < 1e-6  # float32 rounding of differently shaped reductions at most
     start = torch.randn(6, 16) * 0.01  # from given latents (no shared first step)
     with fused.plain_autograd():
         ref = fit_latents(net, x, cfg, generator=torch.Generator().manual_seed(2), latents=start)

@@ -256,4 +256,24 @@ def latent_grads(net: ModulatedSiren, coords: torch.Tensor, phi: torch.Tensor | 
         return _K["first_grads"](coords, values, weights, omegas, params, context)
     if phi is None:
         phi = values.new_zeros(values.shape[0], net.config.latent_dim)
-    return _K["latent_grads"](coords, values, weights, omegas, phi, params, context)
+    chunk = cache_chunk(values.shape[0], coords.shape[0], net.config.width, values.device)
+    if chunk >= values.shape[0]:
+        return _K["latent_grads"](coords, values, weights, omegas, phi, params, context)
+    parts = [_K["latent_grads"](coords, values[s:s + chunk], None if weights is None else weights[s:s + chunk],
+                                omegas, phi[s:s + chunk], params, context)
+             for s in range(0, values.shape[0], chunk)]
+    return tuple(None if p[0] is None else torch.cat(p) for p in zip(*parts))
+
+
+CACHE_CHUNK_ELEMENTS = 1 << 19
+
+
+def cache_chunk(batch: int, n_coords: int, width: int, device: torch.device) -> int:
+    """Signals per pass of :func:`latent_grads` on a CPU: as many as keep one layer's activations
+    ``(b, n, width)`` within :data:`CACHE_CHUNK_ELEMENTS` floats (2 MB, about a CPU's cache share),
+    so that the element-wise work between the matmuls runs from cache (measured: a quarter less CPU
+    time at 28x28, width 128). Each signal's gradient is computed independently, so the result is
+    the same; on CUDA the whole batch runs at once."""
+    if device.type != "cpu":
+        return batch
+    return max(1, min(batch, CACHE_CHUNK_ELEMENTS // max(1, n_coords * width)))
