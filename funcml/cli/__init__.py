@@ -37,6 +37,10 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors end with one ``error:`` line and a non-zero exit, not a traceback."""
+    if argv is None:  # a real command line: honour FUNCML_TCMALLOC=1 (see funcml.allocator)
+        from funcml.allocator import reexec_with_tcmalloc
+
+        reexec_with_tcmalloc()
     try:
         code = cli.main(args=argv, prog_name="funcml", standalone_mode=False)
     except click.exceptions.ClickException as exc:

@@ -23,12 +23,14 @@ from funcml.cli.common import (data_options, device_option, emit_json, info, jso
 @click.option("--seed", type=int, default=None, help="Seed of the context subsets (default: the model's).")
 @click.option("--embed-model/--no-embed-model", default=True, show_default=True,
               help="Copy the model into the latent set (else store its path).")
+@click.option("--compile/--no-compile", "compile_", default=False, show_default=True,
+              help="torch.compile the fitting kernels (same latents; a minute or more to compile, pays for big datasets).")
 @overwrite_option
 @device_option
 @json_option
 @data_options
 def encode_command(data, model_dir, out, steps, batch_size, inner_lr, context_ratio, grad_rescale, split, seed,
-                   embed_model, overwrite, device, as_json, resolution, channels, split_seed, val_fraction,
+                   embed_model, compile_, overwrite, device, as_json, resolution, channels, split_seed, val_fraction,
                    test_fraction, data_option):
     """Encode DATA with the model in --model into the latent set --out.
 
@@ -51,7 +53,8 @@ def encode_command(data, model_dir, out, steps, batch_size, inner_lr, context_ra
     info(f"encoding {signals.name} ({len(signals) if indices is None else len(indices)} signals, "
          f"{signals.signal_shape}) with model {model.id[:12]}: H={cfg.steps}, batch {cfg.batch_size}, device {dev}")
     latent_set, stats = encode_signal_set(model, signals, out, cfg, model_dir=model_dir, embed_model=embed_model,
-                                          indices=indices, overwrite=overwrite, progress=not as_json)
+                                          indices=indices, overwrite=overwrite, progress=not as_json,
+                                          compile=compile_)
     info(f"done: {len(latent_set)} latents of dimension {latent_set.latent_dim}, mean PSNR {stats['psnr_mean']:.2f} dB, "
          f"{stats['signals_per_second']:.1f} signals/s -> {out}")
     if as_json:

@@ -16,7 +16,8 @@ from funcml.errors import ConfigError
 @click.option("--steps", type=int, default=None, help="Outer (meta) steps.")
 @click.option("--max-minutes", type=float, default=None, help="Stop after this wall time (a resumable checkpoint is kept).")
 @click.option("--batch-size", type=int, default=None, help="Meta-batch size (all processes together).")
-@click.option("--micro-batch-size", type=int, default=None, help="Signals per pass; gradients are accumulated (same update, less memory).")
+@click.option("--micro-batch-size", type=int, default=None,
+              help="Signals per pass; gradients are accumulated (same update, less memory). Default: automatic.")
 @click.option("--width", type=int, default=None, help="Hidden width L.")
 @click.option("--depth", type=int, default=None, help="Layers K, output layer included (official num_layers).")
 @click.option("--latent-dim", type=int, default=None, help="Latent size P.")
@@ -36,6 +37,12 @@ from funcml.errors import ConfigError
 @click.option("--test-steps", type=int, default=None, help="Test-time steps H for validation and encoding.")
 @click.option("--grad-rescale/--no-grad-rescale", default=None, help="Test-time gradient-norm rescaling.")
 @click.option("--checkpoint-every", type=int, default=None)
+@click.option("--recompute/--no-recompute", default=None,
+              help="Recompute each inner step in the backward instead of keeping it (same result, less memory).")
+@click.option("--compile/--no-compile", "compile_", default=None,
+              help="torch.compile the fused kernels (same result; minutes to compile on a CPU; CUDA graphs on a GPU).")
+@click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default=None,
+              help="Matmul precision of the per-coordinate activations (tf32/bf16 change results; default fp32).")
 @click.option("--seed", type=int, default=None)
 @click.option("--resume/--no-resume", default=None,
               help="Continue the run in --out (default: automatically when its settings match).")
@@ -46,8 +53,8 @@ from funcml.errors import ConfigError
 def train_command(data, preset, out, steps, max_minutes, batch_size, micro_batch_size, width, depth, latent_dim,
                   omega_first, omega_last, inner_steps, inner_lr, context_ratio, outer_lr, weight_decay, grad_clip,
                   warmup_steps, first_order, meta_sgd, val_every, val_signals, test_steps, grad_rescale,
-                  checkpoint_every, seed, resume, overwrite, device, as_json, resolution, channels, split_seed,
-                  val_fraction, test_fraction, data_option):
+                  checkpoint_every, recompute, compile_, precision, seed, resume, overwrite, device, as_json,
+                  resolution, channels, split_seed, val_fraction, test_fraction, data_option):
     """Meta-learn a neural-field model on DATA (its train split) and write it to --out.
 
     DATA is a path (MedMNIST npz, WFDB folder, UCR file, NIfTI, image folder) or
@@ -69,7 +76,8 @@ def train_command(data, preset, out, steps, max_minutes, batch_size, micro_batch
         micro_batch_size=micro_batch_size, inner_steps=inner_steps, inner_lr=inner_lr, context_ratio=context_ratio,
         outer_lr=outer_lr, weight_decay=weight_decay, grad_clip=grad_clip, warmup_steps=warmup_steps,
         first_order=first_order, val_every=val_every, val_signals=val_signals, test_steps=test_steps,
-        grad_rescale=grad_rescale, checkpoint_every=checkpoint_every, seed=seed)
+        grad_rescale=grad_rescale, checkpoint_every=checkpoint_every, seed=seed, recompute=recompute,
+        compile=compile_, precision=precision)
     dev = resolve_device(device)
     trainer = MetaTrainer(field_cfg, train_cfg, signals, out, dev, resume=resume, overwrite=overwrite,
                           progress=not as_json)
@@ -86,7 +94,9 @@ def train_command(data, preset, out, steps, max_minutes, batch_size, micro_batch
     info(f"done: {result.steps_done}/{result.steps_total} steps, best validation PSNR {val} "
          f"(step {result.best_step}), median step {median}, peak memory {s['peak_memory_mb']:.0f} MB -> {out}")
     if as_json:
-        emit_json(s)
+        from dataclasses import asdict
+
+        emit_json({**s, "field": asdict(field_cfg), "train": asdict(train_cfg)})
 
 
 def register(cli: click.Group) -> None:

@@ -77,7 +77,8 @@ class TrainConfig:
         steps: outer (meta) steps; the cosine learning-rate schedule spans them.
         batch_size: meta-batch size (signals per outer step, over all processes).
         micro_batch_size: signals per forward/backward pass; the gradients of the parts are
-            accumulated, so the update equals the full-batch one. None: the whole batch at once.
+            accumulated, so the update equals the full-batch one. None: automatic (on CPU sized to
+            bound the activation memory, see ``trainer.auto_micro_batch``; on CUDA the whole batch).
         inner_steps: G, inner SGD steps on phi per outer step.
         inner_lr: alpha, the inner learning rate (the initial value when meta-SGD is on).
         context_ratio: gamma, the fraction of coordinates each inner step sees (a fresh random
@@ -98,6 +99,12 @@ class TrainConfig:
         log_every: record training metrics every this many steps.
         seed: seeds every random choice (batches, context subsets, initialisation).
         max_minutes: stop (and keep a resumable checkpoint) after this much wall time.
+        recompute: keep only each inner step's inputs and recompute its intermediates in the
+            backward (same result; less memory for about a third more inner-loop work).
+        compile: run the fused kernels through ``torch.compile`` (same result; minutes of compile
+            time on a CPU, pays for long runs; with CUDA graphs on a GPU).
+        precision: matmuls of the per-coordinate activations in "fp32" (default), "tf32" (CUDA)
+            or "bf16". The lower precisions change results (see docs/benchmarks.md).
     """
 
     steps: int = 250_000
@@ -121,6 +128,9 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     max_minutes: float | None = None
+    recompute: bool = False
+    compile: bool = False
+    precision: str = "fp32"
 
     def validate(self) -> "TrainConfig":
         _finite(inner_lr=self.inner_lr, context_ratio=self.context_ratio, outer_lr=self.outer_lr,
@@ -144,6 +154,8 @@ class TrainConfig:
         _check(self.checkpoint_minutes > 0, f"checkpoint_minutes must be > 0; got {self.checkpoint_minutes}")
         _check(self.log_every >= 1, f"log_every must be >= 1; got {self.log_every}")
         _check(self.max_minutes is None or self.max_minutes > 0, f"--max-minutes must be > 0; got {self.max_minutes}")
+        _check(self.precision in ("fp32", "tf32", "bf16"),
+               f"--precision must be fp32, tf32 or bf16; got {self.precision!r}")
         return self
 
 

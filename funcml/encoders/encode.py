@@ -18,7 +18,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from funcml.allocator import tune_glibc_malloc
 from funcml.data.base import SignalSet
+from funcml.encoders import fused
 from funcml.encoders.config import EncodeConfig
 from funcml.encoders.fitting import fit_latents, reconstruction_psnr
 from funcml.encoders.model import FieldModel
@@ -40,7 +42,8 @@ ObservedFn = Callable[[np.ndarray], np.ndarray]
 def encode_signal_set(model: FieldModel, signals: SignalSet, out: str | Path, config: EncodeConfig | None = None, *,
                       model_dir: str | Path | None = None, embed_model: bool = True, indices: np.ndarray | None = None,
                       observed: ObservedFn | None = None, observed_tag: str | None = None, overwrite: bool = False,
-                      progress: bool = True, max_chunks: int | None = None) -> tuple[LatentSet | None, dict]:
+                      progress: bool = True, max_chunks: int | None = None,
+                      compile: bool = False) -> tuple[LatentSet | None, dict]:
     """Encode ``signals`` (all, or ``indices``) with ``model`` into the latent set ``out``.
 
     Args:
@@ -50,12 +53,15 @@ def encode_signal_set(model: FieldModel, signals: SignalSet, out: str | Path, co
         observed: optional ``indices -> (b, N)`` 0/1 masks of observed coordinates; only those are
             fitted. ``observed_tag`` identifies the masks in the job hash and the manifest.
         max_chunks: stop after this many chunks this run (testing interruption); returns ``None``.
+        compile: ``torch.compile`` the fitting kernels (same latents up to float rounding; costs a
+            minute or more of compile time on a CPU, pays for large datasets).
 
     Returns:
         ``(latent_set, stats)`` with stats ``{"signals", "seconds", "signals_per_second",
         "psnr_mean", "resumed_rows"}``.
     """
     out = Path(out)
+    tune_glibc_malloc()
     cfg = (config or model.encode_defaults).validate()
     if model.id is None:
         raise ArtifactError("save the model before encoding with it (the latent set records its id)")
@@ -68,7 +74,7 @@ def encode_signal_set(model: FieldModel, signals: SignalSet, out: str | Path, co
     with OutputLock(out):
         return _encode_locked(model, signals, out, cfg, idx, model_dir=model_dir, embed_model=embed_model,
                               observed=observed, observed_tag=observed_tag, overwrite=overwrite, progress=progress,
-                              max_chunks=max_chunks)
+                              max_chunks=max_chunks, compile_kernels=compile)
 
 
 def _resume_point(partial: Path, job_hash: str, count: int, batch_size: int) -> int | None:
@@ -119,7 +125,8 @@ def _open_writer(out: Path, job_hash: str, count: int, cfg: EncodeConfig, latent
 
 
 def _encode_locked(model: FieldModel, signals: SignalSet, out: Path, cfg: EncodeConfig, idx: np.ndarray, *,
-                   model_dir, embed_model, observed, observed_tag, overwrite, progress, max_chunks):
+                   model_dir, embed_model, observed, observed_tag, overwrite, progress, max_chunks,
+                   compile_kernels: bool = False):
     job = {
         "model_id": model.id,
         "data_fingerprint": signals.fingerprint,
@@ -149,6 +156,8 @@ def _encode_locked(model: FieldModel, signals: SignalSet, out: Path, cfg: Encode
     t0 = time.perf_counter()
     encoded = 0
     bar = tqdm(total=len(idx), initial=rows_done, desc="encode", unit="sig", disable=not progress, leave=False)
+    execution = fused.execution(compile=compile_kernels, device=device)
+    execution.__enter__()
     try:
         for chunk in range(start_chunk, n_chunks):
             if max_chunks is not None and chunk - start_chunk >= max_chunks:
@@ -168,6 +177,7 @@ def _encode_locked(model: FieldModel, signals: SignalSet, out: Path, cfg: Encode
             bar.update(len(part))
             bar.set_postfix(psnr=f"{float(psnr.mean()):.2f}")
     finally:
+        execution.__exit__(None, None, None)
         bar.close()
     seconds = time.perf_counter() - t0
     psnr_all = np.asarray(writer.arrays["psnr"], dtype=np.float64)

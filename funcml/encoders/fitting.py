@@ -10,19 +10,44 @@ from __future__ import annotations
 
 import torch
 
+from funcml.encoders import fused
 from funcml.encoders.config import EncodeConfig
 from funcml.encoders.coords import make_grid, sample_context, signals_to_values, values_to_signals
 from funcml.encoders.meta import per_signal_mse, psnr_from_mse
 from funcml.encoders.siren import ModulatedSiren
 
 
+def _select(coords, values, weights, idx):
+    if idx is None:
+        return coords, values, weights
+    return coords[idx], values[:, idx], None if weights is None else weights[:, idx]
+
+
 def _grad(net: ModulatedSiren, coords, values, weights, phi, idx, create_graph: bool) -> torch.Tensor:
-    if idx is not None:
-        coords, values = coords[idx], values[:, idx]
-        weights = None if weights is None else weights[:, idx]
+    coords, values, weights = _select(coords, values, weights, idx)
     loss = per_signal_mse(net(coords, phi), values, weights)
     (g,) = torch.autograd.grad(loss.sum(), phi, create_graph=create_graph)
     return g
+
+
+@torch.no_grad()
+def _fit_closed_form(net: ModulatedSiren, coords, values, weights, phi, lr, config: EncodeConfig,
+                     generator: torch.Generator, from_zero: bool) -> torch.Tensor:
+    """:func:`fit_latents` without a graph: closed-form gradients, one full-context pass per step
+    gives both gradients of the rescaling rule (see kernels.latent_grads); the first step from phi = 0 is
+    shared by the batch (see :func:`fused.latent_grads`)."""
+    n = coords.shape[0]
+    for step in range(config.steps):
+        idx = sample_context(n, config.context_ratio, generator, values.device)
+        rescale = config.grad_rescale and idx is not None
+        c, v, w = (coords, values, weights) if rescale else _select(coords, values, weights, idx)
+        context = idx if rescale else None
+        start = None if (step == 0 and from_zero) else phi
+        _, g, g_sub = fused.latent_grads(net, c, start, v, w, context=context)
+        if rescale:
+            g = g * (g_sub.norm(dim=1, keepdim=True) / (g.norm(dim=1, keepdim=True) + 1e-16))
+        phi = phi - lr * g
+    return phi
 
 
 def fit_latents(net: ModulatedSiren, signals: torch.Tensor, config: EncodeConfig, *,
@@ -46,12 +71,16 @@ def fit_latents(net: ModulatedSiren, signals: torch.Tensor, config: EncodeConfig
     coords = make_grid(spatial, device=signals.device, dtype=signals.dtype)
     values = signals_to_values(signals)
     n = coords.shape[0]
+    from_zero = latents is None
     if latents is None:
         latents = torch.zeros(b, net.config.latent_dim, device=signals.device, dtype=signals.dtype)
-    phi = latents.detach().clone().requires_grad_(True) if not differentiable else latents.requires_grad_(True)
     lr = net.inner_learning_rate(config.inner_lr)
     if not differentiable:
         lr = lr.detach() if isinstance(lr, torch.Tensor) else lr
+    if not differentiable and fused.enabled_for(net, coords, values, weights):
+        return _fit_closed_form(net, coords, values, weights, latents.detach().clone(), lr, config, generator,
+                                from_zero)
+    phi = latents.detach().clone().requires_grad_(True) if not differentiable else latents.requires_grad_(True)
     with torch.enable_grad():
         for _ in range(config.steps):
             idx = sample_context(n, config.context_ratio, generator, signals.device)

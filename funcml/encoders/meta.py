@@ -20,6 +20,7 @@ from typing import Sequence
 
 import torch
 
+from funcml.encoders import fused
 from funcml.encoders.coords import sample_context, signals_to_values
 from funcml.encoders.siren import ModulatedSiren
 
@@ -45,8 +46,8 @@ def _subset(coords: torch.Tensor, values: torch.Tensor, weights: torch.Tensor | 
 
 def adapt_latents(net: ModulatedSiren, coords: torch.Tensor, values: torch.Tensor,
                   subsets: Sequence[torch.Tensor | None], inner_lr: float, *, create_graph: bool,
-                  weights: torch.Tensor | None = None, latents: torch.Tensor | None = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  weights: torch.Tensor | None = None, latents: torch.Tensor | None = None,
+                  recompute: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``len(subsets)`` inner SGD steps on phi from zero (or from ``latents``).
 
     Args:
@@ -54,17 +55,37 @@ def adapt_latents(net: ModulatedSiren, coords: torch.Tensor, values: torch.Tenso
         subsets: per inner step, coordinate indices ``(n,)`` or None for all coordinates.
         inner_lr: alpha (meta-SGD networks use their learnt per-dimension rates instead).
         create_graph: keep the graph of each inner gradient (second order).
+        recompute: keep only each inner step's inputs and recompute the rest in the backward
+            (fused path only; less memory, about a third more inner-loop work).
 
     Returns:
         ``(phi, last_inner_loss)``: adapted latents ``(B, P)`` and the per-signal loss ``(B,)`` of
         the last inner step (zeros when there are no steps).
     """
     b = values.shape[0]
+    lr = net.inner_learning_rate(inner_lr)
+    loss = torch.zeros(b, device=values.device, dtype=values.dtype)
+    if fused.enabled_for(net, coords, values, weights):
+        # Closed-form gradients with exact fused reverses (see fused.py): second order with one
+        # ordinary backward, or in place without a graph; from phi = 0 the batch shares one field.
+        phi = latents  # None: zeros, and the first step runs on one shared field
+        for idx in subsets:
+            c, v, w = _subset(coords, values, weights, idx)
+            if not create_graph:
+                loss, grad, _ = fused.latent_grads(net, c, None if phi is None else phi.detach(), v, w)
+                phi = -lr * grad if phi is None else phi - lr * grad
+            elif phi is None and fused.shared_first_step(net, b):
+                phi, loss = fused.first_step(net, c, v, lr, w)
+            else:
+                if phi is None:
+                    phi = torch.zeros(b, net.config.latent_dim, device=values.device, dtype=values.dtype)
+                phi, loss = fused.inner_step(net, c, phi, v, lr, w, recompute=recompute)
+        if phi is None:
+            phi = torch.zeros(b, net.config.latent_dim, device=values.device, dtype=values.dtype)
+        return phi, loss.detach()
     if latents is None:
         latents = torch.zeros(b, net.config.latent_dim, device=values.device, dtype=values.dtype)
     phi = latents if latents.requires_grad else latents.requires_grad_(True)
-    lr = net.inner_learning_rate(inner_lr)
-    loss = torch.zeros(b, device=values.device, dtype=values.dtype)
     for idx in subsets:
         c, v, w = _subset(coords, values, weights, idx)
         loss = per_signal_mse(net(c, phi), v, w)
@@ -113,21 +134,27 @@ def draw_subsets(n_coords: int, ratio: float, steps: int, generator: torch.Gener
 
 
 def meta_losses(net: ModulatedSiren, coords: torch.Tensor, signals: torch.Tensor,
-                subsets: Sequence[torch.Tensor | None], inner_lr: float, first_order: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+                subsets: Sequence[torch.Tensor | None], inner_lr: float, first_order: bool = False, *,
+                recompute: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-signal outer losses ``(B,)`` (full context, after adaptation) and last inner losses.
 
-    ``signals`` is ``(B, C, *spatial)`` on the grid ``coords`` ``(N, d)``.
+    ``signals`` is ``(B, C, *spatial)`` on the grid ``coords`` ``(N, d)``; ``recompute`` see
+    :func:`adapt_latents`.
     """
     values = signals_to_values(signals)
-    phi, inner = adapt_latents(net, coords, values, subsets, inner_lr, create_graph=not first_order)
-    outer = per_signal_mse(net(coords, phi), values)
+    phi, inner = adapt_latents(net, coords, values, subsets, inner_lr, create_graph=not first_order,
+                               recompute=recompute)
+    if fused.enabled_for(net, coords, values):
+        outer = fused.outer_loss(net, coords, phi, values)
+    else:
+        outer = per_signal_mse(net(coords, phi), values)
     return outer, inner
 
 
 def accumulate_meta_gradient(net: ModulatedSiren, coords: torch.Tensor, signals: torch.Tensor,
                              subsets: Sequence[torch.Tensor | None], inner_lr: float, *, first_order: bool,
-                             loss_scale: float, micro_batch_size: int | None = None) -> MetaStats:
+                             loss_scale: float, micro_batch_size: int | None = None,
+                             recompute: bool = False) -> MetaStats:
     """Add ``loss_scale * grad_theta sum_b L_outer,b`` to ``.grad`` of the network's parameters.
 
     The batch is processed ``micro_batch_size`` signals at a time; because each signal's inner
@@ -140,7 +167,7 @@ def accumulate_meta_gradient(net: ModulatedSiren, coords: torch.Tensor, signals:
     step = b if not micro_batch_size else micro_batch_size
     for start in range(0, b, step):
         part = signals[start:start + step]
-        outer, inner = meta_losses(net, coords, part, subsets, inner_lr, first_order)
+        outer, inner = meta_losses(net, coords, part, subsets, inner_lr, first_order, recompute=recompute)
         (outer.sum() * loss_scale).backward()
         stats.add(outer.detach(), inner)
     return stats

@@ -9,6 +9,7 @@ model is kept as the output model directory.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 import time
@@ -20,9 +21,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from funcml.allocator import tune_glibc_malloc
 from funcml.data.base import SignalSet
 from funcml.devices import peak_memory_bytes
 from funcml.encoders import distributed as ddp
+from funcml.encoders import fused
 from funcml.encoders.checkpoint import CHECKPOINT_DIR, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from funcml.encoders.config import EncodeConfig, FieldConfig, TrainConfig
 from funcml.encoders.coords import make_grid
@@ -70,7 +73,9 @@ class _StopRequests:
 
 
 # Changing these between a run and its resumption does not change the trajectory.
-_RESUME_FREE = {"max_minutes", "checkpoint_minutes", "checkpoint_every", "log_every", "val_every", "val_signals"}
+_RESUME_FREE = {"max_minutes", "checkpoint_minutes", "checkpoint_every", "log_every", "val_every", "val_signals",
+                "recompute", "compile"}
+_TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 CACHE_BYTES = 4 << 30
 
 
@@ -82,6 +87,40 @@ def cosine_lr(step: int, cfg: TrainConfig) -> float:
     progress = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
     floor = cfg.outer_lr * cfg.min_lr_ratio
     return floor + 0.5 * (cfg.outer_lr - floor) * (1.0 + math.cos(math.pi * progress))
+
+
+AUTO_MICRO_BATCH_BYTES = 256 << 20
+
+
+def auto_micro_batch(field: FieldConfig, cfg: TrainConfig, n_coords: int, batch: int, device: torch.device) -> int:
+    """Signals per pass when ``micro_batch_size`` is None: on CPU as many as keep the fused inner
+    loop's activations within :data:`AUTO_MICRO_BATCH_BYTES` (memory then no longer grows with the
+    meta-batch; the accumulated update is the same), on CUDA the whole batch."""
+    if device.type != "cpu":
+        return batch
+    n_ctx = n_coords if cfg.context_ratio >= 1 else max(1, int(cfg.context_ratio * n_coords))
+    # per signal and sine layer: 5 tensors per inner step after the first (shared) one, 3 in the outer pass
+    per_signal = 4 * field.width * (field.depth - 1) * (5 * n_ctx * max(cfg.inner_steps - 1, 0) + 3 * n_coords)
+    return int(min(batch, max(1, AUTO_MICRO_BATCH_BYTES // max(per_signal, 1))))
+
+
+def compute_meta_gradient(net: ModulatedSiren, optimizer: torch.optim.Optimizer, coords: torch.Tensor,
+                          x: torch.Tensor, subsets: list, cfg: TrainConfig) -> MetaStats:
+    """Zero the gradients and accumulate the meta-gradient of the batch ``x`` ``(b, C, *spatial)``
+    (this process's share of the global batch ``cfg.batch_size``), ``cfg.micro_batch_size``
+    signals at a time (None: :func:`auto_micro_batch`)."""
+    optimizer.zero_grad(set_to_none=True)
+    micro = cfg.micro_batch_size or auto_micro_batch(net.config, cfg, coords.shape[0], x.shape[0], x.device)
+    return accumulate_meta_gradient(net, coords, x, subsets, cfg.inner_lr, first_order=cfg.first_order,
+                                    loss_scale=1.0 / cfg.batch_size, micro_batch_size=micro,
+                                    recompute=cfg.recompute)
+
+
+def apply_meta_update(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> None:
+    """Clip the global gradient norm (if set) and take the AdamW step."""
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    optimizer.step()
 
 
 def encode_config_for(train: TrainConfig, batch_size: int = 64) -> EncodeConfig:
@@ -213,8 +252,9 @@ class MetaTrainer:
             for key, value in new[part].items():
                 if part == "train" and key in _RESUME_FREE:
                     continue
-                if old[part].get(key) != value:
-                    diffs.append(f"{key}: {old[part].get(key)!r} -> {value!r}")
+                before = old[part].get(key, _TRAIN_DEFAULTS.get(key) if part == "train" else None)
+                if before != value:
+                    diffs.append(f"{key}: {before!r} -> {value!r}")
         if old["data_fingerprint"] != new["data_fingerprint"]:
             diffs.append("the training data differs")
         if old.get("world_size", 1) != new["world_size"]:
@@ -236,8 +276,11 @@ class MetaTrainer:
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        """Meta-train (resuming when decided so); returns the run's summary."""
+        tune_glibc_malloc()
         try:
-            return self._run()
+            with fused.execution(compile=self.cfg.compile, precision=self.cfg.precision, device=self.device):
+                return self._run()
         finally:
             self._release_lock()
 
@@ -317,10 +360,7 @@ class MetaTrainer:
                      else torch.from_numpy(self.signals.get(local))).to(self.device, non_blocking=True)
                 subsets = draw_subsets(n_coords, cfg.context_ratio, cfg.inner_steps,
                                        generator(cfg.seed, "context", step), self.device)
-                optimizer.zero_grad(set_to_none=True)
-                stats = accumulate_meta_gradient(net, coords, x, subsets, cfg.inner_lr, first_order=cfg.first_order,
-                                                 loss_scale=1.0 / cfg.batch_size,
-                                                 micro_batch_size=cfg.micro_batch_size)
+                stats = compute_meta_gradient(net, optimizer, coords, x, subsets, cfg)
                 elapsed_min = (time.perf_counter() - t_start) / 60
                 stop_flag = float((cfg.max_minutes is not None and elapsed_min >= cfg.max_minutes)
                                   or stop_requests.requested)
@@ -333,9 +373,7 @@ class MetaTrainer:
                 grads_finite = _all_finite([p.grad for p in params if p.grad is not None])
                 if not (math.isfinite(stats.outer_loss) and grads_finite):
                     raise diverged(step + 1, "non-finite loss or gradient")
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-                optimizer.step()
+                apply_meta_update(params, optimizer, cfg)
                 if not _all_finite(params):
                     raise diverged(step + 1, "the update made weights non-finite")
                 if self.device.type == "cuda":

@@ -1,0 +1,279 @@
+"""The fused inner loop: closed-form latent gradients with hand-derived exact reverses.
+
+Second-order CAVIA differentiates *through* the inner gradient. With plain autograd that is a
+double backward over a graph of many small element-wise operations. Here one inner step
+``phi' = phi - alpha * grad_phi MSE`` (the gradient in closed form, see :mod:`kernels`) is a
+single :class:`torch.autograd.Function` whose backward is the hand-derived reverse of it: the
+meta-gradient needs one ordinary backward, every ``sin``/``cos`` is computed once, the omegas
+are folded into the weights and buffers are updated in place. Further exact savings:
+
+* the first step from ``phi = 0`` (:class:`FirstStep`): every signal then has the same field,
+  so the forward runs once and the backward once per output channel instead of per signal;
+* without a graph (encoding, first-order loops, :func:`latent_grads`) everything runs in place,
+  and the context-subset gradient of the test-time rescaling rule comes from the same pass;
+* ``recompute=True``: an inner step keeps only its inputs and recomputes its intermediates in the
+  backward (about a third more inner-loop work for a fraction of the memory).
+
+These paths are used automatically for :class:`ModulatedSiren` itself (:func:`enabled_for`);
+:class:`plain_autograd` switches them off (the reference for tests and benchmarks), and
+:func:`set_compiled` hands the kernels to ``torch.compile``.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from funcml.encoders import kernels
+from funcml.encoders.siren import ModulatedSiren
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+_STATE = {"enabled": True, "compiled": None, "shared_first": True}
+_KERNEL_NAMES = ("inner_forward", "inner_backward", "first_forward", "first_backward", "first_grads",
+                 "outer_forward", "outer_backward", "latent_grads")
+_K: dict = {name: getattr(kernels, name) for name in _KERNEL_NAMES}
+_COMPILED: dict = {}
+
+
+def set_compiled(mode: str | None) -> None:
+    """Run the kernels through ``torch.compile``: ``None`` (eager), ``"default"`` (fused element-wise
+    loops) or ``"reduce-overhead"`` (additionally CUDA graphs on a GPU). Compiling takes minutes on a
+    CPU, so it pays for long jobs; compiled kernels are kept for the rest of the process."""
+    if mode == _STATE["compiled"]:
+        return
+    _STATE["compiled"] = mode
+    for name in _KERNEL_NAMES:
+        if mode is None:
+            _K[name] = getattr(kernels, name)
+        else:
+            key = (name, mode)
+            if key not in _COMPILED:
+                _COMPILED[key] = torch.compile(getattr(kernels, name), dynamic=True, mode=mode)
+            _K[name] = _COMPILED[key]
+
+
+@contextmanager
+def execution(compile: bool = False, precision: str = "fp32", device: torch.device | str = "cpu",
+              shared_first: bool = True) -> Iterator[None]:
+    """Temporarily select how the fused kernels run (the math is unchanged except by precision).
+
+    Args:
+        compile: ``torch.compile`` the kernels (CUDA: with CUDA graphs, mode "reduce-overhead").
+        precision: matmuls of the per-coordinate activations in ``"fp32"``, ``"tf32"`` (CUDA tensor
+            cores; on a CPU emulated, only to measure its effect) or ``"bf16"`` inputs with float32
+            results. Other operations always run in float32.
+        device: where the work runs.
+        shared_first: run steps from ``phi = 0`` on one shared field (off only to measure it).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
+    device = torch.device(device)
+    old = (_STATE["compiled"], kernels.MATMUL_PRECISION[0], torch.backends.cuda.matmul.allow_tf32,
+           _STATE["shared_first"])
+    try:
+        _STATE["shared_first"] = bool(shared_first)
+        set_compiled(("reduce-overhead" if device.type == "cuda" else "default") if compile else None)
+        kernels.MATMUL_PRECISION[0] = precision
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        yield
+    finally:
+        set_compiled(old[0])
+        kernels.MATMUL_PRECISION[0] = old[1]
+        torch.backends.cuda.matmul.allow_tf32 = old[2]
+        _STATE["shared_first"] = old[3]
+
+
+class plain_autograd:
+    """Context manager: inside it, meta-learning and encoding use plain ``torch.autograd``
+    (double backward) instead of the fused paths: the reference implementation."""
+
+    def __enter__(self) -> "plain_autograd":
+        self._old = _STATE["enabled"]
+        _STATE["enabled"] = False
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _STATE["enabled"] = self._old
+
+
+def shared_first_step(net: ModulatedSiren, batch: int) -> bool:
+    """Whether a step from ``phi = 0`` runs on one shared field (cheaper when channels <= batch)."""
+    return _STATE["shared_first"] and net.config.channels <= batch
+
+
+def supports(net: torch.nn.Module) -> bool:
+    """True when ``net`` computes exactly :class:`ModulatedSiren`'s forward pass."""
+    cls = type(net)
+    return (isinstance(net, ModulatedSiren) and cls.forward is ModulatedSiren.forward
+            and cls.features is ModulatedSiren.features and cls.shifts is ModulatedSiren.shifts)
+
+
+def enabled_for(net: torch.nn.Module, coords: torch.Tensor, values: torch.Tensor,
+                weights: torch.Tensor | None = None) -> bool:
+    """Use the fused paths: a plain :class:`ModulatedSiren`, one shared grid ``(n, d)`` and data that
+    need no gradient (anything else falls back to autograd)."""
+    return (_STATE["enabled"] and supports(net) and coords.dim() == 2 and not coords.requires_grad
+            and not values.requires_grad and (weights is None or not weights.requires_grad))
+
+
+def flat_params(net: ModulatedSiren) -> list[torch.Tensor]:
+    """``[W_1, b_1, ..., W_S, b_S, W_K, b_K, A, a]``, the order the kernels take."""
+    out = [net.first.weight, net.first.bias]
+    for layer in net.hidden:
+        out += [layer.weight, layer.bias]
+    return out + [net.out.weight, net.out.bias, net.shift.weight, net.shift.bias]
+
+
+@dataclass
+class _Inputs:
+    """The non-differentiable inputs of a fused call."""
+
+    coords: torch.Tensor          # (n, d)
+    values: torch.Tensor          # (B, n, C)
+    weights: torch.Tensor | None  # (B, n) or None
+    omegas: tuple[float, ...]     # omega_1 .. omega_S
+    recompute: bool = False
+
+
+def _inputs(net: ModulatedSiren, coords, values, weights, recompute: bool = False) -> _Inputs:
+    return _Inputs(coords, values, weights, tuple(net.omegas[:net.num_sine_layers]), recompute)
+
+
+class InnerStep(torch.autograd.Function):
+    """``(phi, lr, inputs, *params) -> (phi', loss)``; ``loss`` ``(B,)`` is the step's MSE at ``phi``
+    (not differentiable); the backward is exact second order."""
+
+    @staticmethod
+    def forward(ctx, phi, lr, inp: _Inputs, *params):
+        phi_next, loss, saved = _K["inner_forward"](inp.coords, inp.values, inp.weights, inp.omegas, phi, lr, params)
+        ctx.inp = inp
+        ctx.saved = None if inp.recompute else saved
+        ctx.save_for_backward(phi, lr, *params)
+        ctx.mark_non_differentiable(loss)
+        return phi_next, loss
+
+    @staticmethod
+    def backward(ctx, phibar_next, _lossbar):
+        inp = ctx.inp
+        phi, lr, *params = ctx.saved_tensors
+        saved = ctx.saved
+        if saved is None:  # recompute the step's intermediates
+            saved = _K["inner_forward"](inp.coords, inp.values, inp.weights, inp.omegas, phi, lr, tuple(params))[2]
+        phibar, lrbar, grads = _K["inner_backward"](inp.coords, inp.omegas, phibar_next, phi, lr, tuple(params), saved,
+                                                    ctx.needs_input_grad[1], ctx.needs_input_grad[3])
+        ctx.saved = None
+        return (phibar, lrbar, None, *grads)
+
+
+class FirstStep(torch.autograd.Function):
+    """``(lr, inputs, *params) -> (phi_1, loss)``: the inner step from ``phi = 0`` on one shared field."""
+
+    @staticmethod
+    def forward(ctx, lr, inp: _Inputs, *params):
+        phi1, loss, saved = _K["first_forward"](inp.coords, inp.values, inp.weights, inp.omegas, lr, params)
+        ctx.inp = inp
+        ctx.saved = saved
+        ctx.save_for_backward(lr, *params)
+        ctx.mark_non_differentiable(loss)
+        return phi1, loss
+
+    @staticmethod
+    def backward(ctx, phibar1, _lossbar):
+        inp = ctx.inp
+        lr, *params = ctx.saved_tensors
+        lrbar, grads = _K["first_backward"](inp.coords, inp.omegas, phibar1, lr, tuple(params), ctx.saved,
+                                            ctx.needs_input_grad[0], ctx.needs_input_grad[2])
+        ctx.saved = None
+        return (lrbar, None, *grads)
+
+
+class OuterLoss(torch.autograd.Function):
+    """``(phi, inputs, *params) -> loss (B,)``: the per-signal MSE of the fields at ``phi``."""
+
+    @staticmethod
+    def forward(ctx, phi, inp: _Inputs, *params):
+        loss, saved = _K["outer_forward"](inp.coords, inp.values, inp.weights, inp.omegas, phi, params)
+        ctx.inp = inp
+        ctx.saved = saved
+        ctx.save_for_backward(phi, *params)
+        return loss
+
+    @staticmethod
+    def backward(ctx, lossbar):
+        inp = ctx.inp
+        phi, *params = ctx.saved_tensors
+        phibar, grads = _K["outer_backward"](inp.coords, inp.omegas, lossbar, phi, tuple(params), ctx.saved,
+                                             ctx.needs_input_grad[2])
+        ctx.saved = None
+        return (phibar, None, *grads)
+
+
+def _lr_tensor(lr: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return lr if isinstance(lr, torch.Tensor) else torch.tensor(float(lr), dtype=like.dtype, device=like.device)
+
+
+def inner_step(net: ModulatedSiren, coords: torch.Tensor, phi: torch.Tensor, values: torch.Tensor,
+               lr: float | torch.Tensor, weights: torch.Tensor | None = None, recompute: bool = False
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(phi - lr * grad_phi MSE, MSE (B,))`` with an exact second-order backward.
+
+    coords ``(n, d)``; phi ``(B, P)``; values ``(B, n, C)``; weights ``(B, n)`` or None; ``lr`` a
+    number or a tensor (Meta-SGD's ``(P,)`` rates).
+    """
+    return InnerStep.apply(phi, _lr_tensor(lr, phi), _inputs(net, coords, values, weights, recompute),
+                           *flat_params(net))
+
+
+def first_step(net: ModulatedSiren, coords: torch.Tensor, values: torch.Tensor, lr: float | torch.Tensor,
+               weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`inner_step` from ``phi = 0``, on one field shared by the batch (same results)."""
+    return FirstStep.apply(_lr_tensor(lr, values), _inputs(net, coords, values, weights), *flat_params(net))
+
+
+def outer_loss(net: ModulatedSiren, coords: torch.Tensor, phi: torch.Tensor, values: torch.Tensor,
+               weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``per_signal_mse(net(coords, phi), values, weights)`` ``(B,)`` with a fused backward."""
+    return OuterLoss.apply(phi, _inputs(net, coords, values, weights), *flat_params(net))
+
+
+@torch.no_grad()
+def latent_grads(net: ModulatedSiren, coords: torch.Tensor, phi: torch.Tensor | None, values: torch.Tensor,
+                 weights: torch.Tensor | None = None, context: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """``(loss (B,), grad_phi (B, P), context_grad (B, P) | None)`` without a graph.
+
+    ``phi=None`` means zeros (then the batch shares one field: much cheaper). ``context`` ``(m,)``
+    coordinate indices: ``context_grad`` is the gradient of the MSE over just those coordinates,
+    from the same pass.
+    """
+    omegas = tuple(net.omegas[:net.num_sine_layers])
+    params = tuple(flat_params(net))
+    if phi is None and shared_first_step(net, values.shape[0]):
+        return _K["first_grads"](coords, values, weights, omegas, params, context)
+    if phi is None:
+        phi = values.new_zeros(values.shape[0], net.config.latent_dim)
+    chunk = cache_chunk(values.shape[0], coords.shape[0], net.config.width, values.device)
+    if chunk >= values.shape[0]:
+        return _K["latent_grads"](coords, values, weights, omegas, phi, params, context)
+    parts = [_K["latent_grads"](coords, values[s:s + chunk], None if weights is None else weights[s:s + chunk],
+                                omegas, phi[s:s + chunk], params, context)
+             for s in range(0, values.shape[0], chunk)]
+    return tuple(None if p[0] is None else torch.cat(p) for p in zip(*parts))
+
+
+CACHE_CHUNK_ELEMENTS = 1 << 19
+
+
+def cache_chunk(batch: int, n_coords: int, width: int, device: torch.device) -> int:
+    """Signals per pass of :func:`latent_grads` on a CPU: as many as keep one layer's activations
+    ``(b, n, width)`` within :data:`CACHE_CHUNK_ELEMENTS` floats (2 MB, about a CPU's cache share),
+    so that the element-wise work between the matmuls runs from cache (measured: a quarter less CPU
+    time at 28x28, width 128). Each signal's gradient is computed independently, so the result is
+    the same; on CUDA the whole batch runs at once."""
+    if device.type != "cpu":
+        return batch
+    return max(1, min(batch, CACHE_CHUNK_ELEMENTS // max(1, n_coords * width)))

@@ -1,0 +1,366 @@
+"""Tensor kernels of the fused inner loop: closed-form latent gradients and their exact reverse.
+
+Everything here is a plain function of tensors (no autograd, no modules), so that
+:mod:`funcml.encoders.fused` can wrap it in autograd Functions and optionally hand it to
+``torch.compile``. Notation (S = K-1 sine layers of width L, shared coordinates ``c (n, d)``,
+omegas folded into the weights ``W'_k = omega_k W_k``)::
+
+    sigma_k = omega_k (A_k phi + a_k + b_k)          (B, S, L)
+    u_1 = omega_1 c W_1^T + sigma_1,  u_k = x_{k-1} W'_k^T + sigma_k
+    a_k = sin u_k,  c_k = cos u_k,  x_1 = a_1,  x_k = x_{k-1} + a_k
+    y = x_S W_K^T + b_K + 0.5                        (B, n, C)
+    loss = sum w (y - v)^2 / norm,  e = dloss/dy = 2 w (y - v) / norm
+    g_S = e W_K,  q_k = c_k g_k,  g_{k-1} = g_k + q_k W'_k,  t_k = sum_n q_k
+    grad_phi = sum_k omega_k t_k A_k                 (B, P)
+
+The gradient is exactly what ``torch.autograd.grad`` returns (same operations up to summation
+order). Parameters travel as the tuple ``(W_1, b_1, ..., W_S, b_S, W_K, b_K, A, a)``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+Params = tuple  # (W_1, b_1, ..., W_S, b_S, W_K, b_K, A, a)
+
+# Precision of the per-coordinate matmuls (the expensive ones): "fp32"; "bf16" (bfloat16 inputs,
+# float32 results); "tf32" (TF32 tensor cores on CUDA via torch.backends; emulated on a CPU by
+# rounding the inputs to 10 mantissa bits, for measuring its effect). Set by fused.execution().
+MATMUL_PRECISION = ["fp32"]
+
+
+def _tf32(x: torch.Tensor) -> torch.Tensor:
+    """Round float32 to TF32 (10 mantissa bits, to nearest)."""
+    i = x.contiguous().view(torch.int32)
+    return ((i + 0x1000) & ~0x1FFF).view(torch.float32)
+
+
+def gemm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` (2-D) at :data:`MATMUL_PRECISION`."""
+    p = MATMUL_PRECISION[0]
+    if p == "fp32" or a.dtype != torch.float32 or (p == "tf32" and a.is_cuda):
+        return torch.mm(a, b)
+    if p == "bf16":
+        return torch.mm(a.to(torch.bfloat16), b.to(torch.bfloat16)).to(a.dtype)
+    return torch.mm(_tf32(a), _tf32(b))
+
+
+def gemm_add(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``c + a @ b`` (``c`` broadcastable)."""
+    return torch.addmm(c, a, b) if MATMUL_PRECISION[0] == "fp32" else c + gemm(a, b)
+
+
+def gemm_add_(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``c += a @ b`` in place."""
+    return c.addmm_(a, b) if MATMUL_PRECISION[0] == "fp32" else c.add_(gemm(a, b))
+
+
+def linear_shift(x: torch.Tensor, w: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """``x (B, n, i) @ w (i, j) + shift (B, 1 or n, j)``; the addition is fused into the matmul."""
+    if MATMUL_PRECISION[0] == "fp32":
+        return torch.baddbmm(shift, x, w.expand(x.shape[0], *w.shape))
+    return mm(x, w).add_(shift)
+
+
+def split(params: Params):
+    """``(ws [S], bs [S], W_K, b_K, A, a)``."""
+    s = (len(params) - 4) // 2
+    return [params[2 * k] for k in range(s)], [params[2 * k + 1] for k in range(s)], *params[-4:]
+
+
+def mm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``x (..., i) @ w (i, j)`` as one 2-D matmul."""
+    return gemm(x.reshape(-1, x.shape[-1]), w).view(*x.shape[:-1], w.shape[1])
+
+
+def omega_column(omegas: tuple[float, ...], like: torch.Tensor) -> torch.Tensor:
+    """``(S, 1)``: scales ``(B, S, L)`` tensors per layer."""
+    return torch.tensor(omegas, dtype=like.dtype, device=like.device).view(-1, 1)
+
+
+def prepare(params: Params, omegas: tuple[float, ...], coords: torch.Tensor, phi: torch.Tensor):
+    """``(h (n, L), sigma (B, S, L), wps [S] with wps[0] None, om (S, 1))`` for ``phi (B, P)``."""
+    ws, bs, WK, bK, A, a = split(params)
+    width = ws[0].shape[0]
+    om = omega_column(omegas, phi)
+    sigma = torch.addmm(a + torch.cat(bs), phi, A.t()).view(phi.shape[0], -1, width).mul_(om)
+    h = torch.mm(coords, ws[0].t()).mul_(omegas[0])
+    wps = [None] + [ws[k] * omegas[k] for k in range(1, len(omegas))]
+    return h, sigma, wps, om
+
+
+def field_forward(h, sigma, wps, WK, bK, keep_sin: bool):
+    """Forward pass keeping what a backward needs: layer inputs ``xs`` (x_1..x_{S-1}), ``sins``
+    (if asked), ``coss``, the last features and the output ``y (B, n, C)``."""
+    xs, sins, coss = [], [], []
+    x = None
+    for k in range(sigma.shape[1]):
+        if k == 0:
+            u = h.unsqueeze(0) + sigma[:, 0:1]
+        else:
+            xs.append(x)
+            u = linear_shift(x, wps[k].t(), sigma[:, k:k + 1])
+        s = torch.sin(u)
+        coss.append(u.cos_())
+        if keep_sin:
+            sins.append(s)
+        x = s if x is None else x + s
+    y = gemm_add(bK + 0.5, x.reshape(-1, x.shape[-1]), WK.t()).view(*x.shape[:-1], WK.shape[0])
+    return xs, sins, coss, x, y
+
+
+def loss_and_error(y: torch.Tensor, values: torch.Tensor, weights: torch.Tensor | None):
+    """``(loss (B,), e = dloss/dy, factor = 2 w / norm)``; ``y`` is overwritten."""
+    r = y.sub_(values)
+    n, c = r.shape[1], r.shape[2]
+    if weights is None:
+        loss = r.pow(2).sum(dim=(1, 2)).mul_(1.0 / (n * c))
+        factor = r.new_full((1, 1, 1), 2.0 / (n * c))
+        return loss, r.mul_(2.0 / (n * c)), factor
+    w = weights.unsqueeze(-1).to(r.dtype)
+    norm = (w.sum(dim=(1, 2), keepdim=True) * c).clamp_min(1e-12)
+    wr = r * w
+    loss = (wr * r).sum(dim=(1, 2)) / norm.view(-1)
+    factor = w * (2.0 / norm)
+    return loss, wr.mul_(2.0 / norm), factor
+
+
+def closed_grad(g, coss, wps):
+    """The closed-form backward from ``g_S``, keeping ``gs``/``qs``; returns ``(gs, qs, T (B, S, L))``."""
+    S = len(coss)
+    gs, qs, ts = [None] * S, [None] * S, [None] * S
+    for k in range(S - 1, -1, -1):
+        gs[k] = g
+        q = coss[k] * g
+        qs[k] = q
+        ts[k] = q.sum(dim=1)
+        if k > 0:
+            g = gemm_add(g.reshape(-1, g.shape[-1]), q.reshape(-1, q.shape[-1]), wps[k]).view_as(g)
+    return gs, qs, torch.stack(ts, dim=1)
+
+
+def reverse_closed_grad(qbar0, gs, qs, coss, wps, reduce_channels: bool):
+    """Reverse of :func:`closed_grad`. ``qbar0[k]`` is the direct adjoint of ``q_k`` (the ``t_k``
+    adjoint broadcast over coordinates, or per-coordinate adjoints). Returns ``(gbar_S, cbars,
+    W'bars)``; with ``reduce_channels`` the ``c_k`` adjoints are summed over dim 0 (one field shared
+    by one-hot channel backwards)."""
+    S = len(coss)
+    cbars, wpbars = [None] * S, [None] * S
+    gbar = None
+    for k in range(S):
+        qbar = qbar0[k]
+        if k > 0:
+            qbar = linear_shift(gbar, wps[k].t(), qbar)
+            wpbars[k] = gemm(qs[k].reshape(-1, qs[k].shape[-1]).t(), gbar.reshape(-1, gbar.shape[-1]))
+        cbar = qbar * gs[k]
+        cbars[k] = cbar.sum(dim=0, keepdim=True) if reduce_channels else cbar
+        gbar = coss[k] * qbar if gbar is None else gbar.addcmul_(coss[k], qbar)
+    return gbar, cbars, wpbars
+
+
+def reverse_field(ybar, coords, omega1: float, xs, sins, coss, x_last, cbars, wps, WK, want_W1: bool = True):
+    """Reverse of :func:`field_forward` from ``ybar`` (and ``c_k`` adjoints ``cbars`` or None).
+
+    Returns ``(sigma_bar (B, S, L), W'bars [S] (entry 0 None), W_K bar, b_K bar, W_1 bar)``.
+    """
+    S = len(coss)
+    L = coss[0].shape[-1]
+    xbar = mm(ybar, WK)
+    WKbar = gemm(ybar.reshape(-1, ybar.shape[-1]).t(), x_last.reshape(-1, L))
+    bKbar = ybar.sum(dim=(0, 1))
+    sigbars = [None] * S
+    wpbars = [None] * S
+    W1bar = None
+    for k in range(S - 1, -1, -1):
+        ubar = coss[k] * xbar
+        if cbars is not None:
+            ubar.addcmul_(sins[k], cbars[k], value=-1.0)
+        sigbars[k] = ubar.sum(dim=1)
+        if k > 0:
+            wpbars[k] = gemm(ubar.reshape(-1, L).t(), xs[k - 1].reshape(-1, L))
+            gemm_add_(xbar.view(-1, L), ubar.reshape(-1, L), wps[k])
+        elif want_W1:
+            W1bar = torch.mm(ubar.sum(dim=0).t(), coords).mul_(omega1)
+    return torch.stack(sigbars, dim=1), wpbars, WKbar, bKbar, W1bar
+
+
+def param_grads(sigbar, om, phi, A, wpbars, W1bar, WKbar, bKbar, omegas, extra_A=None):
+    """``(phi_bar (B, P), grads in Params order)`` from the ``sigma``/``W'`` adjoints."""
+    B, S, L = sigbar.shape
+    sbar = (sigbar * om).view(B, S * L)              # adjoint of s = A phi + a (+ b)
+    vec = sbar.sum(dim=0)
+    Abar = torch.mm(sbar.t(), phi)
+    if extra_A is not None:
+        Abar = Abar + extra_A
+    grads = []
+    for k in range(S):
+        grads += [W1bar if k == 0 else wpbars[k] * omegas[k], vec[k * L:(k + 1) * L]]
+    grads += [WKbar, bKbar, Abar, vec]
+    return torch.mm(sbar, A), grads
+
+
+# -- one inner step (batch of latents) -------------------------------------------------------------
+def inner_forward(coords, values, weights, omegas, phi, lr, params: Params):
+    """``(phi', loss, saved)``: one closed-form inner SGD step and what its reverse needs."""
+    h, sigma, wps, om = prepare(params, omegas, coords, phi)
+    WK, bK, A = params[-4], params[-3], params[-2]
+    xs, sins, coss, x_last, y = field_forward(h, sigma, wps, WK, bK, keep_sin=True)
+    loss, e, factor = loss_and_error(y, values, weights)
+    gs, qs, T = closed_grad(mm(e, WK), coss, wps)
+    Tw = T.mul_(om).view(phi.shape[0], -1)
+    grad = torch.mm(Tw, A)
+    saved = (wps, om, xs, sins, coss, x_last, gs, qs, e, factor, Tw, grad)
+    return phi - lr * grad, loss, saved
+
+
+def inner_backward(coords, omegas, phibar_next, phi, lr, params: Params, saved, want_lr: bool, want_W1: bool):
+    """Reverse of :func:`inner_forward`: ``(phi_bar, lr_bar, grads)``."""
+    wps, om, xs, sins, coss, x_last, gs, qs, e, factor, Tw, grad = saved
+    WK, A = params[-4], params[-2]
+    B, S, L = phi.shape[0], len(omegas), coss[0].shape[-1]
+    gradbar = phibar_next * (-lr)
+    lrbar = None
+    if want_lr:
+        lrbar = -(phibar_next * grad)
+        lrbar = lrbar.sum() if lr.dim() == 0 else lrbar.sum(dim=0)
+    A_from_grad = torch.mm(Tw.t(), gradbar)
+    tbar = torch.mm(gradbar, A.t()).view(B, S, L).mul_(om)
+    gbar, cbars, wpbars_g = reverse_closed_grad([tbar[:, k:k + 1] for k in range(S)], gs, qs, coss, wps, False)
+    WK_from_g = gemm(e.reshape(-1, e.shape[-1]).t(), gbar.reshape(-1, L))
+    ybar = mm(gbar, WK.t()).mul_(factor)
+    sigbar, wpbars, WKbar, bKbar, W1bar = reverse_field(ybar, coords, omegas[0], xs, sins, coss, x_last, cbars,
+                                                        wps, WK, want_W1)
+    wpbars = [None] + [wpbars[k] + wpbars_g[k] for k in range(1, S)]
+    phibar, grads = param_grads(sigbar, om, phi, A, wpbars, W1bar, WKbar + WK_from_g, bKbar, omegas, A_from_grad)
+    return phibar + phibar_next, lrbar, grads
+
+
+# -- the first step from phi = 0: one shared field ---------------------------------------------------
+def shared_forward(coords, values, weights, omegas, params: Params, keep: bool):
+    """At phi = 0 every signal has the same field: forward once, backward once per output channel
+    (one-hot errors), and the batch's ``t`` are ``E Q``. Returns ``(loss, e, Qcat, om, saved)``,
+    ``Qcat`` ``(n C, S L)`` with rows ordered (coordinate, channel)."""
+    A = params[-2]
+    WK, bK = params[-4], params[-3]
+    B, n, C = values.shape
+    zero = A.new_zeros(1, A.shape[1])
+    h, sigma, wps, om = prepare(params, omegas, coords, zero)
+    xs, sins, coss, x_last, y = field_forward(h, sigma, wps, WK, bK, keep_sin=keep)
+    loss, e, factor = loss_and_error(y.expand(B, n, C).clone(), values, weights)
+    L = coss[0].shape[-1]
+    gs, qs, _ = closed_grad(WK.view(C, 1, L).expand(C, n, L), coss, wps)
+    Qcat = torch.stack(qs, dim=2).permute(1, 0, 2, 3).reshape(n * C, len(omegas) * L)
+    saved = (wps, om, xs, sins, coss, x_last, gs, qs, Qcat, e, factor, zero) if keep else None
+    return loss, e, Qcat, om, saved
+
+
+def first_forward(coords, values, weights, omegas, lr, params: Params):
+    """``(phi_1, loss, saved)``: the inner step from phi = 0 for the whole batch."""
+    loss, e, Qcat, om, saved = shared_forward(coords, values, weights, omegas, params, keep=True)
+    B = e.shape[0]
+    Tw = torch.mm(e.reshape(B, -1), Qcat).view(B, len(omegas), -1).mul_(om).view(B, -1)
+    grad = torch.mm(Tw, params[-2])
+    return grad * (-lr), loss, saved + (Tw, grad)
+
+
+def first_backward(coords, omegas, phibar1, lr, params: Params, saved, want_lr: bool, want_W1: bool):
+    """Reverse of :func:`first_forward`: ``(lr_bar, grads)``."""
+    wps, om, xs, sins, coss, x_last, gs, qs, Qcat, e, factor, zero, Tw, grad = saved
+    WK, A = params[-4], params[-2]
+    B, n, C = e.shape
+    S, L = len(omegas), coss[0].shape[-1]
+    gradbar = phibar1 * (-lr)
+    lrbar = None
+    if want_lr:
+        lrbar = -(phibar1 * grad)
+        lrbar = lrbar.sum() if lr.dim() == 0 else lrbar.sum(dim=0)
+    A_from_grad = torch.mm(Tw.t(), gradbar)
+    Tbar = torch.mm(gradbar, A.t()).view(B, S, L).mul_(om).view(B, S * L)
+    Ebar = torch.mm(Tbar, Qcat.t()).view(B, n, C)
+    Qbar = torch.mm(e.reshape(B, -1).t(), Tbar).view(n, C, S, L).permute(2, 1, 0, 3)     # (S, C, n, L)
+    gbar, cbars, wpbars_g = reverse_closed_grad([Qbar[k] for k in range(S)], gs, qs, coss, wps, True)
+    WK_from_g = gbar.sum(dim=1)                     # g_S = W_K[j] at every coordinate
+    ybar = Ebar.mul_(factor).sum(dim=0, keepdim=True)   # y is shared by the batch
+    sigbar, wpbars, WKbar, bKbar, W1bar = reverse_field(ybar, coords, omegas[0], xs, sins, coss, x_last, cbars,
+                                                        wps, WK, want_W1)
+    wpbars = [None] + [wpbars[k] + wpbars_g[k] for k in range(1, S)]
+    _, grads = param_grads(sigbar, om, zero, A, wpbars, W1bar, WKbar + WK_from_g, bKbar, omegas, A_from_grad)
+    return lrbar, grads
+
+
+def first_grads(coords, values, weights, omegas, params: Params, context: torch.Tensor | None):
+    """``(loss, grad, context_grad | None)`` at phi = 0 without a graph (see :func:`shared_forward`)."""
+    loss, e, Qcat, om, _ = shared_forward(coords, values, weights, omegas, params, keep=False)
+    B, n, C = e.shape
+    A = params[-2]
+
+    def project(E: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
+        return torch.mm(torch.mm(E, Q).view(B, len(omegas), -1).mul_(om).view(B, -1), A)
+
+    grad = project(e.reshape(B, -1), Qcat)
+    sub = None
+    if context is not None:
+        rows = (context.view(-1, 1) * C + torch.arange(C, device=context.device)).view(-1)
+        sub = project(e[:, context].reshape(B, -1), Qcat[rows]) * context_scale(weights, context, n, C)
+    return loss, grad, sub
+
+
+def context_scale(weights, context, n: int, c: int):
+    """Factor from the full-loss gradient terms to the context-subset loss gradient."""
+    if weights is None:
+        return n / context.shape[0]
+    norm = (weights.sum(dim=1, keepdim=True) * c).clamp_min(1e-12)
+    return norm / (weights[:, context].sum(dim=1, keepdim=True) * c).clamp_min(1e-12)
+
+
+# -- the outer loss ----------------------------------------------------------------------------------
+def outer_forward(coords, values, weights, omegas, phi, params: Params):
+    h, sigma, wps, om = prepare(params, omegas, coords, phi)
+    xs, _, coss, x_last, y = field_forward(h, sigma, wps, params[-4], params[-3], keep_sin=False)
+    loss, e, _ = loss_and_error(y, values, weights)
+    return loss, (wps, om, xs, coss, x_last, e)
+
+
+def outer_backward(coords, omegas, lossbar, phi, params: Params, saved, want_W1: bool):
+    wps, om, xs, coss, x_last, e = saved
+    ybar = e * lossbar.view(-1, 1, 1)
+    sigbar, wpbars, WKbar, bKbar, W1bar = reverse_field(ybar, coords, omegas[0], xs, None, coss, x_last, None,
+                                                        wps, params[-4], want_W1)
+    return param_grads(sigbar, om, phi, params[-2], wpbars, W1bar, WKbar, bKbar, omegas)
+
+
+# -- no graph: the gradient in place (encoding, first-order inner loops) ------------------------------
+def latent_grads(coords, values, weights, omegas, phi, params: Params, context: torch.Tensor | None):
+    """``(loss (B,), grad (B, P), context_grad | None)`` in place, keeping one tensor per layer.
+
+    ``context`` ``(m,)``: coordinate indices; ``context_grad`` is the gradient of the MSE over
+    just those coordinates, taken from the same pass (the backward acts on each coordinate
+    separately and is linear in the error, so the subset's terms are a part of the full sum).
+    """
+    h, sigma, wps, om = prepare(params, omegas, coords, phi)
+    WK, bK, A = params[-4], params[-3], params[-2]
+    coss = []
+    x = None
+    for k in range(len(omegas)):
+        u = (h.unsqueeze(0) + sigma[:, 0:1]) if k == 0 else linear_shift(x, wps[k].t(), sigma[:, k:k + 1])
+        s = torch.sin(u)
+        coss.append(u.cos_())
+        x = s if x is None else x.add_(s)
+    y = gemm_add(bK + 0.5, x.reshape(-1, x.shape[-1]), WK.t()).view(*x.shape[:-1], WK.shape[0])
+    loss, e, _ = loss_and_error(y, values, weights)
+    g = mm(e, WK)
+    ts, subs = [None] * len(coss), [None] * len(coss)
+    for k in range(len(coss) - 1, -1, -1):
+        q = coss[k].mul_(g)
+        ts[k] = q.sum(dim=1)
+        if context is not None:
+            subs[k] = q.index_select(1, context).sum(dim=1)
+        if k > 0:
+            gemm_add_(g.view(-1, g.shape[-1]), q.reshape(-1, q.shape[-1]), wps[k])
+    B = phi.shape[0]
+    grad = torch.mm(torch.stack(ts, dim=1).mul_(om).view(B, -1), A)
+    sub = None
+    if context is not None:
+        scale = context_scale(weights, context, values.shape[1], values.shape[2])
+        sub = torch.mm(torch.stack(subs, dim=1).mul_(om).view(B, -1), A) * scale
+    return loss, grad, sub

@@ -1,0 +1,38 @@
+"""Opt-in tcmalloc: FUNCML_TCMALLOC=1 restarts the command with the library preloaded, never fails."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from funcml import allocator
+
+PROBE = ("from funcml.allocator import reexec_with_tcmalloc; reexec_with_tcmalloc(); "
+         "print(any('tcmalloc' in line for line in open('/proc/self/maps')))")
+
+
+def _run(env_extra):
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", allocator.ENV)}
+    env.update(env_extra)
+    return subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=120)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD is Linux-only")
+def test_tcmalloc_is_loaded_only_when_requested():
+    if allocator.find_tcmalloc() is None:
+        pytest.skip("libtcmalloc_minimal is not installed")
+    assert _run({}).stdout.strip() == "False"
+    requested = _run({allocator.ENV: "1"})
+    assert requested.returncode == 0 and requested.stdout.strip() == "True"
+
+
+def test_missing_library_is_a_note_not_a_failure(monkeypatch, capsys):
+    monkeypatch.setenv(allocator.ENV, "1")
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    monkeypatch.setattr(allocator, "find_tcmalloc", lambda: None)
+    monkeypatch.setattr(os, "execve", lambda *a: pytest.fail("must not restart without the library"))
+    allocator.reexec_with_tcmalloc()
+    assert "not found" in capsys.readouterr().err
+    monkeypatch.setenv(allocator.ENV, "0")
+    assert not allocator.requested()

@@ -1,0 +1,326 @@
+"""The fused inner loop gives the same values, gradients and updates as plain autograd.
+
+Every fused kernel is checked in float64 against the reference computation (autograd double
+backward through ``net(coords, phi)``), then the public functions are checked end to end in
+float32 (meta-gradients, optimizer updates, loss trajectories, encodings).
+"""
+
+import copy
+
+import pytest
+import torch
+
+from funcml.encoders import fused
+from funcml.encoders.config import EncodeConfig, FieldConfig
+from funcml.encoders.coords import make_grid, signals_to_values
+from funcml.encoders.fitting import fit_latents
+from funcml.encoders.meta import accumulate_meta_gradient, adapt_latents, draw_subsets, per_signal_mse
+from funcml.encoders.siren import ModulatedSiren
+
+
+def _net(channels=1, dim=2, seed=0, meta_sgd=False, dtype=torch.float64):
+    torch.manual_seed(seed)
+    cfg = FieldConfig(dim_in=dim, channels=channels, width=12, depth=5, latent_dim=6, omega_first=5.0,
+                      omega_last=40.0, meta_sgd=meta_sgd)
+    return ModulatedSiren(cfg, inner_lr=0.2).to(dtype)
+
+
+def _problem(channels=1, b=3, n=17, masked=False, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    coords = torch.rand(n, 2, generator=g, dtype=torch.float64) * 2 - 1
+    values = torch.rand(b, n, channels, generator=g, dtype=torch.float64)
+    weights = (torch.rand(b, n, generator=g) > 0.4).double() if masked else None
+    return coords, values, weights
+
+
+def _rel(a, b):
+    return ((a - b).abs().max() / a.abs().max().clamp_min(1e-30)).item()
+
+
+def _reference_step(net, coords, values, weights, phi, lr):
+    """One second-order inner step with autograd, as the plain implementation does it."""
+    loss = per_signal_mse(net(coords, phi), values, weights)
+    (g,) = torch.autograd.grad(loss.sum(), phi, create_graph=True)
+    return phi - lr * g, loss
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("meta_sgd", [False, True])
+def test_inner_step_and_outer_loss_match_autograd_to_second_order(channels, masked, meta_sgd):
+    net = _net(channels, meta_sgd=meta_sgd)
+    coords, values, weights = _problem(channels, masked=masked)
+    params = list(net.parameters())
+    phi0 = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    # two steps then the outer loss, once with autograd and once fused
+    lr = net.inner_learning_rate(0.2)
+    p, l_ref = _reference_step(net, coords, values, weights, phi0, lr)
+    p, _ = _reference_step(net, coords, values, weights, p, lr)
+    out_ref = per_signal_mse(net(coords, p), values, weights)
+    ref = torch.autograd.grad(out_ref.sum(), [phi0] + params)
+    lr = net.inner_learning_rate(0.2)
+    q, l_fused = fused.inner_step(net, coords, phi0, values, lr, weights)
+    q, _ = fused.inner_step(net, coords, q, values, lr, weights)
+    out = fused.outer_loss(net, coords, q, values, weights)
+    got = torch.autograd.grad(out.sum(), [phi0] + params)
+    assert (net.inner_lr is not None) == meta_sgd
+    assert torch.allclose(l_fused, l_ref, rtol=1e-12, atol=0)
+    assert torch.allclose(out, out_ref, rtol=1e-12, atol=0)
+    assert torch.allclose(q, p, rtol=1e-12, atol=1e-15)
+    for (name, _), a, b in zip([("phi", None)] + list(net.named_parameters()), ref, got):
+        assert _rel(a, b) < 1e-11, name
+
+
+@pytest.mark.parametrize("channels", [1, 2])
+@pytest.mark.parametrize("masked", [False, True])
+def test_first_step_on_one_shared_field_equals_the_batched_step(channels, masked):
+    net = _net(channels, meta_sgd=True)
+    coords, values, weights = _problem(channels, b=4, masked=masked)
+    params = list(net.parameters())
+    zero = torch.zeros(4, 6, dtype=torch.float64, requires_grad=True)
+    p_ref, l_ref = _reference_step(net, coords, values, weights, zero, net.inner_learning_rate(0.2))
+    ref = torch.autograd.grad(per_signal_mse(net(coords, p_ref), values, weights).sum(), params)
+    p, loss = fused.first_step(net, coords, values, net.inner_learning_rate(0.2), weights)
+    got = torch.autograd.grad(fused.outer_loss(net, coords, p, values, weights).sum(), params)
+    assert torch.allclose(p, p_ref, rtol=1e-11, atol=1e-15) and torch.allclose(loss, l_ref, rtol=1e-12)
+    for (name, _), a, b in zip(net.named_parameters(), ref, got):
+        assert _rel(a, b) < 1e-11, name  # includes the learnt inner rates (meta-SGD)
+
+
+@pytest.mark.parametrize("start", ["zero", "random"])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("chunked", [False, True])
+def test_latent_grads_without_graph_give_full_and_context_gradients(start, masked, chunked, monkeypatch):
+    net = _net(2)
+    coords, values, weights = _problem(2, b=4, masked=masked)
+    if chunked:  # cache-sized passes of 3 + 1 signals
+        monkeypatch.setattr(fused, "CACHE_CHUNK_ELEMENTS", 3 * 17 * 12)
+        assert fused.cache_chunk(4, 17, 12, torch.device("cpu")) == 3
+    assert fused.cache_chunk(4, 17, 12, torch.device("meta")) == 4
+    phi = torch.zeros(4, 6, dtype=torch.float64) if start == "zero" else torch.randn(4, 6, dtype=torch.float64)
+    context = torch.tensor([0, 3, 4, 9, 16])
+    loss, grad, sub = fused.latent_grads(net, coords, None if start == "zero" else phi, values, weights, context)
+    z = phi.clone().requires_grad_(True)
+    l_ref = per_signal_mse(net(coords, z), values, weights)
+    g_ref = torch.autograd.grad(l_ref.sum(), z)[0]
+    w_sub = None if weights is None else weights[:, context]
+    s_ref = torch.autograd.grad(per_signal_mse(net(coords[context], z), values[:, context], w_sub).sum(), z)[0]
+    assert torch.allclose(loss, l_ref, rtol=1e-12)
+    assert _rel(g_ref, grad) < 1e-12 and _rel(s_ref, sub) < 1e-12
+
+
+def test_recomputation_gives_identical_gradients_and_keeps_less():
+    net = _net(1)
+    coords, values, _ = _problem(1)
+    phi0 = torch.randn(3, 6, dtype=torch.float64)
+    grads = []
+    for recompute in (False, True):
+        net.zero_grad()
+        p, _ = fused.inner_step(net, coords, phi0, values, 0.2, recompute=recompute)
+        fused.outer_loss(net, coords, p, values).sum().backward()
+        grads.append([q.grad.clone() for q in net.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
+def _float32_setup(micro=None, seed=0):
+    torch.manual_seed(seed)
+    cfg = FieldConfig(dim_in=2, channels=1, width=32, depth=5, latent_dim=16, omega_first=10.0, omega_last=60.0)
+    net = ModulatedSiren(cfg)
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(seed + 1))
+    return net, x, make_grid((8, 8))
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_meta_gradient_equals_plain_autograd(first_order):
+    net, x, coords = _float32_setup()
+    subsets = draw_subsets(64, 0.25, 3, torch.Generator().manual_seed(5))
+    grads, stats = [], []
+    for plain in (True, False):
+        net.zero_grad()
+        with (fused.plain_autograd() if plain else _nothing()):
+            st = accumulate_meta_gradient(net, coords, x, subsets, 1e-2, first_order=first_order, loss_scale=1 / 6)
+        grads.append([p.grad.clone() for p in net.parameters()])
+        stats.append(st.means())
+    for (name, _), a, b in zip(net.named_parameters(), *grads):
+        assert _rel(a, b) < 2e-4, name
+    assert stats[0]["loss_outer"] == pytest.approx(stats[1]["loss_outer"], rel=1e-5)
+    assert stats[0]["loss_inner"] == pytest.approx(stats[1]["loss_inner"], rel=1e-5)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def test_training_trajectory_and_updates_match_plain_autograd():
+    """Ten AdamW meta-steps (micro-batched and not): same losses and weights as the plain code."""
+    runs = {}
+    for name, plain, micro, recompute in (("plain", True, None, False), ("fused", False, None, False),
+                                         ("fused-micro", False, 2, False), ("fused-recompute", False, 4, True)):
+        net, x, coords = _float32_setup()
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+        losses = []
+        with (fused.plain_autograd() if plain else _nothing()):
+            for step in range(10):
+                subsets = draw_subsets(64, 0.25, 3, torch.Generator().manual_seed(100 + step))
+                opt.zero_grad()
+                st = accumulate_meta_gradient(net, coords, x, subsets, 1e-2, first_order=False, loss_scale=1 / 6,
+                                              micro_batch_size=micro, recompute=recompute)
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                opt.step()
+                losses.append(st.means()["loss_outer"])
+        runs[name] = (losses, [p.detach().clone() for p in net.parameters()])
+    ref_losses, ref_weights = runs["plain"]
+    assert ref_losses[-1] < ref_losses[0]  # it learns
+    for name, (losses, weights) in runs.items():
+        assert losses == pytest.approx(ref_losses, rel=1e-4), name
+        for a, b in zip(ref_weights, weights):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.parametrize("rescale", [True, False])
+@pytest.mark.parametrize("masked", [False, True])
+def test_encoding_equals_plain_autograd(rescale, masked):
+    net, x, _ = _float32_setup()
+    weights = (torch.rand(6, 64, generator=torch.Generator().manual_seed(3)) > 0.3).float() if masked else None
+    cfg = EncodeConfig(steps=6, inner_lr=1e-2, context_ratio=0.25, grad_rescale=rescale)
+    with fused.plain_autograd():
+        ref = fit_latents(net, x, cfg, generator=torch.Generator().manual_seed(2), weights=weights)
+    got = fit_latents(net, x, cfg, generator=torch.Generator().manual_seed(2), weights=weights)
+    assert _rel(ref, got) < 1e-4
+    with pytest.MonkeyPatch.context() as mp:  # cache-sized passes of 4 + 2 signals: the same latents
+        mp.setattr(fused, "CACHE_CHUNK_ELEMENTS", 4 * 64 * net.config.width)
+        chunked = fit_latents(net, x, cfg, generator=torch.Generator().manual_seed(2), weights=weights)
+        assert _rel(got, chunked) < 1e-6  # float32 rounding of differently shaped reductions at most
+    start = torch.randn(6, 16) * 0.01  # from given latents (no shared first step)
+    with fused.plain_autograd():
+        ref = fit_latents(net, x, cfg, generator=torch.Generator().manual_seed(2), latents=start)
+    assert _rel(ref, fit_latents(net, x, cfg, generator=torch.Generator().manual_seed(2), latents=start)) < 1e-4
+
+
+def test_subclasses_and_per_signal_grids_fall_back_to_autograd():
+    class Shifted(ModulatedSiren):
+        def forward(self, coords, latents):
+            return super().forward(coords, latents) + 0.1
+
+    net = _net(1)
+    other = Shifted(net.config).double()
+    other.load_state_dict(net.state_dict())
+    coords, values, _ = _problem(1)
+    assert fused.supports(net) and not fused.supports(other)
+    assert not fused.enabled_for(net, coords.expand(3, -1, -1), values)
+    with fused.plain_autograd():
+        assert not fused.enabled_for(net, coords, values)
+    # the subclass's own forward is what its inner loop differentiates
+    phi, _ = adapt_latents(other, coords, values, [None, None], 0.2, create_graph=False)
+    z = torch.zeros(3, 6, dtype=torch.float64, requires_grad=True)
+    g = torch.autograd.grad(per_signal_mse(other(coords, z), values).sum(), z)[0]
+    z2 = (-0.2 * g).detach().requires_grad_(True)
+    g2 = torch.autograd.grad(per_signal_mse(other(coords, z2), values).sum(), z2)[0]
+    assert torch.allclose(phi, z2 - 0.2 * g2, atol=1e-12)
+
+
+def test_values_of_the_inner_loss_and_latents_from_adapt_latents():
+    net = _net(1)
+    coords, values, weights = _problem(1, masked=True)
+    subsets = [torch.tensor([0, 2, 5, 7]), None, torch.tensor([1, 3, 4])]
+    outs = []
+    for plain in (True, False):
+        with (fused.plain_autograd() if plain else _nothing()):
+            outs.append(adapt_latents(net, coords, values, subsets, 0.2, create_graph=True, weights=weights))
+    assert torch.allclose(outs[0][0], outs[1][0], rtol=1e-11, atol=1e-14)
+    assert torch.allclose(outs[0][1], outs[1][1], rtol=1e-11)
+
+
+def test_execution_settings_are_scoped_and_lower_precision_changes_results():
+    from funcml.encoders import kernels
+
+    net, x, coords = _float32_setup()
+    subsets = draw_subsets(64, 0.25, 3, torch.Generator().manual_seed(5))
+
+    def grads():
+        net.zero_grad()
+        accumulate_meta_gradient(net, coords, x, subsets, 1e-2, first_order=False, loss_scale=1 / 6)
+        return [p.grad.clone() for p in net.parameters()]
+
+    ref = grads()
+    dev = {}
+    for precision in ("tf32", "bf16"):
+        with fused.execution(precision=precision):
+            assert kernels.MATMUL_PRECISION[0] == precision
+            dev[precision] = max(_rel(a, b) for a, b in zip(ref, grads()))
+    assert kernels.MATMUL_PRECISION[0] == "fp32"
+    assert all(torch.equal(a, b) for a, b in zip(ref, grads()))
+    # TF32 keeps 10 mantissa bits, bfloat16 7: both move the gradient, bfloat16 more
+    assert 1e-5 < dev["tf32"] < dev["bf16"]
+    with pytest.raises(ValueError):
+        with fused.execution(precision="fp8"):
+            pass
+
+
+def test_train_command_reports_step_time_memory_and_the_configuration(tmp_path, capsys):
+    import json
+
+    from funcml.cli import main
+    from test_cli import TINY, write_medmnist_npz
+
+    data = str(write_medmnist_npz(tmp_path / "tiny.npz"))
+    with pytest.raises(SystemExit) as exc:
+        main(["train", data, "--out", str(tmp_path / "m"), "--steps", "4", "--recompute", "--precision", "fp32",
+              "--omega-first", "15", "--omega-last", "90", "--context-ratio", "0.5", "--json", *TINY])
+    out = capsys.readouterr()
+    assert exc.value.code == 0, out.err
+    rep = json.loads(out.out.strip().splitlines()[-1])
+    assert rep["median_step_seconds"] > 0 and rep["peak_memory_bytes"] > 0
+    assert rep["field"]["width"] == 16 and rep["field"]["depth"] == 3 and rep["field"]["omega_first"] == 15
+    assert rep["train"]["recompute"] is True and rep["train"]["context_ratio"] == 0.5
+    with pytest.raises(SystemExit) as exc:
+        main(["train", data, "--out", str(tmp_path / "m2"), "--precision", "fp8", *TINY])
+    assert exc.value.code != 0
+
+
+@pytest.mark.parametrize("compile_", [False, True])
+def test_dataset_encoding_compiles_only_when_asked(tmp_path, monkeypatch, compile_):
+    """``encode_signal_set`` selects the compiled kernels iff ``compile=True`` (eager by default)."""
+    from conftest import make_signal_set
+
+    from funcml.encoders.encode import encode_signal_set
+    from funcml.encoders.model import FieldModel
+
+    modes = []
+    monkeypatch.setattr(fused, "set_compiled", lambda mode: modes.append(mode))
+    signals = make_signal_set(4, (1, 8), seed=1)
+    field = FieldConfig(dim_in=1, channels=1, width=8, depth=2, latent_dim=4, omega_first=5.0, omega_last=10.0)
+    model = FieldModel(ModulatedSiren(field), (1, 8), EncodeConfig(steps=2, batch_size=4))
+    model.save(tmp_path / "m")
+    encode_signal_set(model, signals, tmp_path / "lat", model_dir=tmp_path / "m", progress=False, compile=compile_)
+    assert modes[0] == ("default" if compile_ else None)
+
+
+def test_traced_kernels_give_the_same_gradients_and_latents(monkeypatch):
+    """The kernels as ``torch.compile`` sees them (dynamo-traced, run by the eager backend so that
+    the test takes seconds, not the minutes of code generation): same meta-gradient and latents."""
+    net, x, coords = _float32_setup()
+    subsets = draw_subsets(64, 0.25, 3, torch.Generator().manual_seed(5))
+    cfg = EncodeConfig(steps=3, inner_lr=1e-2, context_ratio=0.25)
+
+    def run():
+        net.zero_grad()
+        accumulate_meta_gradient(net, coords, x, subsets, 1e-2, first_order=False, loss_scale=1 / 6)
+        phi = fit_latents(net, x, cfg, generator=torch.Generator().manual_seed(2))
+        return [p.grad.clone() for p in net.parameters()], phi
+
+    ref_grads, ref_phi = run()
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: real_compile(fn, backend="eager", dynamic=True))
+    monkeypatch.setattr(fused, "_COMPILED", {})
+    with fused.execution(compile=True):
+        assert fused._STATE["compiled"] == "default"
+        grads, phi = run()
+    assert fused._STATE["compiled"] is None
+    assert _rel(ref_phi, phi) < 1e-5
+    for a, b in zip(ref_grads, grads):
+        assert _rel(a, b) < 1e-5
