@@ -7,3 +7,7 @@ import click
 
 def register(cli: click.Group) -> None:
     """Add the task commands that are available (each task module adds its own)."""
+    from funcml.cli import impute, render, segment, superres
+
+    for module in (render, superres, impute, segment):
+        module.register(cli)
