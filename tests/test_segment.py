@@ -141,3 +141,25 @@ def test_unet_learns_a_threshold_mask():
     x = (0.3 + 0.4 * masks + 0.05 * rng.standard_normal(masks.shape))[:, None].clip(0, 1).astype(np.float32)
     est = UNetSegmenter(base=8, depth=2, epochs=8, batch_size=8, lr=1e-2, progress=False).fit(x, masks)
     assert (est.predict(x) == masks).mean() > 0.97
+
+
+def test_context_queries_read_features_around_each_coordinate(field_model, tmp_path):
+    from funcml.errors import ConfigError
+    from funcml.segment.head import context_features, context_offsets
+
+    spacing = torch.tensor([0.1, 0.2])
+    offs = context_offsets((1.0, 3.0), spacing)
+    assert offs.shape == (9, 2)
+    torch.testing.assert_close(offs[:5], torch.tensor([[0.0, 0.0], [0.1, 0.0], [-0.1, 0.0], [0.0, 0.2], [0.0, -0.2]]))
+    coords, z = torch.rand(5, 2) * 2 - 1, torch.randn(2, 3)
+    f = context_features(field_model.net, coords, z, offs, "last")
+    assert f.shape == (2, 5, 9, field_model.config.width + 1)
+    torch.testing.assert_close(f[:, :, 3], field_features(field_model.net, coords + offs[3], z, "last"))
+    z_tr, masks = _discs(8, 16, 0)
+    est = QuerySegmenter(inputs="both", context=(1.0, 2.0), hidden=16, steps=3, batch_size=4, coords_per_signal=32,
+                         progress=False).fit(field_model, z_tr, masks)
+    est.save(tmp_path / "head")
+    np.testing.assert_array_equal(QuerySegmenter.load(tmp_path / "head", field_model).predict(z_tr, (8, 8)),
+                                  est.predict(z_tr, (8, 8)))
+    with pytest.raises(ConfigError, match="context"):
+        QuerySegmenter(inputs="latent", context=(1.0,), progress=False).fit(field_model, z_tr, masks)

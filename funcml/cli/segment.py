@@ -58,6 +58,15 @@ def _latents(model, signals, rows, latents_path, progress):
     return encode_rows(model, signals, rows, progress=progress)
 
 
+def _radii(text):
+    from funcml.errors import ConfigError
+
+    try:
+        return tuple(float(r) for r in text.split(",") if r.strip()) if text else ()
+    except ValueError:
+        raise ConfigError(f"--context takes radii such as 1,3,9; got {text!r}") from None
+
+
 @click.group("segment")
 def segment_group() -> None:
     """Segmentation by querying fields (train a head, predict masks at any resolution) and a U-Net baseline."""
@@ -74,6 +83,8 @@ def segment_group() -> None:
 @click.option("--inputs", type=click.Choice(["features", "latent", "both"]), default="both", show_default=True,
               help="What the head reads at a coordinate: the field's features, the latent, or both.")
 @click.option("--feature-layers", type=click.Choice(["last", "all"]), default="all", show_default=True)
+@click.option("--context", default=None, metavar="R1,R2,...",
+              help="Also query features at +/- these radii (in field samples) along each axis, e.g. 1,3,9.")
 @click.option("--hidden", type=int, default=128, show_default=True, help="Head MLP width.")
 @click.option("--layers", type=int, default=2, show_default=True, help="Head MLP hidden layers.")
 @click.option("--steps", type=int, default=1500, show_default=True)
@@ -85,7 +96,8 @@ def segment_group() -> None:
 @device_option
 @json_option
 @seg_data_options
-def train_command(data, model_dir, out, latents_path, mask_resolution, inputs, feature_layers, hidden, layers, steps,
+def train_command(data, model_dir, out, latents_path, mask_resolution, inputs, feature_layers, context, hidden, layers,
+                  steps,
                   batch_size, coords_per_signal, lr, seed, overwrite, device, as_json, channels, split_seed,
                   val_fraction, test_fraction, data_option):
     """Train a segmentation head on the train split of DATA (signals with masks) for the model in --model.
@@ -102,6 +114,10 @@ def train_command(data, model_dir, out, latents_path, mask_resolution, inputs, f
 
     if Path(out).exists() and not overwrite:
         prepare_output(out, overwrite)
+    est = QuerySegmenter(inputs=inputs, feature_layers=feature_layers, context=_radii(context), hidden=hidden,
+                         layers=layers, steps=steps, batch_size=batch_size, coords_per_signal=coords_per_signal, lr=lr,
+                         seed=seed, progress=not as_json)
+    est.head_config(2)  # refuse bad settings before encoding
     model = FieldModel.load(model_dir, device=resolve_device(device))
     grid = tuple(model.signal_shape[1:])
     opts = (channels, split_seed, val_fraction, test_fraction, data_option)
@@ -117,9 +133,6 @@ def train_command(data, model_dir, out, latents_path, mask_resolution, inputs, f
     z = _latents(model, signals, rows, latents_path, not as_json)
     masks = mask_src.get_masks(rows)
     k = class_count(signals, masks)
-    est = QuerySegmenter(inputs=inputs, feature_layers=feature_layers, hidden=hidden, layers=layers, steps=steps,
-                         batch_size=batch_size, coords_per_signal=coords_per_signal, lr=lr, seed=seed,
-                         progress=not as_json)
     info(f"training a {inputs} head on {len(rows)} signals, masks {tuple(mgrid)}, {k} classes")
     est.fit(model, z, masks, field_shape=grid, n_classes=k, class_names=class_names(signals, k))
     record = {"data": {"spec": signals.spec, "fingerprint": signals.fingerprint, "name": signals.name},

@@ -32,9 +32,10 @@ def show_signal(ax, signal: np.ndarray, mask: np.ndarray | None = None) -> None:
         return
     img = signal[0] if signal.shape[0] == 1 else np.moveaxis(signal[:3], 0, -1)
     img = np.clip(img, 0, 1)
-    if mask is not None:
+    if mask is not None:  # hidden samples in red
         m = _middle(np.asarray(mask)[None])[0].astype(bool)
-        img = np.where(m if img.ndim == 2 else m[..., None], img, 0.15 + 0.0 * img)
+        img = np.repeat(img[..., None], 3, axis=-1) if img.ndim == 2 else img
+        img = np.where(m[..., None], img, np.array([0.85, 0.1, 0.1]))
     ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
     ax.axis("off")
 

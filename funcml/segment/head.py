@@ -7,7 +7,9 @@ For a coordinate ``x`` and latent ``phi`` the head reads (``inputs``):
 * ``latent``: a Fourier encoding of ``x`` and a linear projection of ``phi``;
 * ``both``: all of the above.
 
-and maps them through a small MLP to ``K`` logits. The field network is never updated.
+With ``context`` radii the features are also read at ``x`` plus/minus each radius along every axis
+(radii in units of the field's sample spacing), each projected to ``context_proj`` numbers by one
+shared linear map: a small receptive field made of queries. The head then maps its inputs through a small MLP to ``K`` logits. The field network is never updated.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ class HeadConfig:
         hidden, layers: MLP width and number of hidden layers.
         frequencies: octaves of the coordinate's Fourier encoding (``latent``/``both``).
         latent_proj: width of the latent projection (``latent``/``both``).
+        context: radii (in field samples) of extra feature queries around ``x`` (empty: none).
+        context_proj: width each queried feature vector is projected to when ``context`` is set.
     """
 
     n_classes: int
@@ -45,6 +49,8 @@ class HeadConfig:
     layers: int = 2
     frequencies: int = 6
     latent_proj: int = 64
+    context: tuple[float, ...] = ()
+    context_proj: int = 32
 
     def validate(self) -> "HeadConfig":
         if self.n_classes < 2:
@@ -53,8 +59,12 @@ class HeadConfig:
             raise ConfigError(f"--inputs must be one of {INPUTS}; got {self.inputs!r}")
         if self.feature_layers not in FEATURE_LAYERS:
             raise ConfigError(f"--feature-layers must be one of {FEATURE_LAYERS}; got {self.feature_layers!r}")
-        if self.hidden < 1 or self.layers < 0 or self.frequencies < 0 or self.latent_proj < 1:
+        if self.hidden < 1 or self.layers < 0 or self.frequencies < 0 or self.latent_proj < 1 or self.context_proj < 1:
             raise ConfigError("head sizes must be positive (--hidden, --layers, --frequencies)")
+        if any(not r > 0 for r in self.context):
+            raise ConfigError(f"--context radii must be positive; got {list(self.context)}")
+        if self.context and self.inputs == "latent":
+            raise ConfigError("--context queries features; use --inputs features or both")
         return self
 
 
@@ -86,6 +96,29 @@ def feature_dim(net: ModulatedSiren, layers: str) -> int:
     return n * net.config.width + net.config.channels
 
 
+def context_offsets(radii: tuple[float, ...], spacing: torch.Tensor) -> torch.Tensor:
+    """Offsets ``(J, d)``: zero, then +/- each radius along each axis (``spacing`` ``(d,)`` per field sample)."""
+    d = spacing.shape[0]
+    offs = [torch.zeros(d)]
+    for r in radii:
+        for axis in range(d):
+            for sign in (1.0, -1.0):
+                o = torch.zeros(d)
+                o[axis] = sign * r * float(spacing[axis])
+                offs.append(o)
+    return torch.stack(offs)
+
+
+def context_features(net: ModulatedSiren, coords: torch.Tensor, latents: torch.Tensor, offsets: torch.Tensor,
+                     layers: str) -> torch.Tensor:
+    """Features at every ``coords + offset``: ``(B, N, J, F)``."""
+    n, d = coords.shape
+    j = offsets.shape[0]
+    q = (coords[:, None, :] + offsets.to(coords)[None]).reshape(n * j, d)
+    f = field_features(net, q, latents, layers)
+    return f.reshape(latents.shape[0], n, j, f.shape[-1])
+
+
 def fourier_encoding(coords: torch.Tensor, frequencies: int) -> torch.Tensor:
     """``(..., d)`` -> ``(..., d (1 + 2F))``: the coordinate and sin/cos at 2^0..2^(F-1) pi."""
     if frequencies == 0:
@@ -96,7 +129,8 @@ def fourier_encoding(coords: torch.Tensor, frequencies: int) -> torch.Tensor:
 
 
 class SegmentationHead(nn.Module):
-    """Logits ``(B, N, K)`` from ``(features (B, N, F) or None, latents (B, P), coords (N, d))``."""
+    """Logits ``(B, N, K)`` from ``(features (B, N, F) or (B, N, J, F) with context, or None;
+    latents (B, P); coords (N, d))``."""
 
     def __init__(self, config: HeadConfig, *, dim_in: int, latent_dim: int, feature_dim: int) -> None:
         super().__init__()
@@ -105,7 +139,10 @@ class SegmentationHead(nn.Module):
         self.use_features = c.inputs in ("features", "both")
         self.use_latent = c.inputs in ("latent", "both")
         width = 0
-        if self.use_features:
+        if self.use_features and c.context:
+            self.context_proj = nn.Linear(feature_dim, c.context_proj)
+            width += c.context_proj * (1 + 2 * dim_in * len(c.context))
+        elif self.use_features:
             width += feature_dim
         if self.use_latent:
             self.latent_proj = nn.Linear(latent_dim, c.latent_proj)
@@ -122,6 +159,8 @@ class SegmentationHead(nn.Module):
         n = coords.shape[-2]
         parts = []
         if self.use_features:
+            if self.config.context:
+                features = self.context_proj(features).flatten(-2)
             parts.append(features)
         if self.use_latent:
             pe = fourier_encoding(coords, self.config.frequencies)

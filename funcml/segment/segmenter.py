@@ -13,6 +13,7 @@ estimator settings, the field model's id, grids, class names, training record) a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict
@@ -28,15 +29,16 @@ from funcml.encoders.config import from_dict
 from funcml.errors import ArtifactError, ConfigError, DataError
 from funcml.io import atomic_dir, atomic_write_json, load_tensors, read_json, save_tensors, sha256_file
 from funcml.query.grids import Roi, axis_positions, default_align, query_grid
-from funcml.segment.head import HeadConfig, SegmentationHead, feature_dim, field_features
+from funcml.segment.head import (HeadConfig, SegmentationHead, context_features, context_offsets, feature_dim,
+                                  field_features)
 from funcml.seeding import derive_seed
 
 HEAD_FORMAT = "funcml.seghead"
 HEAD_VERSION = 1
 HEAD_WEIGHTS = "head.safetensors"
 HEAD_CONFIG = "config.json"
-_PARAMS = ("inputs", "feature_layers", "hidden", "layers", "frequencies", "latent_proj", "steps", "batch_size",
-           "coords_per_signal", "jitter", "lr", "weight_decay", "seed")
+_PARAMS = ("inputs", "feature_layers", "hidden", "layers", "frequencies", "latent_proj", "context", "context_proj",
+           "steps", "batch_size", "coords_per_signal", "jitter", "lr", "weight_decay", "seed")
 
 
 def cell_size(field_shape: Sequence[int], mask_shape: Sequence[int], align: str) -> torch.Tensor:
@@ -53,7 +55,8 @@ class QuerySegmenter:
     """Segmentation by querying a frozen field model.
 
     Args:
-        inputs, feature_layers, hidden, layers, frequencies, latent_proj: see :class:`HeadConfig`.
+        inputs, feature_layers, hidden, layers, frequencies, latent_proj, context, context_proj: see
+            :class:`HeadConfig`.
         steps: optimisation steps (AdamW, cosine learning rate).
         batch_size: signals per step. coords_per_signal: random mask positions per signal and step.
         lr, weight_decay: AdamW settings. seed: seeds initialisation, batches and positions.
@@ -65,7 +68,8 @@ class QuerySegmenter:
     """
 
     def __init__(self, inputs: str = "both", feature_layers: str = "all", hidden: int = 128, layers: int = 2,
-                 frequencies: int = 6, latent_proj: int = 64, steps: int = 1500, batch_size: int = 16,
+                 frequencies: int = 6, latent_proj: int = 64, context: tuple[float, ...] = (),
+                 context_proj: int = 32, steps: int = 1500, batch_size: int = 16,
                  coords_per_signal: int = 1024, jitter: bool = True, lr: float = 2e-3, weight_decay: float = 1e-4, seed: int = 0,
                  progress: bool = True) -> None:
         self.inputs = inputs
@@ -74,6 +78,8 @@ class QuerySegmenter:
         self.layers = layers
         self.frequencies = frequencies
         self.latent_proj = latent_proj
+        self.context = context
+        self.context_proj = context_proj
         self.steps = steps
         self.batch_size = batch_size
         self.coords_per_signal = coords_per_signal
@@ -86,15 +92,25 @@ class QuerySegmenter:
     def get_params(self) -> dict:
         return {k: getattr(self, k) for k in _PARAMS}
 
-    def _head_config(self, n_classes: int) -> HeadConfig:
+    def head_config(self, n_classes: int) -> HeadConfig:
         return HeadConfig(n_classes=n_classes, inputs=self.inputs, feature_layers=self.feature_layers,
                           hidden=self.hidden, layers=self.layers, frequencies=self.frequencies,
-                          latent_proj=self.latent_proj).validate()
+                          latent_proj=self.latent_proj, context=tuple(float(r) for r in self.context),
+                          context_proj=self.context_proj).validate()
 
     def _build(self, model, config: HeadConfig) -> SegmentationHead:
         net = model.net
         return SegmentationHead(config, dim_in=net.config.dim_in, latent_dim=net.config.latent_dim,
                                 feature_dim=feature_dim(net, config.feature_layers)).to(model.device)
+
+    def _features(self, head: SegmentationHead, coords: torch.Tensor, z: torch.Tensor) -> torch.Tensor | None:
+        if not head.use_features:
+            return None
+        if head.config.context:
+            spacing = 2.0 / torch.tensor([max(n - 1, 1) for n in self.field_shape_], dtype=torch.float32)
+            offsets = context_offsets(head.config.context, spacing)
+            return context_features(self.model_.net, coords, z, offsets, self.feature_layers)
+        return field_features(self.model_.net, coords, z, self.feature_layers)
 
     # -- training -------------------------------------------------------------------------------
     def fit(self, model, latents: np.ndarray | torch.Tensor, masks: np.ndarray, *,
@@ -123,7 +139,7 @@ class QuerySegmenter:
         self.align_ = align or default_align(len(self.field_shape_))
         self.class_names_ = {str(c): str((class_names or {}).get(str(c), c)) for c in range(k)}
         torch.manual_seed(derive_seed(self.seed, "init"))
-        head = self._build(model, self._head_config(k))
+        head = self._build(model, self.head_config(k))
         coords = query_grid(self.field_shape_, self.mask_shape_, align=self.align_, device=model.device)
         cell = cell_size(self.field_shape_, self.mask_shape_, self.align_).to(model.device)
         m_all = torch.as_tensor(masks.reshape(len(masks), -1).astype(np.int64)).to(model.device)
@@ -143,8 +159,7 @@ class QuerySegmenter:
             c, zb = coords[pick], z[rows]
             if self.jitter:
                 c = c + (torch.rand(c.shape, generator=gen).to(c.device) - 0.5) * cell
-            feats = field_features(model.net, c, zb, self.feature_layers) if head.use_features else None
-            logits = head(feats, zb, c)
+            logits = head(self._features(head, c, zb), zb, c)
             loss = F.cross_entropy(logits.reshape(-1, k), m_all[rows][:, pick].reshape(-1))
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -182,8 +197,7 @@ class QuerySegmenter:
                 parts = []
                 for cs in range(0, coords.shape[0], chunk_coords):
                     c = coords[cs:cs + chunk_coords]
-                    feats = field_features(model.net, c, z, self.feature_layers) if head.use_features else None
-                    parts.append(head(feats, z, c))
+                    parts.append(head(self._features(head, c, z), z, c))
                 logits = torch.cat(parts, dim=1)
                 outs.append(logits.transpose(1, 2).reshape(len(z), self.n_classes_, *out_shape).cpu())
         return torch.cat(outs) if outs else torch.zeros(0, self.n_classes_, *out_shape)
@@ -224,8 +238,10 @@ class QuerySegmenter:
             raise ArtifactError(f"the head in {path} was trained on field model {str(cfg['model_id'])[:12]}, not on "
                                 f"{model.id[:12]}: pass the model it was trained with")
         try:
-            head_cfg = from_dict(HeadConfig, cfg["head"], "segmentation head config").validate()
+            head_cfg = from_dict(HeadConfig, cfg["head"], "segmentation head config")
+            head_cfg = dataclasses.replace(head_cfg, context=tuple(head_cfg.context)).validate()
             params = {k: v for k, v in cfg["params"].items() if k in _PARAMS}
+            params["context"] = tuple(params.get("context", ()))
         except (KeyError, ConfigError) as exc:
             raise ArtifactError(f"{path}/{HEAD_CONFIG}: {exc}") from None
         est = cls(**params, progress=False)
