@@ -163,3 +163,24 @@ def test_context_queries_read_features_around_each_coordinate(field_model, tmp_p
                                   est.predict(z_tr, (8, 8)))
     with pytest.raises(ConfigError, match="context"):
         QuerySegmenter(inputs="latent", context=(1.0,), progress=False).fit(field_model, z_tr, masks)
+
+
+def test_the_head_segments_volumes_at_any_resolution():
+    torch.manual_seed(0)
+    net = ModulatedSiren(FieldConfig(dim_in=3, channels=1, width=8, depth=3, latent_dim=4))
+    model = FieldModel(net, (1, 8, 8, 8), EncodeConfig(), model_id_="synthetic-3d")
+    rng = np.random.default_rng(0)
+    a = rng.integers(2, 7, 24) / 8  # class 1 above a plane between voxel centres, class 2 in a corner octant
+    t = (np.arange(8) + 0.5) / 8
+    zz, yy, xx = np.meshgrid(t, t, t, indexing="ij")
+    masks = np.where(zz[None] > a[:, None, None, None], 1, 0) + 2 * ((yy < 0.5) & (xx < 0.5))[None]
+    masks = np.minimum(masks, 2)
+    z = np.stack([(a - 0.5) * 4, np.zeros(24), np.zeros(24), np.zeros(24)], 1).astype(np.float32)
+    est = QuerySegmenter(inputs="latent", hidden=32, steps=200, batch_size=8, coords_per_signal=256, lr=5e-3,
+                         progress=False).fit(model, z, masks)
+    assert est.n_classes_ == 3
+    p8, p24 = est.predict(z), est.predict(z, (24, 24, 24))
+    assert (p8 == masks).mean() > 0.97
+    assert (p24[:, 1::3, 1::3, 1::3] == p8).mean() > 0.97
+    rep = segmentation_report(p8, masks, 3)
+    assert rep["mean"]["dice"] > 0.9 and set(rep["per_class"]) == {"0", "1", "2"}
