@@ -7,11 +7,20 @@ into a single ``error: ...`` line and a non-zero exit code instead of a tracebac
 
 from __future__ import annotations
 
+import re
+
 
 class FuncmlError(Exception):
-    """Base class for errors caused by input, options or files (not by bugs)."""
+    """Base class for errors caused by input, options or files (not by bugs).
+
+    The message is kept to one line (line breaks in text quoted from libraries become spaces), as the
+    CLI prints it as one ``error: ...`` line.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        super().__init__(re.sub(r"\s*\n\s*", " ", str(message)).strip(), *args)
 
 
 class DataError(FuncmlError):

@@ -12,6 +12,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def save_figure(fig, path: str | Path) -> None:
+    """Write ``fig`` as a PNG atomically (a killed job never leaves half an image)."""
+    import io
+
+    from funcml.io import atomic_write_bytes
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
 def plot_training_curves(history: list[dict], path: str | Path) -> None:
     """Outer/inner training PSNR and validation PSNR against the meta-step."""
     train = [h for h in history if "psnr_outer" in h]
@@ -28,7 +39,7 @@ def plot_training_curves(history: list[dict], path: str | Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -60,7 +71,9 @@ def plot_reconstructions(originals: np.ndarray, recons: np.ndarray, path: str | 
         _show(axes[1, i], recons[i])
         if titles is not None:
             axes[1, i].set_title(titles[i], fontsize=7)
-    axes[0, 0].set_ylabel("original") if originals.ndim == 3 else axes[0, 0].set_title("original", fontsize=7, loc="left")
-    fig.tight_layout()
-    fig.savefig(path)
+    fig.tight_layout(rect=(0.06, 0, 1, 1))
+    for row, label in enumerate(("original", "reconstruction")):
+        box = axes[row, 0].get_position()
+        fig.text(0.03, box.y0 + box.height / 2, label, rotation=90, ha="center", va="center", fontsize=8)
+    save_figure(fig, path)
     plt.close(fig)

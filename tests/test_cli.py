@@ -68,6 +68,23 @@ def test_train_encode_evaluate_info(tmp_path, capsys):
     assert last_json(out)["kind"] == "model" and last_json(out)["field"]["latent_dim"] == 8
 
 
+def test_a_run_killed_after_its_last_step_finishes_on_rerun(tmp_path, capsys):
+    """Killed between the final checkpoint and the "finished" mark: the rerun runs no step, and still reports."""
+    data = str(write_medmnist_npz(tmp_path / "tinymnist.npz"))
+    argv = ["train", data, "--out", str(tmp_path / "m"), "--steps", "3", "--checkpoint-every", "3", *TINY]
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    last = tmp_path / "m" / "checkpoints" / "last.json"
+    meta = json.loads(last.read_text())
+    assert meta["step"] == 3 and meta["finished"]
+    last.write_text(json.dumps({**meta, "finished": False}))
+    code, out, err = run([*argv, "--json"], capsys)
+    assert code == 0, err
+    rep = last_json(out)
+    assert rep["steps_done"] == 3 and rep["finished"] and rep["median_step_seconds"] is None
+    assert "median step n/a" in err and json.loads(last.read_text())["finished"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "missing.npz", "--out", "{tmp}/m"], "data not found"),
     (["train", "demo", "--out", "{tmp}/m", "--resolution", "6x"], "--resolution"),

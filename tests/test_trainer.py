@@ -131,3 +131,21 @@ def test_output_rules(tmp_path, tiny_images, tiny_field, tiny_train):
 def test_model_must_fit_the_data(tmp_path, tiny_images, tiny_field, tiny_train):
     with pytest.raises(ConfigError, match="1-D|2-D"):
         MetaTrainer(dataclasses.replace(tiny_field, dim_in=1), tiny_train, tiny_images, tmp_path / "m")
+
+
+@pytest.mark.parametrize("shape", [(1, 16), (2, 12), (3, 6, 6), (1, 4, 4, 4)])
+def test_one_code_path_for_1d_2d_3d_and_multichannel(tmp_path, shape, tiny_train):
+    from conftest import make_signal_set
+
+    from funcml.encoders.config import FieldConfig
+    from funcml.encoders.encode import encode_signal_set
+
+    signals = make_signal_set(12, shape, seed=2)
+    field = FieldConfig(dim_in=len(shape) - 1, channels=shape[0], width=12, depth=3, latent_dim=6,
+                        omega_first=5.0, omega_last=15.0)
+    cfg = dataclasses.replace(tiny_train, steps=3, val_every=0, checkpoint_every=3)
+    MetaTrainer(field, cfg, signals, tmp_path / "m", progress=False).run()
+    model = FieldModel.load(tmp_path / "m")
+    ls, stats = encode_signal_set(model, signals, tmp_path / "lat", model_dir=tmp_path / "m", progress=False)
+    assert ls.latents.shape == (12, 6) and tuple(ls.signal_shape) == shape and stats["psnr_mean"] > 0
+    assert model.decode(torch.zeros(2, 6)).shape == (2, *shape)

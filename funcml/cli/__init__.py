@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -41,8 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except click.exceptions.Abort:  # click turns Ctrl-C (KeyboardInterrupt) into Abort
+        click.echo("interrupted (rerun the same command to resume where it can)", err=True)
         sys.exit(130)
     except FuncmlError as exc:
         click.echo(f"error: {exc}", err=True)
@@ -56,4 +57,27 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:
         click.echo(f"error: {exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}", err=True)
         sys.exit(1)
+    except Exception as exc:  # noqa: BLE001 - a bug, not a user error: one line, the traceback in a file
+        if os.environ.get("FUNCML_DEBUG"):
+            raise
+        click.echo(f"error: internal error ({type(exc).__name__}: {str(exc)[:300]}); this is a bug in funcml. "
+                   f"{_save_traceback()}", err=True)
+        sys.exit(INTERNAL_ERROR)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+INTERNAL_ERROR = 70  # EX_SOFTWARE
+
+
+def _save_traceback() -> str:
+    """Write the current traceback to a temporary file; return a hint naming it."""
+    import tempfile
+    import traceback
+
+    try:
+        fd, path = tempfile.mkstemp(prefix="funcml-error-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            f.write(f"funcml {__version__}\n{' '.join(sys.argv)}\n\n{traceback.format_exc()}")
+        return f"The traceback is in {path} (set FUNCML_DEBUG=1 to print it); please report it."
+    except OSError:
+        return "Set FUNCML_DEBUG=1 to see the traceback; please report it."

@@ -61,6 +61,19 @@ def parse_key_values(items: tuple[str, ...], option: str = "--data-option") -> d
     return out
 
 
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``nan`` and ``inf`` (click's range check lets NaN through)."""
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
+
+
+FINITE_FLOAT = FiniteFloatRange()
+
+
 def json_option(f: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True, help="Print the metrics as one JSON object on the last line of stdout.")(f)
 
@@ -80,8 +93,8 @@ def data_options(f: Callable) -> Callable:
         click.option("--resolution", default=None, help="Grid to resample signals to: 187, 64, 64x64, 32x32x32."),
         click.option("--channels", type=click.IntRange(1, 4), default=None, help="Force 1 (grey) or 3 (RGB) channels for image folders."),
         click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of random splits (sources without official splits)."),
-        click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True),
-        click.option("--test-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2, show_default=True),
+        click.option("--val-fraction", type=FiniteFloatRange(0, 1, max_open=True), default=0.1, show_default=True),
+        click.option("--test-fraction", type=FiniteFloatRange(0, 1, max_open=True), default=0.2, show_default=True),
         click.option("--data-option", "data_option", multiple=True, metavar="KEY=VALUE",
                      help="Source-specific option, e.g. test_records=100,101 (repeatable)."),
     ]

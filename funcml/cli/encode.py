@@ -50,7 +50,7 @@ def encode_command(data, model_dir, out, steps, batch_size, inner_lr, context_ra
     signals = load_data(data, res, channels, split_seed, val_fraction, test_fraction, data_option)
     cfg = replace(model.encode_defaults, steps=steps, inner_lr=inner_lr, context_ratio=context_ratio,
                   grad_rescale=grad_rescale, seed=seed)
-    cfg = dataclasses.replace(cfg, batch_size=batch_size or max(cfg.batch_size, 1)).validate()
+    cfg = dataclasses.replace(cfg, batch_size=cfg.batch_size if batch_size is None else batch_size).validate()
     indices = None if split == "all" else signals.indices(split)
     info(f"encoding {signals.name} ({len(signals) if indices is None else len(indices)} signals, "
          f"{signals.signal_shape}) with model {model.id[:12]}: H={cfg.steps}, batch {cfg.batch_size}, device {dev}")

@@ -7,7 +7,8 @@ from pathlib import Path
 import click
 import numpy as np
 
-from funcml.cli.common import data_options, device_option, emit_json, info, json_option, load_data, parse_resolution
+from funcml.cli.common import (data_options, device_option, emit_json, info, json_option, load_data,
+                               overwrite_option, parse_resolution)
 
 
 def evaluate_latent_set(latent_set, model, signals, *, batch_size: int = 256, split: str = "all",
@@ -62,17 +63,25 @@ def evaluate_latent_set(latent_set, model, signals, *, batch_size: int = 256, sp
 @click.option("--model", "model_dir", default=None, type=click.Path(), help="Model directory (default: the embedded one).")
 @click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="all", show_default=True)
 @click.option("--out", default=None, type=click.Path(), help="Folder for metrics.json and reconstructions.png.")
+@overwrite_option
 @device_option
 @json_option
 @data_options
-def evaluate_command(latents, data, model_dir, split, out, device, as_json, resolution, channels, split_seed,
+def evaluate_command(latents, data, model_dir, split, out, overwrite, device, as_json, resolution, channels, split_seed,
                      val_fraction, test_fraction, data_option):
-    """Decode LATENTS and report PSNR, SSIM and MSE per split against DATA; draw a reconstruction grid."""
+    """Decode LATENTS and report PSNR, SSIM and MSE per split against DATA; draw a reconstruction grid
+    (into --out, else into the LATENTS folder)."""
     from funcml.devices import resolve_device
+    from funcml.errors import OutputExistsError
     from funcml.io import atomic_write_json
     from funcml.latents import LatentSet
     from funcml.viz import plot_reconstructions
 
+    # --out must be new (with --overwrite, only our two files in it are replaced); without --out the
+    # figure goes into the latent set's folder, where an older figure is kept unless --overwrite.
+    existing = Path(out) if out else Path(latents) / "reconstructions.png"
+    if existing.exists() and not overwrite:
+        raise OutputExistsError(f"output path exists: {existing} (pass --overwrite to replace it)")
     latent_set = LatentSet.open(latents)
     model = latent_set.load_model(model_dir, device=resolve_device(device))
     res = parse_resolution(resolution) or tuple(latent_set.signal_shape[1:])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from funcml.cli.common import emit_json, info, json_option, overwrite_option, parse_resolution
+from funcml.cli.common import FiniteFloatRange, emit_json, info, json_option, overwrite_option, parse_resolution
 
 
 @click.command("import-mednf")
@@ -13,8 +13,8 @@ from funcml.cli.common import emit_json, info, json_option, overwrite_option, pa
 @click.option("--task", type=click.Choice(["binary-class", "multi-class", "multi-label, binary-class",
                                            "ordinal-regression", "none"]), default=None,
               help="Task type (default: inferred from the labels).")
-@click.option("--w0", type=float, default=None, help="Official w0 of model.pt (default: the official config's).")
-@click.option("--w0-increment", type=float, default=None, help="Official w0_increment of model.pt.")
+@click.option("--w0", type=FiniteFloatRange(min=0, min_open=True), default=None, help="Official w0 of model.pt (default: the official config's).")
+@click.option("--w0-increment", type=FiniteFloatRange(), default=None, help="Official w0_increment of model.pt.")
 @click.option("--resolution", default=None, help="Signal size model.pt was trained on (default: official config's).")
 @overwrite_option
 @json_option

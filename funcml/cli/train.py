@@ -100,9 +100,10 @@ def train_command(data, preset, out, steps, max_minutes, batch_size, micro_batch
     if not trainer.dist.is_main:
         return
     s = result.summary()
-    info(f"done: {result.steps_done}/{result.steps_total} steps, best validation PSNR "
-         f"{s['val_psnr'] if s['val_psnr'] is None else round(s['val_psnr'], 2)} dB (step {result.best_step}), "
-         f"median step {result.median_step_seconds:.3f} s, peak memory {s['peak_memory_mb']:.0f} MB -> {out}")
+    val = "n/a" if s["val_psnr"] is None else f"{s['val_psnr']:.2f} dB"
+    median = "n/a" if result.median_step_seconds is None else f"{result.median_step_seconds:.3f} s"
+    info(f"done: {result.steps_done}/{result.steps_total} steps, best validation PSNR {val} "
+         f"(step {result.best_step}), median step {median}, peak memory {s['peak_memory_mb']:.0f} MB -> {out}")
     if as_json:
         emit_json(s)
 

@@ -15,9 +15,30 @@ import torch
 
 from funcml.errors import ArtifactError
 from funcml.io import atomic_write_json, load_tensors, read_json, save_tensors, sha256_file
+from funcml.io.schema import SHA256, Anything, Bool, Float, Int, List, Map, Null, Obj, Str, validate
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.json"
+FILE_PATTERN = r"ckpt-\d{9}\.safetensors"
+
+# last.json: the fields funcml relies on are typed; callers may add more (checked finite).
+_PARAM_GROUP = Obj({"params": List(Int(min=0)), "lr": Float(min=0), "betas": List(Float(min=0, max=1), 2, 2),
+                    "eps": Float(min=0), "weight_decay": Float(min=0)}, extra=True)
+LAST_SCHEMA = Obj({
+    "step": Int(min=0),
+    "finished": Bool(),
+    "best_val_psnr": Float() | Null(),
+    "best_step": Int(min=0) | Null(),
+    "config": Obj({"field": Map(Anything()), "train": Map(Anything()), "data_fingerprint": Str(),
+                   "signal_shape": List(Int(min=1)), "world_size": Int(min=1)},
+                  optional={"signal_shape", "world_size"}, extra=True),
+    "history": List(Map(Anything())),
+    "file": Str(pattern=FILE_PATTERN),
+    "sha256": SHA256,
+    "param_groups": List(_PARAM_GROUP, min_len=1),
+    "window": Obj({"count": Int(min=0), "outer_loss": Float(), "inner_loss": Float(), "outer_psnr": Float(),
+                   "inner_psnr": Float()}, extra=True),
+}, optional={"window"}, extra=True)
 
 
 def save_checkpoint(out: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> Path:
@@ -38,6 +59,8 @@ def save_checkpoint(out: Path, net: torch.nn.Module, optimizer: torch.optim.Opti
     for old in directory.glob("ckpt-*.safetensors"):
         if old.name != name:
             old.unlink(missing_ok=True)
+    for stale in directory.glob(".*.tmp"):  # left by a run killed while writing (one writer: the output lock)
+        stale.unlink(missing_ok=True)
     return directory / name
 
 
@@ -46,7 +69,11 @@ def read_checkpoint_meta(out: Path) -> dict | None:
     path = out / CHECKPOINT_DIR / LAST
     if not path.is_file():
         return None
-    return read_json(path, what="checkpoint metadata")
+    hint = " (use --overwrite to start the run over)"
+    try:
+        return validate(read_json(path, what="checkpoint metadata"), LAST_SCHEMA, str(path))
+    except ArtifactError as exc:
+        raise ArtifactError(f"{exc}{hint}") from None
 
 
 def load_checkpoint(out: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
@@ -63,11 +90,18 @@ def load_checkpoint(out: Path, net: torch.nn.Module, optimizer: torch.optim.Opti
         net.load_state_dict(model_state, strict=True)
     except RuntimeError as exc:
         raise ArtifactError(f"checkpoint {path} does not match the model architecture: {exc}") from None
+    params = [p for g in optimizer.param_groups for p in g["params"]]
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
-            _, i, name = key.split(".", 2)
-            state.setdefault(int(i), {})[name] = value
+            parts = key.split(".", 2)
+            if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) >= len(params):
+                raise ArtifactError(f"checkpoint {path} has an unexpected optimizer entry {key!r}")
+            i, name = int(parts[1]), parts[2]
+            if name != "step" and value.shape != params[i].shape:
+                raise ArtifactError(f"checkpoint {path}: optimizer state {key!r} has shape {tuple(value.shape)}, "
+                                    f"the parameter {tuple(params[i].shape)}")
+            state.setdefault(i, {})[name] = value
     groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
     try:
         optimizer.load_state_dict({"state": state, "param_groups": groups})

@@ -7,6 +7,9 @@ raises :class:`~funcml.errors.ConfigError` naming the bad value.
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
@@ -18,6 +21,13 @@ T = TypeVar("T")
 def _check(cond: bool, message: str) -> None:
     if not cond:
         raise ConfigError(message)
+
+
+def _finite(**values: float | None) -> None:
+    """Refuse NaN and infinite values (``--outer-lr inf`` would silently ruin a run)."""
+    for name, value in values.items():
+        if value is not None and not math.isfinite(value):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a finite number; got {value}")
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,7 @@ class FieldConfig:
     meta_sgd: bool = False
 
     def validate(self) -> "FieldConfig":
+        _finite(omega_first=self.omega_first, omega_last=self.omega_last)
         _check(self.dim_in in (1, 2, 3), f"dim_in must be 1, 2 or 3; got {self.dim_in}")
         _check(self.channels >= 1, f"channels must be >= 1; got {self.channels}")
         _check(self.width >= 1, f"--width must be >= 1; got {self.width}")
@@ -112,6 +123,9 @@ class TrainConfig:
     max_minutes: float | None = None
 
     def validate(self) -> "TrainConfig":
+        _finite(inner_lr=self.inner_lr, context_ratio=self.context_ratio, outer_lr=self.outer_lr,
+                weight_decay=self.weight_decay, grad_clip=self.grad_clip, min_lr_ratio=self.min_lr_ratio,
+                checkpoint_minutes=self.checkpoint_minutes, max_minutes=self.max_minutes)
         _check(self.steps >= 1, f"--steps must be >= 1; got {self.steps}")
         _check(self.batch_size >= 1, f"--batch-size must be >= 1; got {self.batch_size}")
         _check(self.micro_batch_size is None or self.micro_batch_size >= 1,
@@ -156,6 +170,7 @@ class EncodeConfig:
     seed: int = 0
 
     def validate(self) -> "EncodeConfig":
+        _finite(inner_lr=self.inner_lr, context_ratio=self.context_ratio)
         _check(self.steps >= 0, f"--steps must be >= 0; got {self.steps}")
         _check(self.inner_lr > 0, f"--inner-lr must be > 0; got {self.inner_lr}")
         _check(0 < self.context_ratio <= 1, f"--context-ratio must be in (0, 1]; got {self.context_ratio}")
@@ -167,18 +182,42 @@ def to_dict(cfg: Any) -> dict:
     return asdict(cfg)
 
 
-def from_dict(cls: type[T], data: dict, what: str = "config") -> T:
-    """Build a config dataclass from a dict, refusing unknown keys (a corrupt or foreign file)."""
+def from_dict(cls: type[T], data: dict, what: str = "config", require_all: bool = False) -> T:
+    """Build a config dataclass from a dict, refusing unknown keys and values of the wrong type (a corrupt
+    or foreign file). ``require_all``: every field must be present (files funcml wrote in full)."""
     if not isinstance(data, dict):
         raise ConfigError(f"{what} must be a JSON object")
     names = {f.name for f in fields(cls)}
     unknown = set(data) - names
     if unknown:
         raise ConfigError(f"{what} has unknown field(s) {sorted(unknown)}")
+    missing = sorted(names - set(data)) if require_all else []
+    if missing:
+        raise ConfigError(f"{what} lacks field(s) {missing}")
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if not _type_ok(value, hints[key]):
+            expected = str(hints[key]).replace("typing.", "").replace("<class '", "").replace("'>", "")
+            raise ConfigError(f"{what}: {key} must be {expected}, got {value!r}")
     try:
         return cls(**data)
     except TypeError as exc:
         raise ConfigError(f"{what} is incomplete: {exc}") from None
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    """Whether a JSON value fits a field annotation (``int``, ``float``, ``bool``, ``X | None``)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return any(_type_ok(value, t) for t in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return True
 
 
 def replace(cfg: T, **changes: Any) -> T:

@@ -24,11 +24,15 @@ from funcml.encoders.fitting import fit_latents, reconstruction_psnr
 from funcml.encoders.model import FieldModel
 from funcml.errors import ArtifactError, DataError, OutputExistsError
 from funcml.io import atomic_write_json, canonical_json, read_json, sha256_bytes
-from funcml.latents.latentset import LatentSet, LatentSetWriter
+from funcml.io.lock import OutputLock
+from funcml.io.schema import SHA256, Int, Obj, validate
+from funcml.latents.latentset import DATA_FILE, LatentSet, LatentSetWriter
 from funcml.seeding import generator
 
 JOB_FILE = "job.json"
 PROGRESS_FILE = "progress.json"
+PROGRESS_SCHEMA = Obj({"rows_done": Int(min=0)})
+JOB_SCHEMA = Obj({"hash": SHA256}, extra=True)
 
 ObservedFn = Callable[[np.ndarray], np.ndarray]
 
@@ -61,7 +65,61 @@ def encode_signal_set(model: FieldModel, signals: SignalSet, out: str | Path, co
         raise DataError(f"{signals.spec}: nothing to encode (no signals selected)")
     if out.exists() and not overwrite:
         raise OutputExistsError(f"output path exists: {out} (pass --overwrite to replace it)")
+    with OutputLock(out):
+        return _encode_locked(model, signals, out, cfg, idx, model_dir=model_dir, embed_model=embed_model,
+                              observed=observed, observed_tag=observed_tag, overwrite=overwrite, progress=progress,
+                              max_chunks=max_chunks)
 
+
+def _resume_point(partial: Path, job_hash: str, count: int, batch_size: int) -> int | None:
+    """Rows already encoded in ``partial`` for this job, or None to start over.
+
+    ``job.json`` and ``progress.json`` are written atomically, and ``progress.json`` only after its
+    rows are flushed, so a killed job leaves one of: no job file (start over), the job file alone
+    (start over), or both (resume). A job file of another job, or files that do not pass their schema,
+    raise: the user decides with ``--overwrite``.
+    """
+    if not (partial / JOB_FILE).is_file() or not (partial / DATA_FILE).is_file():
+        return None
+    old = validate(read_json(partial / JOB_FILE, what="encode job file"), JOB_SCHEMA, str(partial / JOB_FILE))
+    if old["hash"] != job_hash:
+        raise OutputExistsError(f"{partial} holds an unfinished encode with other settings; "
+                                f"pass --overwrite to discard it")
+    if not (partial / PROGRESS_FILE).is_file():
+        return None
+    rows = validate(read_json(partial / PROGRESS_FILE, what="encode progress"), PROGRESS_SCHEMA,
+                    str(partial / PROGRESS_FILE))["rows_done"]
+    if rows > count or (rows % batch_size and rows != count):
+        raise ArtifactError(f"{partial / PROGRESS_FILE} claims {rows} of {count} rows in chunks of {batch_size}")
+    return rows
+
+
+def _open_writer(out: Path, job_hash: str, count: int, cfg: EncodeConfig, latent_dim: int, label_columns: int,
+                 model_id: str, overwrite: bool) -> tuple[LatentSetWriter, int | None]:
+    """The writer of ``OUT.partial`` and the rows to resume from (None: a fresh start)."""
+    partial = out.with_name(out.name + ".partial")
+
+    def make(resume: bool) -> LatentSetWriter:
+        return LatentSetWriter(out, count=count, latent_dim=latent_dim, label_columns=label_columns, resume=resume,
+                               metadata={"model_id": model_id})
+
+    try:
+        rows = _resume_point(partial, job_hash, count, cfg.batch_size) if partial.exists() else None
+        if rows is None:
+            return make(False), None
+        writer = make(True)
+        if not np.isfinite(np.asarray(writer.arrays["psnr"][:rows])).all():
+            raise ArtifactError(f"{partial}: {PROGRESS_FILE} counts rows that were never written")
+        return writer, rows
+    except (ArtifactError, OutputExistsError) as exc:
+        if overwrite:
+            return make(False), None
+        hint = "" if "--overwrite" in str(exc) else "; pass --overwrite to discard the unfinished encode"
+        raise type(exc)(f"{exc}{hint}") from None
+
+
+def _encode_locked(model: FieldModel, signals: SignalSet, out: Path, cfg: EncodeConfig, idx: np.ndarray, *,
+                   model_dir, embed_model, observed, observed_tag, overwrite, progress, max_chunks):
     job = {
         "model_id": model.id,
         "data_fingerprint": signals.fingerprint,
@@ -72,20 +130,10 @@ def encode_signal_set(model: FieldModel, signals: SignalSet, out: str | Path, co
     }
     job_hash = sha256_bytes(canonical_json(job))
     partial = out.with_name(out.name + ".partial")
-    rows_done = 0
-    resume = False
-    if partial.exists():
-        old = read_json(partial / JOB_FILE, what="encode job file") if (partial / JOB_FILE).is_file() else {}
-        if old.get("hash") == job_hash and (partial / PROGRESS_FILE).is_file():
-            rows_done = int(read_json(partial / PROGRESS_FILE, what="encode progress")["rows_done"])
-            resume = True
-        elif old and not overwrite:
-            raise OutputExistsError(f"{partial} holds an unfinished encode with other settings; "
-                                    f"pass --overwrite to discard it")
     labels = signals.labels[idx] if signals.labels is not None else None
-    writer = LatentSetWriter(out, count=len(idx), latent_dim=model.config.latent_dim,
-                             label_columns=0 if labels is None else labels.shape[1], resume=resume,
-                             metadata={"model_id": model.id})
+    writer, resumed = _open_writer(out, job_hash, len(idx), cfg, model.config.latent_dim,
+                                   0 if labels is None else labels.shape[1], model.id, overwrite)
+    resume, rows_done = resumed is not None, resumed or 0
     if not resume:
         writer.write_rows(0, split=signals.splits[idx], index=idx)
         if labels is not None:

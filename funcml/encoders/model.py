@@ -26,11 +26,24 @@ from funcml.encoders.siren import ModulatedSiren
 from funcml.errors import ArtifactError, ConfigError
 from funcml.io import (atomic_write_json, canonical_json, load_tensors, read_json, save_tensors, sha256_bytes,
                        sha256_file)
+from funcml.io.schema import SHA256, Anything, Int, List, Map, Obj, Str, validate
 
 MODEL_FORMAT = "funcml.model"
 MODEL_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+# config.json, version 1 (docs/model-format.md); "field" and "encode" are checked by their dataclasses.
+CONFIG_SCHEMA = Obj({
+    "format": Str(), "version": Int(), "id": SHA256, "funcml_version": Str(),
+    "field": Map(Anything()), "signal_shape": List(Int(min=1), 2, 4), "encode": Map(Anything()),
+    "training": Map(Anything()), "files": Obj({WEIGHTS_FILE: SHA256}),
+}, optional={"funcml_version", "training"})
+
+
+def _check_finite_weights(state: dict[str, torch.Tensor], where: str) -> None:
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ArtifactError(f"{where}: weights {bad[:3]} hold NaN or infinite values (a diverged model)")
 
 
 def model_id(field: FieldConfig, weights_sha256: str) -> str:
@@ -105,7 +118,9 @@ class FieldModel:
         """Write the model directory (files atomically) and return its id."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_tensors(directory / WEIGHTS_FILE, self.state_tensors(), metadata={"format": MODEL_FORMAT})
+        state = self.state_tensors()
+        _check_finite_weights(state, "refusing to save a model")
+        save_tensors(directory / WEIGHTS_FILE, state, metadata={"format": MODEL_FORMAT})
         digest = sha256_file(directory / WEIGHTS_FILE)
         self.id = model_id(self.config, digest)
         atomic_write_json(directory / CONFIG_FILE, {
@@ -139,6 +154,7 @@ class FieldModel:
                 raise ArtifactError(f"{directory}: model id does not match its content")
         net = ModulatedSiren(cfg["field_config"])
         state = load_tensors(weights)
+        _check_finite_weights(state, str(weights))
         try:
             net.load_state_dict(state, strict=True)
         except RuntimeError as exc:
@@ -163,9 +179,11 @@ def read_model_config(directory: str | Path) -> dict:
     for key in ("id", "field", "signal_shape", "encode", "files"):
         if key not in cfg:
             raise ArtifactError(f"{directory}/config.json lacks {key!r}")
+    validate(cfg, CONFIG_SCHEMA, f"{directory}/{CONFIG_FILE}")
     try:
-        cfg["field_config"] = from_dict(FieldConfig, cfg["field"], "model field config").validate()
-        cfg["encode_config"] = from_dict(EncodeConfig, cfg["encode"], "model encode config").validate()
+        cfg["field_config"] = from_dict(FieldConfig, cfg["field"], "model field config", require_all=True).validate()
+        cfg["encode_config"] = from_dict(EncodeConfig, cfg["encode"], "model encode config",
+                                         require_all=True).validate()
     except ConfigError as exc:
         raise ArtifactError(f"{directory}/config.json: {exc}") from None
     shape = cfg["signal_shape"]

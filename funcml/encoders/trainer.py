@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from funcml.data.base import SignalSet
 from funcml.devices import peak_memory_bytes
 from funcml.encoders import distributed as ddp
-from funcml.encoders.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+from funcml.encoders.checkpoint import CHECKPOINT_DIR, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from funcml.encoders.config import EncodeConfig, FieldConfig, TrainConfig
 from funcml.encoders.coords import make_grid
 from funcml.encoders.fitting import fit_latents, reconstruction_psnr
@@ -32,6 +32,7 @@ from funcml.encoders.model import FieldModel
 from funcml.encoders.siren import ModulatedSiren
 from funcml.errors import ConfigError, DataError, FuncmlError, OutputExistsError, TrainingDivergedError
 from funcml.io import atomic_write_json
+from funcml.io.lock import OutputLock
 from funcml.seeding import derive_seed, epoch_batch, generator
 
 class TrainingInterrupted(FuncmlError):
@@ -163,7 +164,18 @@ class MetaTrainer:
         if len(val) == 0:
             val = signals.indices("test")
         self.val_idx = val[: self.cfg.val_signals]
-        self._resume_decision = self._decide_resume(resume, overwrite)
+        # One writer per output directory (the main process writes everything); released when run() ends.
+        self._lock = OutputLock(self.out) if self.dist.is_main else None
+        try:
+            self._resume_decision = self._decide_resume(resume, overwrite)
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # -- set-up ---------------------------------------------------------------------------------
     def _config_record(self) -> dict:
@@ -184,7 +196,14 @@ class MetaTrainer:
             raise ConfigError(f"--resume: there is no checkpoint in {self.out}")
         if meta is None:
             if self.out.exists() and any(self.out.iterdir()):
-                raise OutputExistsError(f"output path exists: {self.out} (pass --overwrite to replace it)")
+                if not _only_an_unfinished_first_checkpoint(self.out):
+                    raise OutputExistsError(f"output path exists: {self.out} (pass --overwrite to replace it)")
+                # Killed while writing the step-0 checkpoint: nothing was trained yet, start over.
+                if self.dist.is_main:
+                    import shutil
+
+                    shutil.rmtree(self.out / CHECKPOINT_DIR)
+            ddp.barrier()  # every process, whichever branch it saw
             return None
         if resume is False:
             raise OutputExistsError(f"{self.out} holds a training run; pass --resume to continue or --overwrite")
@@ -217,6 +236,12 @@ class MetaTrainer:
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> TrainResult:
+        try:
+            return self._run()
+        finally:
+            self._release_lock()
+
+    def _run(self) -> TrainResult:
         cfg, dist_info = self.cfg, self.dist
         t_start = time.perf_counter()
         if self.device.type == "cuda":
@@ -228,14 +253,18 @@ class MetaTrainer:
         meta = self._resume_decision
         history: list[dict] = []
         best_val, best_step, start = None, None, 0
+        window = MetaStats()
         if meta is not None:
             meta = load_checkpoint(self.out, net, optimizer)
             start, best_val, best_step = int(meta["step"]), meta.get("best_val_psnr"), meta.get("best_step")
             history = list(meta.get("history", []))
+            window = MetaStats(**meta.get("window", {}))  # metrics of steps since the last log line
         if dist_info.enabled:
             ddp.broadcast_parameters(net)
         if dist_info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+            for stale in self.out.glob(".*.tmp"):  # half-written files of a killed run (we hold the lock)
+                stale.unlink(missing_ok=True)
 
         train_cache, _ = self._load_train_signals()
         val_signals = torch.from_numpy(self.signals.get(self.val_idx)).to(self.device) if len(self.val_idx) else None
@@ -247,22 +276,33 @@ class MetaTrainer:
         step_times: list[float] = []
         last_ckpt_time = time.perf_counter()
         stopped_by = "steps"
-        last_train_psnr = None
-        window = MetaStats()
+        last_train_psnr = next((h["psnr_outer"] for h in reversed(history) if "psnr_outer" in h), None)
+        last_ckpt_step = start
         bar = tqdm(total=cfg.steps, initial=start, desc="meta-train", unit="step",
                    disable=not (self.progress and dist_info.is_main), leave=False)
 
         def checkpoint(step: int, finished: bool = False) -> None:
+            nonlocal last_ckpt_step
             if dist_info.is_main:
+                if history:  # first: a checkpoint that exists has its log complete
+                    _write_log(self.out, history)
                 save_checkpoint(self.out, net, optimizer, {
                     "step": step, "finished": finished, "best_val_psnr": best_val, "best_step": best_step,
-                    "config": self._config_record(), "history": history})
-                _write_log(self.out, history)
+                    "config": self._config_record(), "history": history, "window": asdict(window)})
+            last_ckpt_step = step
+
+        def diverged(step: int, what: str) -> TrainingDivergedError:
+            return TrainingDivergedError(
+                f"meta-training diverged at step {step} ({what}); the last good checkpoint (step {last_ckpt_step}) "
+                f"is kept in {self.out / CHECKPOINT_DIR}. Lower --outer-lr or --inner-lr and pass --overwrite "
+                f"to start over")
 
         def save_model(step: int, val: float | None) -> None:
             if dist_info.is_main:
                 self._model(net, step, val).save(self.out)
 
+        if meta is None:
+            checkpoint(0)  # from now on a killed run always has a checkpoint to resume from
         step = start
         interrupted = False
         with _StopRequests() as stop_requests:
@@ -288,14 +328,14 @@ class MetaTrainer:
                                                stats.inner_psnr, stop_flag], self.device)
                     stats = MetaStats(int(sums[0]), *sums[1:5])
                     stop_flag = sums[5]
-                grads_finite = all(torch.isfinite(p.grad).all() for p in params if p.grad is not None)
+                grads_finite = _all_finite([p.grad for p in params if p.grad is not None])
                 if not (math.isfinite(stats.outer_loss) and grads_finite):
-                    raise TrainingDivergedError(
-                        f"meta-training diverged at step {step + 1} (non-finite loss or gradient); the last good "
-                        f"checkpoint is kept in {self.out / 'checkpoints'} — lower --outer-lr or --inner-lr")
+                    raise diverged(step + 1, "non-finite loss or gradient")
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 optimizer.step()
+                if not _all_finite(params):
+                    raise diverged(step + 1, "the update made weights non-finite")
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 step_times.append(time.perf_counter() - t0)
@@ -335,7 +375,6 @@ class MetaTrainer:
                                                  save_model)
         if val_signals is None:
             save_model(step, None)
-        checkpoint(step, finished=finished)
         timed = step_times[3:] if len(step_times) > 5 else step_times
         result = TrainResult(
             out=str(self.out), model_id=None, steps_done=step, steps_total=cfg.steps, finished=finished,
@@ -354,6 +393,8 @@ class MetaTrainer:
                 plot_training_curves(history, self.out / "training_curves.png")
             except Exception:  # noqa: BLE001 - a figure must never fail a finished run
                 pass
+        # Last: once the checkpoint says "finished", every other output is already complete.
+        checkpoint(step, finished=finished)
         ddp.barrier()
         return result
 
@@ -390,6 +431,24 @@ class MetaTrainer:
                     "config": asdict(self.cfg), "step": step, "val_psnr": val,
                     "world_size": self.dist.world_size}
         return FieldModel(net, self.signals.signal_shape, encode_config_for(self.cfg), training)
+
+
+def _all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every element of every tensor is finite (one device sync)."""
+    if not tensors:
+        return True
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
+def _only_an_unfinished_first_checkpoint(out: Path) -> bool:
+    """``out`` holds nothing but a ``checkpoints/`` folder without ``last.json`` (killed at step 0)."""
+    entries = list(out.iterdir())
+    if [e.name for e in entries] != [CHECKPOINT_DIR] or not entries[0].is_dir() or entries[0].is_symlink():
+        return False
+    import re
+
+    return all(re.fullmatch(r"ckpt-0{9}\.safetensors|\..+\.tmp", f.name) and f.is_file()
+               for f in entries[0].iterdir())
 
 
 def _write_log(out: Path, history: list[dict]) -> None:

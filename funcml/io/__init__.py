@@ -8,6 +8,7 @@ from funcml.io.tensorfile import (
     open_tensors_mmap,
     create_tensor_file,
     read_safetensors_header,
+    release_pages,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "open_tensors_mmap",
     "create_tensor_file",
     "read_safetensors_header",
+    "release_pages",
 ]

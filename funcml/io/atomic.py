@@ -54,15 +54,24 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_bytes(path, (text + "\n").encode())
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
-    """Read a JSON file, turning IO and syntax problems into one clear :class:`ArtifactError`."""
+    """Read a JSON file, turning IO and syntax problems into one clear :class:`ArtifactError`.
+
+    Strict JSON only: ``NaN``/``Infinity`` (which Python's json module would otherwise accept) and
+    absurdly deep nesting are refused like any other syntax error.
+    """
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{what} not found: {path}")
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{what} {path} is unreadable or not valid JSON ({exc})") from None
+        return json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constants)
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise ArtifactError(f"{what} {path} is unreadable or not valid JSON ({reason})") from None
 
 
 def prepare_output(path: str | Path, overwrite: bool) -> Path:

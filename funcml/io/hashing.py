@@ -17,13 +17,15 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    """SHA-256 of a file, read in 4 MiB chunks (bounded memory)."""
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, read into one reused 1 MiB buffer (memory does not grow with the file)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
         while True:
-            block = f.read(chunk)
-            if not block:
+            n = f.readinto(buffer)
+            if not n:
                 break
-            h.update(block)
+            h.update(view[:n])
     return h.hexdigest()

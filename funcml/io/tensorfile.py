@@ -10,6 +10,7 @@ library; large arrays (latent sets) are memory-mapped straight from the validate
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 from pathlib import Path
@@ -145,3 +146,20 @@ def create_tensor_file(path: str | Path, specs: Mapping[str, tuple[np.dtype | st
         f.flush()
         os.fsync(f.fileno())
     return open_tensors_mmap(path, mode="r+")
+
+
+def release_pages(array: np.ndarray) -> None:
+    """Drop the resident pages of a memory-mapped array from this process (``MADV_DONTNEED``).
+
+    For a shared file mapping nothing is lost: the data stays in the file (and the page cache) and is
+    read back on the next access. Streaming writers and whole-file passes call this so that the
+    process's resident memory stays flat however large the file. A no-op for ordinary arrays.
+    """
+    mm = getattr(array, "_mmap", None)
+    if getattr(array, "mode", None) not in ("r", "r+", "w+"):  # never a private (copy-on-write) mapping
+        return
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            mm.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):  # closed, or not supported here: memory is only a concern, not correctness
+            pass

@@ -26,7 +26,9 @@ import numpy as np
 from funcml import __version__
 from funcml.data.base import SPLIT_CODES, SPLITS, TASKS
 from funcml.errors import ArtifactError, ConfigError, OutputExistsError
-from funcml.io import atomic_write_json, create_tensor_file, open_tensors_mmap, read_json, sha256_file
+from funcml.io import (atomic_write_json, create_tensor_file, open_tensors_mmap, read_json, release_pages,
+                       sha256_file)
+from funcml.io.schema import SHA256, Anything, Bool, Int, List, Map, Null, Obj, Str, validate
 
 FORMAT = "funcml.latentset"
 VERSION = 1
@@ -58,6 +60,50 @@ _SCHEMA: dict[str, tuple[type | tuple[type, ...], bool]] = {
 }
 
 
+# The version-1 schema, field by field (docs/latent-set-format.md).
+MANIFEST_SCHEMA = Obj({
+    "format": Str(), "version": Int(),
+    "count": Int(min=0), "latent_dim": Int(min=1), "dtype": Str(choices=("float32",)),
+    "task": Str(choices=TASKS), "label_names": Map(Str()), "label_columns": Int(min=0),
+    "splits": Obj({s: Int(min=0) for s in SPLITS}),
+    "signal_shape": List(Int(min=1), max_len=4),
+    "source": Obj({"name": Str(), "spec": Str(), "fingerprint": Str() | Null()},
+                  optional={"name", "spec", "fingerprint"}, extra=True),
+    "model": Obj({"id": SHA256 | Null(), "embedded": Bool(), "path": Str()}, optional={"path"}),
+    "encoding": Map(Anything()),
+    "files": Obj({DATA_FILE: Obj({"sha256": SHA256, "bytes": Int(min=0)})}),
+    "latent_checksum": SHA256,
+    "metrics": Map(Anything()), "created": Str(), "funcml_version": Str(), "extra": Map(Anything()),
+}, optional={"metrics", "created", "funcml_version", "extra"})
+
+
+CHUNK_BYTES = 16 << 20  # whole-set passes (checksums, finiteness) read this much at a time
+
+
+def _chunk_rows(array: np.ndarray) -> int:
+    row = int(np.prod(array.shape[1:], dtype=np.int64)) * array.dtype.itemsize
+    return max(1, CHUNK_BYTES // max(row, 1))
+
+
+def all_finite(array: np.ndarray) -> bool:
+    """Whether every value of a (possibly memory-mapped) array is finite, read ~16 MiB at a time."""
+    step = _chunk_rows(array)
+    for i in range(0, len(array), step):
+        ok = bool(np.isfinite(np.asarray(array[i:i + step])).all())
+        release_pages(array)
+        if not ok:
+            return False
+    return True
+
+
+def _entry(root: Path, name: str, where: str) -> Path:
+    """``root/name``, refusing a symbolic link (a received set must not pull in files from elsewhere)."""
+    path = root / name
+    if path.is_symlink():
+        raise ArtifactError(f"{where}: {name} is a symbolic link; a latent set must hold its own files")
+    return path
+
+
 def validate_manifest(m: Any, where: str) -> dict:
     """Check a manifest against the version-1 schema; raise :class:`ArtifactError` naming the problem."""
     if not isinstance(m, dict):
@@ -76,25 +122,24 @@ def validate_manifest(m: Any, where: str) -> dict:
     unknown = set(m) - set(_SCHEMA)
     if unknown:
         raise ArtifactError(f"{where}: manifest has unknown field(s) {sorted(unknown)}")
-    if m["task"] not in TASKS:
-        raise ArtifactError(f"{where}: unknown task {m['task']!r}")
-    if m["count"] < 0 or m["latent_dim"] < 1 or m["dtype"] != "float32":
-        raise ArtifactError(f"{where}: invalid count/latent_dim/dtype in manifest")
-    if set(m["splits"]) != set(SPLITS) or sum(m["splits"].values()) != m["count"]:
+    validate(m, MANIFEST_SCHEMA, f"{where}/{MANIFEST}")
+    if sum(m["splits"].values()) != m["count"]:
         raise ArtifactError(f"{where}: split counts in manifest do not add up to {m['count']}")
-    if DATA_FILE not in m["files"] or not isinstance(m["files"][DATA_FILE], dict):
-        raise ArtifactError(f"{where}: manifest lists no {DATA_FILE}")
-    model = m["model"]
-    if not isinstance(model.get("id"), (str, type(None))) or not isinstance(model.get("embedded"), bool):
-        raise ArtifactError(f"{where}: invalid model entry in manifest")
+    if m["model"]["embedded"] and m["model"]["id"] is None:
+        raise ArtifactError(f"{where}: the manifest embeds a model but gives no model id")
+    if len(m["signal_shape"]) == 1:
+        raise ArtifactError(f"{where}: signal_shape {m['signal_shape']} must be [C, *spatial] (or empty)")
     return m
 
 
-def latent_checksum(latents: np.ndarray, chunk_rows: int = 65536) -> str:
-    """sha256 of the latent values (float32 little-endian, row-major), read in chunks."""
+def latent_checksum(latents: np.ndarray, chunk_rows: int | None = None) -> str:
+    """sha256 of the latent values (float32 little-endian, row-major), read ~16 MiB at a time (no copy
+    of a memory-mapped float32 set)."""
     h = hashlib.sha256()
-    for start in range(0, len(latents), chunk_rows):
-        h.update(np.ascontiguousarray(latents[start:start + chunk_rows], dtype="<f4").tobytes())
+    step = chunk_rows or _chunk_rows(np.asarray(latents[:1], dtype="<f4").reshape(1, -1))
+    for start in range(0, len(latents), step):
+        h.update(memoryview(np.ascontiguousarray(latents[start:start + step], dtype="<f4")).cast("B"))
+        release_pages(latents)
     return h.hexdigest()
 
 
@@ -127,8 +172,9 @@ class LatentSet:
             raise ArtifactError(f"latent set not found: {path}{hint}")
         if not path.is_dir():
             raise ArtifactError(f"{path} is not a latent set directory")
-        manifest = validate_manifest(read_json(path / MANIFEST, what="latent-set manifest"), str(path))
-        data = path / DATA_FILE
+        manifest = validate_manifest(read_json(_entry(path, MANIFEST, str(path)), what="latent-set manifest"),
+                                     str(path))
+        data = _entry(path, DATA_FILE, str(path))
         if not data.is_file():
             raise ArtifactError(f"{path} lacks {DATA_FILE}")
         expected = manifest["files"][DATA_FILE]
@@ -146,6 +192,8 @@ class LatentSet:
             raise ArtifactError(f"{data}: labels do not have {manifest['label_columns']} column(s)")
         if manifest["label_columns"] and "labels" not in arrays:
             raise ArtifactError(f"{data}: the manifest announces labels but the file has none")
+        if verify and not all_finite(arrays["latents"]):
+            raise ArtifactError(f"{data} holds NaN or infinite latents")
         return cls(path, manifest, arrays)
 
     # -- content --------------------------------------------------------------------------------
@@ -230,7 +278,10 @@ class LatentSet:
     def model_dir(self) -> Path | None:
         entry = self.manifest["model"]
         if entry.get("embedded"):
-            return self.path / MODEL_DIR
+            directory = _entry(self.path, MODEL_DIR, str(self.path))
+            for name in ("config.json", "model.safetensors"):
+                _entry(directory, name, str(self.path))
+            return directory
         hint = entry.get("path")
         return Path(hint) if hint else None
 
@@ -253,6 +304,10 @@ class LatentSet:
         if self.model_id is not None and model.id is not None and model.id != self.model_id:
             raise ArtifactError(f"latent set {self.path} was encoded with model {self.model_id[:12]}, "
                                 f"not with {model.id[:12]}: decode it with its own model")
+        shape = self.signal_shape
+        if shape and (len(shape) != model.config.dim_in + 1 or shape[0] != model.config.channels):
+            raise ArtifactError(f"latent set {self.path} holds {shape[0]}-channel {len(shape) - 1}-D signals but "
+                                f"the model decodes {model.config.channels}-channel {model.config.dim_in}-D ones")
 
     def describe(self) -> dict:
         m = self.manifest
@@ -303,9 +358,11 @@ class LatentSetWriter:
             arr[start:start + len(values)] = values
 
     def flush(self) -> None:
+        """Write the rows to disk, then drop them from this process's memory (resident memory stays flat)."""
         for arr in self.arrays.values():
             if isinstance(arr, np.memmap):
                 arr.flush()
+                release_pages(arr)
 
     def finalize(self, *, task: str, label_names: dict[str, str], signal_shape: tuple[int, ...],
                  source: dict, encoding: dict, model_id: str | None, model_dir: str | Path | None = None,
@@ -318,7 +375,7 @@ class LatentSetWriter:
             raise OutputExistsError(f"output path exists: {self.path} (pass --overwrite to replace it)")
         self.flush()
         latents = self.arrays["latents"]
-        if not np.isfinite(np.asarray(latents)).all():
+        if not all_finite(latents):
             raise ArtifactError("refusing to write a latent set with non-finite latents")
         splits = np.asarray(self.arrays["split"])
         data = self.partial / DATA_FILE
@@ -353,15 +410,15 @@ class LatentSetWriter:
             manifest["extra"] = extra
         validate_manifest(manifest, str(self.path))
         self.arrays = {}
+        for stale in self.partial.glob(".*.tmp"):  # temporary files of writes a killed run did not finish
+            stale.unlink(missing_ok=True)
         atomic_write_json(self.partial / MANIFEST, manifest)
+        old = self.path.with_name(self.path.name + ".old")
         if self.path.exists():
-            old = self.path.with_name(self.path.name + ".old")
             shutil.rmtree(old, ignore_errors=True)
             self.path.rename(old)
-            self.partial.rename(self.path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            self.partial.rename(self.path)
+        self.partial.rename(self.path)
+        shutil.rmtree(old, ignore_errors=True)  # also the leftover of a run killed between the two renames
         return LatentSet.open(self.path, verify=False)
 
 

@@ -42,7 +42,7 @@ def safe_torch_load(path: Path, root: Path):
         return torch.load(resolved, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle/zip/unpickler errors all mean "not safe or not valid"
         raise ArtifactError(f"{path} is not a tensor-only torch file (refused to unpickle: "
-                            f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+                            f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]})") from None
 
 
 def read_mednf_split(directory: Path, root: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:

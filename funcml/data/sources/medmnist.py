@@ -89,20 +89,29 @@ def load_medmnist_arrays(path: Path, spec: str, options: LoadOptions, info: dict
     images, labels, splits = [], [], []
     for code, split in enumerate(SPLITS):
         imgs, labs = arrays[f"{split}_images"], arrays[f"{split}_labels"]
-        if len(imgs) != len(labs):
-            raise DataError(f"{spec}: {split} has {len(imgs)} images but {len(labs)} labels")
+        if imgs.ndim == 0 or labs.ndim == 0 or len(imgs) != len(labs):
+            raise DataError(f"{spec}: {split} has images of shape {imgs.shape} but labels of shape {labs.shape} "
+                            f"(one label row per image)")
         if imgs.dtype != np.uint8:
             raise DataError(f"{spec}: MedMNIST images must be uint8, found {imgs.dtype}")
+        if labs.dtype.kind not in "biu" and not (labs.dtype.kind == "f" and np.isfinite(labs).all()
+                                                 and np.array_equal(labs, np.round(labs))):
+            raise DataError(f"{spec}: {split} labels must be integer class indices, found {labs.dtype} values")
         images.append(_to_channels_first(imgs, is_3d, n_channels, spec))
-        labels.append(labs.reshape(len(labs), -1))
+        labels.append(labs)
         splits.append(np.full(len(imgs), code, dtype=np.uint8))
+    if sum(len(im) for im in images) == 0:
+        raise DataError(f"{spec}: the file holds no images")
     shapes = {im.shape[1:] for im in images if len(im)}
     if len(shapes) != 1:
         raise DataError(f"{spec}: splits have different image shapes {sorted(shapes)}")
+    columns = {int(np.prod(lab.shape[1:], dtype=np.int64)) for lab in labels if len(lab)}
+    if len(columns) != 1:
+        raise DataError(f"{spec}: splits have different numbers of label columns {sorted(columns)}")
+    width = columns.pop()
+    images = [im if len(im) else im.reshape(0, *shapes.copy().pop()) for im in images]
     data = np.concatenate(images)
-    if len(data) == 0:
-        raise DataError(f"{spec}: the file holds no images")
-    label_arr = np.concatenate(labels).astype(np.int64)
+    label_arr = np.concatenate([lab.reshape(len(lab), width) for lab in labels]).astype(np.int64)
     if label_arr.min() < 0:
         raise DataError(f"{spec}: labels must be non-negative class indices")
     task = info["task"] if info else _infer_task(label_arr)
@@ -129,8 +138,8 @@ def _is_medmnist_npz(path: Path) -> bool:
     if not (path.is_file() and path.suffix == ".npz"):
         return False
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return all(k in z.files for k in _KEYS)
+        with np.load(path, allow_pickle=False) as z:  # claim partial layouts too: the loader names what is missing
+            return any(k in z.files for k in _KEYS)
     except Exception:  # noqa: BLE001 - any unreadable file is "not this kind"; loading reports why
         return path.stem.lower().split("_")[0].endswith(("mnist", "mnist3d"))
 

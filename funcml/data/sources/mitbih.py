@@ -106,7 +106,7 @@ def _read_record(folder: Path, name: str, lead: str, spec: str) -> tuple[np.ndar
         raise DataError(f"{spec}: cannot read WFDB header {hea}: {type(exc).__name__}: {exc}") from None
     if not hasattr(header, "sig_name") or getattr(header, "seg_name", None):
         raise DataError(f"{spec}: {hea} is a multi-segment record, which is not supported")
-    sig_names = list(header.sig_name or [])
+    sig_names = [str(n) for n in (header.sig_name or [])]  # a damaged header can give None entries
     if lead not in sig_names:
         raise DataError(f"{spec}: record {name} has no lead {lead!r} (its leads: {', '.join(sig_names) or 'none'}); "
                         f"leave the record out (records=...) or choose another lead (lead=...)")

@@ -167,7 +167,7 @@ def _is_ucr(path: Path) -> bool:
         if fields:
             # Numeric first field (the label) and at least one more numeric field; the line may be cut short.
             return len(fields) >= 2 and all(_is_number(f) for f in fields[:-1] or fields) and _is_number(fields[0])
-    return False
+    return not text.strip()  # an empty text file: the loader says it holds no series
 
 
 register_source(SourceKind(
