@@ -13,22 +13,25 @@ for NAME in kvasir isbi; do
   $F train $(data $NAME) --resolution 64 $A --steps 300 --batch-size 8 --out runs/${NAME}64 --json > runs/${NAME}64.log 2>&1
   $F encode $(data $NAME) --model runs/${NAME}64 --no-grad-rescale --out runs/${NAME}64-lat --json > runs/${NAME}64-lat.log 2>&1
 done
-head() { # NAME INPUTS STEPS: train a head, predict the test split at 64^2 and 128^2
+head() { # NAME INPUTS STEPS COORDS TAG: train a head, predict the test split at 64^2 and 128^2
   $F segment train $(data $1) --model runs/${1}64 --latents runs/${1}64-lat --inputs $2 --steps $3 \
-    --out runs/$1-head-$2 --overwrite --json > runs/$1-head-$2.log 2>&1
+    --coords-per-signal $4 --out runs/$1-head-$5 --overwrite --json > runs/$1-head-$5.log 2>&1
   for R in 64 128; do
-    $F segment predict $(data $1) --head runs/$1-head-$2 --model runs/${1}64 --latents runs/${1}64-lat --split test \
-      --resolution $R --out runs/$1-pred-$2-$R --overwrite --json > runs/$1-pred-$2-$R.log 2>&1
+    $F segment predict $(data $1) --head runs/$1-head-$5 --model runs/${1}64 --latents runs/${1}64-lat --split test \
+      --resolution $R --out runs/$1-pred-$5-$R --overwrite --json > runs/$1-pred-$5-$R.log 2>&1
   done
 }
 unet() { # NAME R EPOCHS: the pixel baseline on the same images at R^2
   $F segment unet $(data $1) --resolution $2 --epochs $3 --out runs/$1-unet-$2 --overwrite --json > runs/$1-unet-$2.log 2>&1
 }
-head isbi both 1500
-head kvasir both 800
+head isbi both 1500 1024 both     # the defaults
+head kvasir both 400 512 both     # cut down: the shared machine ran at load 9
+
 unet isbi 64 200
 unet kvasir 64 30
 unet isbi 128 200
 unet kvasir 128 15
-head isbi features 800
-head isbi latent 800
+# which inputs work: the three heads at equal (reduced) settings on ISBI
+head isbi features 400 512 features-s
+head isbi latent 400 512 latent-s
+head isbi both 400 512 both-s

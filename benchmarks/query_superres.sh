@@ -17,11 +17,9 @@ $F train $L $A --latent-dim 1024 --target-data $H --target-coords 1024 --out run
 for M in plain sr sr-p1024; do
   $F superres $L $H --model runs/bm28-$M --out runs/sr-$M --json > runs/sr-$M.log 2>&1
 done
-# Imputation with the shared BreastMNIST 28 model (/work/artifacts/breastmnist28-model) and MIT-BIH DS1 beats.
-M=${MODEL28:-/work/artifacts/breastmnist28-model}
-for P in random:0.5 box:0.3-0.7 drop-slices:0.5; do
-  T=$(echo $P | tr ':.' '__')
-  $F impute $L --model $M --observed $P --split test --out runs/imp-bm28-$T --json > runs/imp-bm28-$T.log 2>&1
-done
-$F impute $D/ecg/mitdb-ds1 --model ${MODEL_ECG:-/work/artifacts/mitdb-ds1-model} --observed random:0.7 --split test \
-  --max-items 1000 --out runs/imp-ecg-random70 --json > runs/imp-ecg-random70.log 2>&1
+# More test-time steps (first 64 test images)
+$F superres $L $H --model runs/bm28-sr-p1024 --steps 150 --max-items 64 --out runs/sr-sr-p1024-h150 --json \
+  > runs/sr-sr-p1024-h150.log 2>&1
+# Imputation: half of the test pixels hidden at random, fitted with the plain 600-step model.
+$F impute $L --model runs/bm28-plain --observed random:0.5 --split test --out runs/imp-random50 --json \
+  > runs/imp-random50.log 2>&1
