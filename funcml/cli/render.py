@@ -71,7 +71,7 @@ def render_command(latents, model_dir, out, resolution, scale, roi, indices, spl
     meta = render_to_folder(model, z, out, out_shape, field_shape=field_shape, source_index=latent_set.index[rows],
                             roi=region, align=align, batch_size=batch_size, max_files=max_files, overwrite=overwrite,
                             progress=not as_json, extra={"latents": str(latents), "rows": [int(r) for r in rows]})
-    renders = np.load(Path(out) / RENDERS_FILE, mmap_mode="r")
+    renders = np.load(Path(out) / RENDERS_FILE, mmap_mode="r", allow_pickle=False)
     plot_method_grid({"render": np.asarray(renders[:8])}, Path(out) / "renders.png", max_items=8)
     info(f"done: {out}/{RENDERS_FILE} {tuple(meta['shape'])}, {len(meta['files'])} files")
     if as_json:
