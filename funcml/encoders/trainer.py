@@ -107,9 +107,15 @@ def auto_micro_batch(field: FieldConfig, cfg: TrainConfig, n_coords: int, batch:
 def compute_meta_gradient(net: ModulatedSiren, optimizer: torch.optim.Optimizer, coords: torch.Tensor,
                           x: torch.Tensor, subsets: list, cfg: TrainConfig) -> MetaStats:
     """Zero the gradients and accumulate the meta-gradient of the batch ``x`` ``(b, C, *spatial)``
-    (this process's share of the global batch ``cfg.batch_size``), ``cfg.micro_batch_size``
-    signals at a time (None: :func:`auto_micro_batch`)."""
+    (this process's share of the global batch ``cfg.batch_size``)."""
     optimizer.zero_grad(set_to_none=True)
+    return accumulate_batch_meta_gradient(net, coords, x, subsets, cfg)
+
+
+def accumulate_batch_meta_gradient(net: ModulatedSiren, coords: torch.Tensor, x: torch.Tensor, subsets: list,
+                                   cfg: TrainConfig) -> MetaStats:
+    """Add the meta-gradient of ``x`` ``(b, C, *spatial)`` to ``.grad``, ``cfg.micro_batch_size`` signals at
+    a time (None: :func:`auto_micro_batch`)."""
     micro = cfg.micro_batch_size or auto_micro_batch(net.config, cfg, coords.shape[0], x.shape[0], x.device)
     return accumulate_meta_gradient(net, coords, x, subsets, cfg.inner_lr, first_order=cfg.first_order,
                                     loss_scale=1.0 / cfg.batch_size, micro_batch_size=micro,
@@ -360,7 +366,8 @@ class MetaTrainer:
                      else torch.from_numpy(self.signals.get(local))).to(self.device, non_blocking=True)
                 subsets = draw_subsets(n_coords, cfg.context_ratio, cfg.inner_steps,
                                        generator(cfg.seed, "context", step), self.device)
-                stats = compute_meta_gradient(net, optimizer, coords, x, subsets, cfg)
+                optimizer.zero_grad(set_to_none=True)
+                stats = self.meta_gradient(net, coords, x, subsets, local, step)
                 elapsed_min = (time.perf_counter() - t_start) / 60
                 stop_flag = float((cfg.max_minutes is not None and elapsed_min >= cfg.max_minutes)
                                   or stop_requests.requested)
@@ -438,10 +445,23 @@ class MetaTrainer:
         ddp.barrier()
         return result
 
+    # -- hooks (subclasses change what the outer loss supervises and how the model is selected) --
+    def meta_gradient(self, net: ModulatedSiren, coords: torch.Tensor, x: torch.Tensor,
+                      subsets: list[torch.Tensor | None], indices: np.ndarray, step: int) -> MetaStats:
+        """Accumulate this process's share of the meta-gradient of step ``step`` into ``.grad``.
+
+        ``x`` ``(b, C, *spatial)`` holds the signals ``indices`` of the data on the grid ``coords``.
+        """
+        return accumulate_batch_meta_gradient(net, coords, x, subsets, self.cfg)
+
+    def validation_score(self, net: ModulatedSiren, val_signals: torch.Tensor, enc_cfg: EncodeConfig) -> float:
+        """The number the best model is chosen by (higher is better): validation PSNR."""
+        return validation_psnr(net, val_signals, enc_cfg)
+
     def _validate(self, net, val_signals, enc_cfg, step, history, best_val, best_step, save_model):
         if val_signals is None:
             return best_val, best_step
-        val = validation_psnr(net, val_signals, enc_cfg) if self.dist.is_main else float("nan")
+        val = self.validation_score(net, val_signals, enc_cfg) if self.dist.is_main else float("nan")
         if history and history[-1]["step"] == step:
             history[-1]["val_psnr"] = val
         else:
