@@ -7,3 +7,7 @@ import click
 
 def register(cli: click.Group) -> None:
     """Add the task commands that are available (each task module adds its own)."""
+    from funcml.cli import classify
+    classify.register(cli)
+    from funcml.cli import baseline
+    baseline.register(cli)

@@ -1,0 +1,276 @@
+"""Train, select and evaluate a latent classifier on a latent set (what ``funcml classify`` does).
+
+The classifier is fitted on the train split; when the set has a validation split, a small grid of
+hyper-parameters (:data:`SEARCH_GRIDS`) is searched on it (and models with early stopping stop on
+it); the selected model is evaluated on the test split, or on every row of another latent set
+encoded with the same field model (``test_latents``, e.g. the records of other patients).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from funcml.errors import ArtifactError, ConfigError, DataError
+from funcml.tasks.classify.metrics import (classification_metrics, default_select_metric, json_safe,
+                                           predict_from_proba, selection_score)
+from funcml.tasks.classify.targets import MULTILABEL, class_names, expand_proba, labels_to_y, n_outputs
+
+MODEL_NAMES = ("mlp", "xgboost", "logreg", "svm", "knn", "gnn")
+
+# Hyper-parameters searched on the validation split, per model (only where it pays: the MLP, the
+# GNN and XGBoost stop early on the validation loss instead).
+SEARCH_GRIDS: dict[str, list[dict[str, Any]]] = {
+    "mlp": [{}],
+    "xgboost": [{"max_depth": 3}, {"max_depth": 6}],
+    "logreg": [{"C": c} for c in (0.01, 0.1, 1.0, 10.0)],
+    "svm": [{"kernel": "rbf", "C": c} for c in (0.5, 2.0, 8.0)] + [{"kernel": "linear", "C": c} for c in (0.01, 0.1)],
+    "knn": [{"n_neighbors": k} for k in (1, 5, 15, 31)],
+    "gnn": [{"n_neighbors": k} for k in (5, 20)],
+}
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "mlp": {"default": {}, "paper": {"hidden_layer_sizes": (2048, 1024, 512), "dropout": 0.3}},
+}
+
+
+def estimator_class(model: str):
+    from funcml.tasks.classify.store import classifier_kinds
+
+    kinds = classifier_kinds()
+    if model not in kinds:
+        raise ConfigError(f"unknown model {model!r}; choose from {', '.join(MODEL_NAMES)}")
+    return kinds[model]
+
+
+def parse_param(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as JSON, as a comma-separated tuple of numbers, or as text."""
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key:
+        raise ConfigError(f"--param takes KEY=VALUE; got {text!r}")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        if "," in raw:
+            try:
+                value = tuple(json.loads(p) for p in raw.split(","))
+            except json.JSONDecodeError:
+                value = raw
+        else:
+            value = {"none": None, "true": True, "false": False}.get(raw.lower(), raw)
+    return key, tuple(value) if isinstance(value, list) else value
+
+
+@dataclass
+class EvalSet:
+    """Latents to report on: ``X (n, P)``, targets, source rows and their split codes."""
+
+    name: str
+    X: np.ndarray
+    y: np.ndarray
+    rows: np.ndarray
+    index: np.ndarray
+    splits: np.ndarray
+
+
+@dataclass
+class ClassifyResult:
+    """The selected classifier and everything reported about it."""
+
+    classifier: Any
+    report: dict
+    eval_set: EvalSet
+    proba: np.ndarray  # (n, K) on the evaluation set, columns = class indices
+    names: list[str] = field(default_factory=list)
+
+
+def _eval_set(latent_set, rows: np.ndarray, name: str, task: str) -> EvalSet:
+    y = labels_to_y(latent_set.labels, task, str(latent_set.path))
+    return EvalSet(name=name, X=latent_set.rows(rows), y=y[rows], rows=rows,
+                   index=np.asarray(latent_set.index[rows]), splits=np.asarray(latent_set.splits[rows]))
+
+
+def check_compatible(train_set, other) -> None:
+    """Raise unless ``other`` holds latents of the same field model and labels of the same task."""
+    if other.latent_dim != train_set.latent_dim:
+        raise ArtifactError(f"{other.path} has latent dimension {other.latent_dim}, {train_set.path} has "
+                            f"{train_set.latent_dim}: a classifier cannot be applied across them")
+    if train_set.model_id and other.model_id and other.model_id != train_set.model_id:
+        raise ArtifactError(f"{other.path} was encoded with model {other.model_id[:12]}, {train_set.path} with "
+                            f"{train_set.model_id[:12]}: latents of different models are not comparable")
+    if other.task != train_set.task:
+        raise DataError(f"{other.path} has task {other.task!r}, {train_set.path} has {train_set.task!r}")
+
+
+def classify_latent_set(latent_set, model: str = "mlp", *, test_latents=None, test_split: str = "all",
+                        params: dict[str, Any] | None = None, preset: str | None = None, search: bool = True,
+                        select_metric: str = "auto", class_weight: str | None = None, device: str = "cpu",
+                        seed: int = 0, log: Callable[[str], None] = lambda s: None) -> ClassifyResult:
+    """Fit ``model`` on the train split, select on val, evaluate on test (or on ``test_latents``).
+
+    Args:
+        latent_set: an opened :class:`~funcml.latents.LatentSet` with labels.
+        model: one of :data:`MODEL_NAMES`.
+        test_latents: another latent set (same field model) to report on instead of the test split;
+            ``test_split`` picks its rows (``all`` or a split name).
+        params: fixed hyper-parameters (removed from the search grid).
+        preset: a named parameter set (``paper`` for the MLP: 2048-1024-512, dropout 0.3).
+        search: search :data:`SEARCH_GRIDS` on the validation split.
+        select_metric: validation metric of the search (``auto``: AUC for binary/multi-label tasks,
+            macro-F1 otherwise; see :func:`~funcml.tasks.classify.metrics.default_select_metric`).
+        class_weight: None or ``"balanced"`` (models other than k-NN).
+        device: ``cpu``, ``cuda`` or ``auto`` (MLP, GNN, XGBoost).
+    """
+    cls = estimator_class(model)
+    task = latent_set.task
+    y_all = labels_to_y(latent_set.labels, task, str(latent_set.path))
+    k = n_outputs(y_all, task, latent_set.label_names)
+    names = class_names(latent_set.label_names, k)
+    tr, va = latent_set.split_indices("train"), latent_set.split_indices("val")
+    if len(tr) == 0:
+        raise DataError(f"{latent_set.path} has no training latents (train split is empty)")
+    if test_latents is not None:
+        check_compatible(latent_set, test_latents)
+        rows = np.arange(len(test_latents)) if test_split == "all" else test_latents.split_indices(test_split)
+        evaluation = _eval_set(test_latents, rows, f"{test_latents.path}:{test_split}", task)
+    else:
+        evaluation = _eval_set(latent_set, latent_set.split_indices("test"), "test", task)
+    if len(evaluation.rows) == 0:
+        raise DataError(f"nothing to evaluate on: {evaluation.name} is empty (pass --test-latents OTHER)")
+    X_tr, y_tr = latent_set.rows(tr), y_all[tr]
+    X_va, y_va = (latent_set.rows(va), y_all[va]) if len(va) else (None, None)
+    metric = default_select_metric(task) if select_metric == "auto" else select_metric
+    selection_score({metric: 0.0}, metric)  # validates the name
+
+    accepted = set(cls().get_params())
+    base: dict[str, Any] = {"task": task}
+    for key, value in (("device", device), ("random_state", seed)):
+        if key in accepted:
+            base[key] = value
+    if class_weight is not None:
+        if "class_weight" not in accepted:
+            raise ConfigError(f"--class-weight does not apply to {model}")
+        base["class_weight"] = class_weight
+    if preset:
+        presets = PRESETS.get(model, {"default": {}})
+        if preset not in presets:
+            raise ConfigError(f"unknown preset {preset!r} for {model}; available: {', '.join(presets)}")
+        base.update(presets[preset])
+    fixed = dict(params or {})
+    unknown = set(fixed) - accepted
+    if unknown:
+        raise ConfigError(f"{model} has no parameter(s) {sorted(unknown)}; it takes {sorted(accepted)}")
+    grid = SEARCH_GRIDS[model] if (search and X_va is not None) else [{}]
+    grid = [{k2: v for k2, v in g.items() if k2 not in fixed} for g in grid]
+    grid = [g for i, g in enumerate(grid) if g not in grid[:i]]
+    if X_va is None:
+        log("no validation split: no hyper-parameter search and no early stopping")
+
+    search_log, best, best_score = [], None, -np.inf
+    t_search = time.perf_counter()
+    for cand in grid:
+        est = cls(**{**base, **cand, **fixed})
+        t0 = time.perf_counter()
+        if model == "gnn":
+            est.fit(X_tr, y_tr, X_va, y_va, X_unlabelled=evaluation.X)
+        else:
+            est.fit(X_tr, y_tr, X_va, y_va)
+        seconds = time.perf_counter() - t0
+        entry = {"params": json_safe(dict(cand)), "fit_seconds": seconds}
+        if X_va is not None:
+            val = classification_metrics(y_va, expand_proba(est.predict_proba(X_va), est.classes_, k, task), task, names)
+            entry["val_" + metric] = val[metric]
+            score = selection_score(val, metric)
+        else:
+            score = 0.0
+        search_log.append(entry)
+        log(f"  {model} {cand or 'defaults'}: {seconds:.1f} s" +
+            (f", val {metric} {entry['val_' + metric]:.4f}" if X_va is not None else ""))
+        if best is None or score > best_score:
+            best, best_score, best_seconds, best_cand = est, score, seconds, cand
+    search_seconds = time.perf_counter() - t_search
+    best.model_id_ = latent_set.model_id
+
+    proba = expand_proba(best.predict_proba(evaluation.X), best.classes_, k, task)
+    report: dict[str, Any] = {
+        "model": model,
+        "task": task,
+        "latents": str(latent_set.path),
+        "model_id": latent_set.model_id,
+        "latent_dim": latent_set.latent_dim,
+        "params": json_safe({kk: (list(v) if isinstance(v, tuple) else v)
+                             for kk, v in best.get_params().items()}),
+        "select_metric": metric,
+        "selected": json_safe(dict(best_cand)),
+        "search": search_log,
+        "fit_seconds": best_seconds,
+        "search_seconds": search_seconds,
+        "counts": {"train": int(len(tr)), "val": int(len(va)), "eval": int(len(evaluation.rows))},
+        "eval_set": evaluation.name,
+    }
+    if X_va is not None:
+        report["val"] = classification_metrics(
+            y_va, expand_proba(best.predict_proba(X_va), best.classes_, k, task), task, names)
+    report["test"] = classification_metrics(evaluation.y, proba, task, names)
+    return ClassifyResult(classifier=best, report=report, eval_set=evaluation, proba=proba, names=names)
+
+
+def predictions_frame(result: ClassifyResult):
+    """Per-row predictions of the evaluation set as a DataFrame (true, predicted, probabilities)."""
+    import pandas as pd
+
+    from funcml.data.base import SPLITS
+
+    ev, task = result.eval_set, result.report["task"]
+    df = pd.DataFrame({"row": ev.rows, "index": ev.index, "split": [SPLITS[int(s)] for s in ev.splits]})
+    pred = predict_from_proba(result.proba, task)
+    if task == MULTILABEL:
+        for j, name in enumerate(result.names):
+            df[f"true_{name}"] = ev.y[:, j]
+            df[f"pred_{name}"] = pred[:, j]
+            df[f"p_{name}"] = result.proba[:, j]
+    else:
+        df["true"] = ev.y
+        df["pred"] = pred
+        df["true_name"] = [result.names[int(c)] for c in ev.y]
+        df["pred_name"] = [result.names[int(c)] for c in pred]
+        for j, name in enumerate(result.names):
+            df[f"p_{name}"] = result.proba[:, j]
+    return df
+
+
+def write_outputs(result: ClassifyResult, out: str | Path, latent_set, *, overwrite: bool = False) -> dict[str, str]:
+    """Write the classifier directory: the model files, predictions.csv, metrics.json and figures."""
+    from funcml.io import atomic_dir, atomic_write_bytes, atomic_write_json
+    from funcml.tasks.classify.figures import plot_confusion, plot_roc
+    from funcml.tasks.classify.store import save_classifier
+    from funcml.tasks.classify.targets import BINARY
+
+    report, task = result.report, result.report["task"]
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        training = {k: report[k] for k in ("latents", "select_metric", "search", "fit_seconds", "search_seconds",
+                                           "counts", "eval_set")}
+        training["source"] = latent_set.manifest.get("source", {})
+        save_classifier(result.classifier, tmp, label_names={str(i): n for i, n in enumerate(result.names)},
+                        model_id=latent_set.model_id, metrics={k: report[k] for k in ("val", "test") if k in report},
+                        training=training)
+        buf = io.StringIO()
+        predictions_frame(result).to_csv(buf, index=False, float_format="%.6g")
+        atomic_write_bytes(tmp / "predictions.csv", buf.getvalue().encode())
+        atomic_write_json(tmp / "metrics.json", json_safe(report))
+        title = f"{report['model']} on {Path(report['latents']).name} ({report['eval_set']})"
+        plot_confusion(np.asarray(report["test"]["confusion_matrix"]), result.names, tmp / "confusion_matrix.png",
+                       title)
+        files = {"classifier": str(out), "predictions": str(Path(out) / "predictions.csv"),
+                 "metrics": str(Path(out) / "metrics.json"), "confusion_matrix": str(Path(out) / "confusion_matrix.png")}
+        if task == BINARY:
+            plot_roc(result.eval_set.y, result.proba[:, 1], tmp / "roc.png", name=report["model"], title=title,
+                     positive=result.names[1] if len(result.names) > 1 else None)
+            files["roc"] = str(Path(out) / "roc.png")
+    return files
