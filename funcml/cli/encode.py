@@ -23,13 +23,17 @@ from funcml.cli.common import (data_options, device_option, emit_json, info, jso
 @click.option("--seed", type=int, default=None, help="Seed of the context subsets (default: the model's).")
 @click.option("--embed-model/--no-embed-model", default=True, show_default=True,
               help="Copy the model into the latent set (else store its path).")
+@click.option("--observed", default=None, metavar="MASK",
+              help="Fit only observed samples: random:F, drop-slices:F[@AXIS], box:LO-HI[,..], crop:LO-HI[,..] "
+                   "or a .npy/.npz mask (see funcml.query.observed).")
+@click.option("--observed-seed", type=int, default=0, show_default=True, help="Seed of random: observed patterns.")
 @overwrite_option
 @device_option
 @json_option
 @data_options
 def encode_command(data, model_dir, out, steps, batch_size, inner_lr, context_ratio, grad_rescale, split, seed,
-                   embed_model, overwrite, device, as_json, resolution, channels, split_seed, val_fraction,
-                   test_fraction, data_option):
+                   embed_model, observed, observed_seed, overwrite, device, as_json, resolution, channels, split_seed,
+                   val_fraction, test_fraction, data_option):
     """Encode DATA with the model in --model into the latent set --out.
 
     Signals are resampled to the model's grid unless --resolution says otherwise. An interrupted
@@ -50,8 +54,15 @@ def encode_command(data, model_dir, out, steps, batch_size, inner_lr, context_ra
     indices = None if split == "all" else signals.indices(split)
     info(f"encoding {signals.name} ({len(signals) if indices is None else len(indices)} signals, "
          f"{signals.signal_shape}) with model {model.id[:12]}: H={cfg.steps}, batch {cfg.batch_size}, device {dev}")
+    masks = None
+    if observed is not None:
+        from funcml.query.observed import parse_observed
+
+        masks = parse_observed(observed, signals.spatial_shape, len(signals), seed=observed_seed)
+        info(f"fitting only the observed samples ({masks.tag})")
     latent_set, stats = encode_signal_set(model, signals, out, cfg, model_dir=model_dir, embed_model=embed_model,
-                                          indices=indices, overwrite=overwrite, progress=not as_json)
+                                          indices=indices, observed=masks, observed_tag=masks and masks.tag,
+                                          overwrite=overwrite, progress=not as_json)
     info(f"done: {len(latent_set)} latents of dimension {latent_set.latent_dim}, mean PSNR {stats['psnr_mean']:.2f} dB, "
          f"{stats['signals_per_second']:.1f} signals/s -> {out}")
     if as_json:

@@ -11,3 +11,7 @@ def register(cli: click.Group) -> None:
     classify.register(cli)
     from funcml.cli import baseline
     baseline.register(cli)
+    from funcml.cli import impute, render, segment, superres
+
+    for module in (render, superres, impute, segment):
+        module.register(cli)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from funcml.cli.common import (data_options, device_option, emit_json, info, json_option, load_data,
-                               overwrite_option, parse_resolution)
+                               overwrite_option, parse_key_values, parse_resolution)
 from funcml.errors import ConfigError
 
 
@@ -37,6 +37,14 @@ from funcml.errors import ConfigError
 @click.option("--grad-rescale/--no-grad-rescale", default=None, help="Test-time gradient-norm rescaling.")
 @click.option("--checkpoint-every", type=int, default=None)
 @click.option("--seed", type=int, default=None)
+@click.option("--target-data", default=None, metavar="DATA_HIGH",
+              help="Super-resolution training: the same signals as DATA at a higher resolution (same order); the "
+                   "outer loss compares the adapted field with them between DATA's samples.")
+@click.option("--downsample", type=float, default=None,
+              help="Self-supervised super-resolution training: the inner loop sees DATA downsampled by this factor, "
+                   "the outer loss asks for DATA itself.")
+@click.option("--target-coords", type=int, default=None,
+              help="With --target-data/--downsample: supervise this many random target positions per step.")
 @click.option("--resume/--no-resume", default=None,
               help="Continue the run in --out (default: automatically when its settings match).")
 @overwrite_option
@@ -46,8 +54,8 @@ from funcml.errors import ConfigError
 def train_command(data, preset, out, steps, max_minutes, batch_size, micro_batch_size, width, depth, latent_dim,
                   omega_first, omega_last, inner_steps, inner_lr, context_ratio, outer_lr, weight_decay, grad_clip,
                   warmup_steps, first_order, meta_sgd, val_every, val_signals, test_steps, grad_rescale,
-                  checkpoint_every, seed, resume, overwrite, device, as_json, resolution, channels, split_seed,
-                  val_fraction, test_fraction, data_option):
+                  checkpoint_every, seed, target_data, downsample, target_coords, resume, overwrite, device, as_json,
+                  resolution, channels, split_seed, val_fraction, test_fraction, data_option):
     """Meta-learn a neural-field model on DATA (its train split) and write it to --out.
 
     DATA is a path (MedMNIST npz, WFDB folder, UCR file, NIfTI, image folder) or
@@ -71,8 +79,19 @@ def train_command(data, preset, out, steps, max_minutes, batch_size, micro_batch
         first_order=first_order, val_every=val_every, val_signals=val_signals, test_steps=test_steps,
         grad_rescale=grad_rescale, checkpoint_every=checkpoint_every, seed=seed)
     dev = resolve_device(device)
-    trainer = MetaTrainer(field_cfg, train_cfg, signals, out, dev, resume=resume, overwrite=overwrite,
-                          progress=not as_json)
+    if target_data is not None or downsample is not None:
+        from funcml.encoders.multires import multires_trainer
+
+        trainer = multires_trainer(field_cfg, train_cfg, signals, out, dev, target_data=target_data,
+                                   downsample=downsample, target_coords=target_coords, resume=resume,
+                                   overwrite=overwrite, progress=not as_json,
+                                   extra=parse_key_values(data_option), split_seed=split_seed,
+                                   val_fraction=val_fraction, test_fraction=test_fraction)
+    else:
+        if target_coords is not None:
+            raise ConfigError("--target-coords needs --target-data or --downsample")
+        trainer = MetaTrainer(field_cfg, train_cfg, signals, out, dev, resume=resume, overwrite=overwrite,
+                              progress=not as_json)
     if trainer.dist.is_main:
         start = "resuming" if trainer._resume_decision else "training"
         info(f"{start} {p.name} on {signals.name} {signals.signal_shape} x {len(trainer.train_idx)} train signals, "

@@ -318,9 +318,7 @@ class MetaTrainer:
                 subsets = draw_subsets(n_coords, cfg.context_ratio, cfg.inner_steps,
                                        generator(cfg.seed, "context", step), self.device)
                 optimizer.zero_grad(set_to_none=True)
-                stats = accumulate_meta_gradient(net, coords, x, subsets, cfg.inner_lr, first_order=cfg.first_order,
-                                                 loss_scale=1.0 / cfg.batch_size,
-                                                 micro_batch_size=cfg.micro_batch_size)
+                stats = self.meta_gradient(net, coords, x, subsets, local, step)
                 elapsed_min = (time.perf_counter() - t_start) / 60
                 stop_flag = float((cfg.max_minutes is not None and elapsed_min >= cfg.max_minutes)
                                   or stop_requests.requested)
@@ -400,10 +398,25 @@ class MetaTrainer:
         ddp.barrier()
         return result
 
+    # -- hooks (subclasses change what the outer loss supervises and how the model is selected) --
+    def meta_gradient(self, net: ModulatedSiren, coords: torch.Tensor, x: torch.Tensor,
+                      subsets: list[torch.Tensor | None], indices: np.ndarray, step: int) -> MetaStats:
+        """Accumulate this process's share of the meta-gradient of step ``step`` into ``.grad``.
+
+        ``x`` ``(b, C, *spatial)`` holds the signals ``indices`` of the data on the grid ``coords``.
+        """
+        cfg = self.cfg
+        return accumulate_meta_gradient(net, coords, x, subsets, cfg.inner_lr, first_order=cfg.first_order,
+                                        loss_scale=1.0 / cfg.batch_size, micro_batch_size=cfg.micro_batch_size)
+
+    def validation_score(self, net: ModulatedSiren, val_signals: torch.Tensor, enc_cfg: EncodeConfig) -> float:
+        """The number the best model is chosen by (higher is better): validation PSNR."""
+        return validation_psnr(net, val_signals, enc_cfg)
+
     def _validate(self, net, val_signals, enc_cfg, step, history, best_val, best_step, save_model):
         if val_signals is None:
             return best_val, best_step
-        val = validation_psnr(net, val_signals, enc_cfg) if self.dist.is_main else float("nan")
+        val = self.validation_score(net, val_signals, enc_cfg) if self.dist.is_main else float("nan")
         if history and history[-1]["step"] == step:
             history[-1]["val_psnr"] = val
         else:

@@ -1,3 +1,4 @@
 """Downstream tasks on latent vectors. Importing this package registers their ``funcml demo`` stages."""
 
 import funcml.tasks.classify.demo  # noqa: F401  (registers the "classification" demo stage)
+from funcml.tasks import query  # noqa: F401  (render, superres and impute demo stages)

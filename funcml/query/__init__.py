@@ -1,0 +1,1 @@
+"""Querying fields at coordinates of one's choice: rendering, super-resolution and imputation."""
