@@ -15,3 +15,6 @@ def register(cli: click.Group) -> None:
 
     for module in (render, superres, impute, segment):
         module.register(cli)
+    from funcml.cli import generate
+
+    generate.register(cli)

@@ -2,3 +2,4 @@
 
 import funcml.tasks.classify.demo  # noqa: F401  (registers the "classification" demo stage)
 from funcml.tasks import query  # noqa: F401  (render, superres and impute demo stages)
+from funcml.tasks import generate  # noqa: F401
