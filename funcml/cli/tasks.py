@@ -18,3 +18,5 @@ def register(cli: click.Group) -> None:
     from funcml.cli import generate
 
     generate.register(cli)
+    from funcml.cli import explain
+    explain.register(cli)
