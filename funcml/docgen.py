@@ -10,6 +10,7 @@ regenerate them and compare with the committed pages.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import pkgutil
 import re
@@ -34,7 +35,17 @@ Generated from the docstrings by `python -m funcml.docgen api > docs/api.md`; a 
 """
 
 # Packages whose ``__all__`` is the public API, in page order.
-API_PACKAGES = ("funcml.data", "funcml.encoders", "funcml.latents", "funcml.io", "funcml.errors")
+API_PACKAGES = ("funcml.data", "funcml.encoders", "funcml.latents", "funcml.io", "funcml.errors", "funcml.estimators")
+# Packages without ``__all__``: their public entry points, as "module:name" (skipped when absent).
+API_CURATED = {
+    "funcml.query": ("funcml.query.render:render_latents", "funcml.query.render:render_to_folder",
+                     "funcml.query.grids:query_grid", "funcml.query.superres:superres_evaluate",
+                     "funcml.query.observed:parse_observed", "funcml.query.observed:ObservedMasks",
+                     "funcml.query.impute:impute_evaluate", "funcml.encoders.multires:MultiResConfig"),
+    "funcml.segment": ("funcml.segment.segmenter:QuerySegmenter", "funcml.segment.unet:UNetSegmenter",
+                       "funcml.segment.head:HeadConfig", "funcml.segment.metrics:segmentation_report"),
+    "funcml.demo": ("funcml.demo:run_demo", "funcml.demo:register_demo_stage", "funcml.demo:DemoContext"),
+}
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _ANNOTATION = re.compile(r"(: |-> )'([^']*)'")  # postponed annotations print quoted
@@ -199,15 +210,16 @@ def _object_section(module_name: str, name: str, obj) -> list[str]:
 
 
 def api_packages() -> list[str]:
-    """The documented packages: :data:`API_PACKAGES` plus every ``funcml.tasks.*`` package with ``__all__``."""
-    names = list(API_PACKAGES)
+    """The documented packages: :data:`API_PACKAGES` (those importable), every ``funcml.tasks.*``
+    package with ``__all__``, then the :data:`API_CURATED` ones that exist."""
+    names = [p for p in API_PACKAGES if importlib.util.find_spec(p) is not None]
     import funcml.tasks
 
     for info in sorted(pkgutil.iter_modules(funcml.tasks.__path__), key=lambda m: m.name):
         mod = importlib.import_module(f"funcml.tasks.{info.name}")
         if getattr(mod, "__all__", None):
             names.append(mod.__name__)
-    return names
+    return names + [p for p in API_CURATED if importlib.util.find_spec(p) is not None]
 
 
 def api_reference() -> str:
@@ -220,6 +232,11 @@ def api_reference() -> str:
         lines += [f"## `{pkg}`", ""]
         if _doc(mod):
             lines += [_doc(mod), ""]
+        if pkg in API_CURATED:
+            for entry in API_CURATED[pkg]:
+                module_name, name = entry.split(":")
+                lines += _object_section(module_name, name, getattr(importlib.import_module(module_name), name))
+            continue
         names = getattr(mod, "__all__", None) or [n for n, o in vars(mod).items()
                                                    if not n.startswith("_") and inspect.isclass(o)
                                                    and o.__module__ == mod.__name__]
