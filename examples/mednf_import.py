@@ -70,7 +70,7 @@ def write_release(latent_set, folder: Path, limit: int | None) -> dict:
         for i, row in enumerate(rows):
             point = {"modulations": torch.from_numpy(latent_set.rows([row])[0])}
             if latent_set.labels is not None:
-                point["label"] = torch.from_numpy(np.asarray(latent_set.labels[row]))
+                point["label"] = torch.from_numpy(np.array(latent_set.labels[row]))
             torch.save(point, folder / name / f"datapoint_{i}.pt")
     torch.save(official_state_dict(model), folder / "model.pt")
     cfg = model.config
