@@ -7,21 +7,22 @@ were encoded at::
 
     python examples/kvasir_segment.py --data /work/shared/data/seg/kvasir-seg --out runs/kvasir
 
-In this process (R = --resolution, default 32; masks predicted at 2R)::
+In this process (R = --resolution, default 24; masks predicted at 2R; sizes chosen for a
+15-minute run on a busy 2-core CPU, far below what the task deserves)::
 
-    funcml train DATA --preset cpu-image --resolution R --steps 200 --batch-size 8 --out OUT/model
-    funcml encode DATA --model OUT/model --resolution R --out OUT/latents
-    funcml segment train DATA --model OUT/model --latents OUT/latents --steps 600 --out OUT/head
+    funcml train DATA --preset cpu-image --resolution R --steps 100 --batch-size 8 --out OUT/model
+    funcml encode DATA --model OUT/model --resolution R --steps 10 --out OUT/latents
+    funcml segment train DATA --model OUT/model --latents OUT/latents --steps 300 --out OUT/head
     funcml segment predict DATA --head OUT/head --model OUT/model --latents OUT/latents --split test \\
         --resolution 2R --out OUT/predict
-    funcml segment unet DATA --resolution R --epochs 15 --out OUT/unet
+    funcml segment unet DATA --resolution R --epochs 8 --out OUT/unet
 
 Output: ``OUT/predict/overlays.png`` (predicted contours red, truth yellow), ``metrics.json`` of both
 methods, ``OUT/result.json``.
 
 Expected output (observed on the shared 2-core CPU machine, OMP_NUM_THREADS=1): see result.json
 (Dice and IoU of the polyp class on the 160 test images, for the query head at 2R and the U-Net at R);
-run time about 20 min at R = 32.
+run time about 15 min at R = 24.
 
 ``--fast`` (for the tests): 8x8 fields, 2 meta-steps, 20 head steps, 1 U-Net epoch; < 20 s on a
 small folder (reading all 799 Kvasir images takes longer).
@@ -40,17 +41,18 @@ from _common import Timer, data_or_none, funcml, write_result  # noqa: E402
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="/work/shared/data/seg/kvasir-seg", help="folder with images/ and masks/")
-    parser.add_argument("--resolution", type=int, default=32, help="grid the fields are fitted on")
-    parser.add_argument("--steps", type=int, default=200, help="meta-steps")
-    parser.add_argument("--head-steps", type=int, default=600, help="segmentation-head steps")
-    parser.add_argument("--unet-epochs", type=int, default=15, help="U-Net baseline epochs (0: skip)")
+    parser.add_argument("--resolution", type=int, default=24, help="grid the fields are fitted on")
+    parser.add_argument("--steps", type=int, default=100, help="meta-steps")
+    parser.add_argument("--encode-steps", type=int, default=10, help="test-time steps H")
+    parser.add_argument("--head-steps", type=int, default=300, help="segmentation-head steps")
+    parser.add_argument("--unet-epochs", type=int, default=8, help="U-Net baseline epochs (0: skip)")
     parser.add_argument("--out", default="runs/kvasir", help="output folder")
     parser.add_argument("--fast", action="store_true", help="tiny sizes (a smoke test)")
     args = parser.parse_args(argv)
     if data_or_none(args.data) is None:
         parser.error(f"{args.data} not found: pass --data with a folder holding images/ and masks/")
     if args.fast:
-        args.resolution, args.steps, args.head_steps, args.unet_epochs = 8, 2, 20, 1
+        args.resolution, args.steps, args.head_steps, args.unet_epochs, args.encode_steps = 8, 2, 20, 1, 3
     timer = Timer()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     funcml("train", args.data, "--preset", "cpu-image", "--resolution", r, "--steps", str(args.steps),
            "--out", out / "model", "--overwrite", "--device", "cpu", *tiny)
     funcml("encode", args.data, "--model", out / "model", "--resolution", r, "--out", out / "latents", "--overwrite",
-           "--device", "cpu", *(["--steps", "3"] if args.fast else []))
+           "--device", "cpu", "--steps", str(args.encode_steps))
     funcml("segment", "train", args.data, "--model", out / "model", "--latents", out / "latents", "--steps",
            str(args.head_steps), "--out", out / "head", "--overwrite", "--device", "cpu",
            *(["--coords-per-signal", "64", "--hidden", "32"] if args.fast else []))
