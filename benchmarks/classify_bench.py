@@ -103,6 +103,7 @@ def main() -> None:
     if args.data:
         signals = load_signals(args.data, LoadOptions(resolution=parse_resolution(args.resolution),
                                                       extra=parse_key_values(tuple(args.data_option))))
+        source_fingerprint = signals.fingerprint
         if args.n_beat_stride > 1:
             if Path(args.latents).exists():
                 args.latents = str(thin_latent_rows(LatentSet.open(args.latents), thinned_beats(signals, args.n_beat_stride),
@@ -133,7 +134,7 @@ def main() -> None:
         print(f"{spec}: acc {test['accuracy']:.4f} auc {test['auc']:.4f} fit {r['fit_seconds']:.1f}s "
               f"search {r['search_seconds']:.1f}s", flush=True)
     if signals is not None:
-        if signals.fingerprint != ls.manifest["source"].get("fingerprint"):
+        if source_fingerprint != ls.manifest["source"].get("fingerprint"):
             print("note: DATA's fingerprint differs from the latents' source (other loading options?)", flush=True)
         rep = train_pixel_baseline(signals, width=args.baseline_width, epochs=args.baseline_epochs,
                                    batch_size=args.baseline_batch_size, class_weight=args.class_weight,
