@@ -40,6 +40,12 @@ def render_command(latents, model_dir, out, resolution, scale, roi, indices, spl
     from funcml.query.grids import check_roi, default_align, parse_ranges, parse_scale, scaled_shape
     from funcml.query.render import RENDERS_FILE, parse_indices, render_to_folder
 
+    from pathlib import Path
+
+    from funcml.errors import OutputExistsError
+
+    if Path(out).exists() and not overwrite:  # before anything else, so a finished render is never at risk
+        raise OutputExistsError(f"output path exists: {out} (pass --overwrite to replace it)")
     if (resolution is None) == (scale is None):
         raise ConfigError("pass exactly one of --resolution and --scale")
     latent_set = LatentSet.open(latents)
@@ -65,9 +71,7 @@ def render_command(latents, model_dir, out, resolution, scale, roi, indices, spl
     meta = render_to_folder(model, z, out, out_shape, field_shape=field_shape, source_index=latent_set.index[rows],
                             roi=region, align=align, batch_size=batch_size, max_files=max_files, overwrite=overwrite,
                             progress=not as_json, extra={"latents": str(latents), "rows": [int(r) for r in rows]})
-    from pathlib import Path
-
-    renders = np.load(Path(out) / RENDERS_FILE, mmap_mode="r")
+    renders = np.load(Path(out) / RENDERS_FILE, mmap_mode="r", allow_pickle=False)
     plot_method_grid({"render": np.asarray(renders[:8])}, Path(out) / "renders.png", max_items=8)
     info(f"done: {out}/{RENDERS_FILE} {tuple(meta['shape'])}, {len(meta['files'])} files")
     if as_json:
