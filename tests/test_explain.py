@@ -112,7 +112,7 @@ def test_latent_ig_completeness_for_a_nonlinear_mlp():
     rng = np.random.default_rng(1)
     z = rng.normal(size=(300, 6)).astype(np.float32)
     y = ((z[:, 0] * z[:, 1] > 0) ^ (z[:, 2] > 1)).astype(int)
-    clf = LatentMLPClassifier(hidden_layer_sizes=(32,), max_epochs=60, random_state=0).fit(z, y)
+    clf = LatentMLPClassifier(hidden_layer_sizes=(16,), max_epochs=20, random_state=0).fit(z, y)
     scores = LatentScores(clf, "proba")
     x = torch.from_numpy(z[:20])
     tgt = torch.from_numpy(clf.predict(z[:20]).astype(np.int64))

@@ -8,6 +8,7 @@ class, blue: against), scaled per signal to the 99th percentile of its absolute 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -86,17 +87,24 @@ def plot_signal_attributions(signals: np.ndarray, attrs: np.ndarray, path: str |
     if dim == 2:
         rows = [("signal", None)] + rows
     size = (2.6, 1.6) if dim == 1 else (1.7, 1.7)
-    fig, axes = plt.subplots(len(rows), n, figsize=(size[0] * n, size[1] * len(rows) + 0.4), dpi=120, squeeze=False)
+    ncol = min(n, 4 if dim == 1 else 8)  # beats wrap after 4 per line to stay readable
+    blocks = math.ceil(n / ncol)
+    fig, axes = plt.subplots(len(rows) * blocks, ncol, figsize=(size[0] * ncol, size[1] * len(rows) * blocks + 0.4),
+                             dpi=120, squeeze=False)
+    for col in range(n - (blocks - 1) * ncol, ncol):  # empty places of the last line
+        for r in range(len(rows)):
+            axes[(blocks - 1) * len(rows) + r, col].set_visible(False)
     for i in range(n):
+        b, col = divmod(i, ncol)
         for r, (label, a) in enumerate(rows):
-            ax = axes[r, i]
+            ax = axes[b * len(rows) + r, col]
             ai = None if a is None else a[i]
             vmax = _vmax(ai) if ai is not None else 1.0
             (_line if dim == 1 else _overlay2d)(ax, signals[i], ai, vmax)
-            if i == 0:
+            if col == 0:
                 ax.set_ylabel(label, fontsize=7)
         if titles is not None:
-            axes[0, i].set_title(titles[i], fontsize=6)
+            axes[b * len(rows), col].set_title(titles[i], fontsize=6)
     fig.suptitle(heading or "attributions (red: for the explained class, blue: against)", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)

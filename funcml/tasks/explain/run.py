@@ -346,6 +346,10 @@ def explain_latent_set(latent_set, classifier, model=None, signals=None, rows: n
         report["signal"] = _explain_signals(latent_set, model, signals, scores, z, rows, targets, predicted, proba,
                                             cfg, arrays, multilabel, log, progress)
     titles = [f"row {r}: {names[t]} (p {p:.2f})" for r, t, p in zip(rows, targets_np, report["proba_target"])]
+    if "labels" in report:  # the true class beside the explained one
+        classes = list(np.asarray(classifier.classes_).tolist())
+        titles = [f"{title}; true {names[classes.index(y)] if y in classes else y}"
+                  for title, y in zip(titles, report["labels"])]
     return ExplainResult(report=report, arrays=arrays, class_names=names, titles=titles)
 
 
