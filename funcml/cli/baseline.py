@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from funcml.cli.common import (data_options, device_option, emit_json, info, json_option, load_data,
-                               overwrite_option, parse_resolution)
+from funcml.cli.common import (FiniteFloatRange, data_options, device_option, emit_json, info, json_option,
+                               load_data, overwrite_option, parse_resolution)
 
 
 @click.command("baseline")
@@ -15,12 +15,12 @@ from funcml.cli.common import (data_options, device_option, emit_json, info, jso
 @click.option("--epochs", type=int, default=30, show_default=True)
 @click.option("--width", type=int, default=64, show_default=True, help="Channels of the first stage (64 = ResNet-18).")
 @click.option("--batch-size", type=int, default=128, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate (divided by 10 at 50 % and 75 %).")
-@click.option("--weight-decay", type=float, default=0.0, show_default=True)
+@click.option("--lr", type=FiniteFloatRange(0, min_open=True), default=1e-3, show_default=True, help="Adam learning rate (divided by 10 at 50 % and 75 %).")
+@click.option("--weight-decay", type=FiniteFloatRange(0), default=0.0, show_default=True)
 @click.option("--select-metric", type=click.Choice(["auto", "accuracy", "auc", "macro_f1", "balanced_accuracy", "loss"]),
               default="auto", show_default=True, help="Validation metric that picks the epoch.")
 @click.option("--class-weight", type=click.Choice(["none", "balanced"]), default="none", show_default=True)
-@click.option("--max-minutes", type=float, default=None, help="Stop after this much training time.")
+@click.option("--max-minutes", type=FiniteFloatRange(0, min_open=True), default=None, help="Stop after this much training time.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @overwrite_option
 @device_option
