@@ -33,7 +33,7 @@ def generate_stage(ctx: DemoContext) -> dict:
              for m in ("linear", "spherical")}
     plot_strip(strip, ctx.out / "interpolation.png")
     report, sets = evaluate_generator(gen, ls, ctx.model, signals=ctx.signals, repeats=1,
-                                      cnn_steps=30 if ctx.quick else 200, device=ctx.device, log=lambda m: None)
+                                      cnn_steps=30 if ctx.quick else 120, device=ctx.device, log=lambda m: None)
     plot_comparison(sets, ctx.out / "generation_comparison.png", ls.label_names)
     s = report["sets"]
     out = {"method": "flow", "steps": steps, "fit_seconds": fit_seconds,
