@@ -351,6 +351,6 @@ def test_demo_stage_explains_the_demo_classifier(cli_artifacts, tmp_path):
     ctx = DemoContext(out=tmp_path, signals=load_signals(str(d / "mini.npz")), model=ls.load_model(), latent_set=ls,
                       device=torch.device("cpu"), quick=True, log=lambda s: None)
     rep = explanation_stage(ctx)
-    assert rep["rows"] == 4 and rep["encode_steps"] == 5
+    assert rep["rows"] == 2 and rep["encode_steps"] == 5
     assert 0 <= rep["signal"]["deletion_auc"] <= 1
     assert (tmp_path / "explanation" / "signal_attributions.png").is_file()

@@ -1,7 +1,7 @@
 """The ``explanation`` stage of ``funcml demo``: explain the demo's MLP classifier.
 
 It reads the classifier the ``classification`` stage wrote to ``ctx.out / "classifier"`` and
-explains a few test images with integrated gradients, in latent space and through the
+explains 4 test images (2 with --quick) with integrated gradients, in latent space and through the
 differentiable encoder (H reduced to 5 steps to keep the stage within ~30 s on 2 cores), writing
 ``ctx.out / "explanation"`` (what ``funcml explain --out`` writes).
 """
@@ -22,7 +22,7 @@ def explanation_stage(ctx: DemoContext) -> dict:
         return {"skipped": "no classifier (the classification stage did not run)"}
     classifier = load_classifier(clf_dir)
     test = ctx.latent_set.split_indices("test")
-    rows = (test if len(test) else np.arange(len(ctx.latent_set)))[:4 if ctx.quick else 8]
+    rows = (test if len(test) else np.arange(len(ctx.latent_set)))[:2 if ctx.quick else 4]
     cfg = ExplainConfig(method="ig", ig_steps=8, encode_steps=5, signal_curve_points=5, signal_random_orders=1,
                         curve_points=11, random_orders=3)
     result = explain_latent_set(ctx.latent_set, classifier, model=ctx.model, signals=ctx.signals, rows=rows,
