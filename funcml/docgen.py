@@ -42,8 +42,9 @@ API_CURATED = {
                      "funcml.query.grids:query_grid", "funcml.query.superres:superres_evaluate",
                      "funcml.query.observed:parse_observed", "funcml.query.observed:ObservedMasks",
                      "funcml.query.impute:impute_evaluate", "funcml.encoders.multires:MultiResConfig"),
-    "funcml.segment": ("funcml.segment.segmenter:QuerySegmenter", "funcml.segment.unet:UNetSegmenter",
-                       "funcml.segment.head:HeadConfig", "funcml.segment.metrics:segmentation_report"),
+    "funcml.tasks.segment": ("funcml.tasks.segment.segmenter:QuerySegmenter",
+                             "funcml.tasks.segment.unet:UNetSegmenter", "funcml.tasks.segment.head:HeadConfig",
+                             "funcml.tasks.segment.metrics:segmentation_report"),
     "funcml.demo": ("funcml.demo:run_demo", "funcml.demo:register_demo_stage", "funcml.demo:DemoContext"),
 }
 

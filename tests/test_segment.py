@@ -9,10 +9,10 @@ from funcml.encoders.config import EncodeConfig, FieldConfig
 from funcml.encoders.model import FieldModel
 from funcml.encoders.siren import ModulatedSiren
 from funcml.errors import ArtifactError
-from funcml.segment.head import field_features
-from funcml.segment.metrics import dice_iou, hd95, segmentation_report
-from funcml.segment.segmenter import QuerySegmenter
-from funcml.segment.unet import UNet, UNetSegmenter
+from funcml.tasks.segment.head import field_features
+from funcml.tasks.segment.metrics import dice_iou, hd95, segmentation_report
+from funcml.tasks.segment.segmenter import QuerySegmenter
+from funcml.tasks.segment.unet import UNet, UNetSegmenter
 
 
 def test_dice_and_iou_equal_scikit_learn_per_image_and_class():
@@ -145,7 +145,7 @@ def test_unet_learns_a_threshold_mask():
 
 def test_context_queries_read_features_around_each_coordinate(field_model, tmp_path):
     from funcml.errors import ConfigError
-    from funcml.segment.head import context_features, context_offsets
+    from funcml.tasks.segment.head import context_features, context_offsets
 
     spacing = torch.tensor([0.1, 0.2])
     offs = context_offsets((1.0, 3.0), spacing)

@@ -48,7 +48,7 @@ def _grid(text, dim):
 
 
 def _latents(model, signals, rows, latents_path, progress):
-    from funcml.segment.data import encode_rows, latents_from_set
+    from funcml.tasks.segment.data import encode_rows, latents_from_set
 
     if latents_path:
         from funcml.latents import LatentSet
@@ -109,8 +109,8 @@ def train_command(data, model_dir, out, latents_path, mask_resolution, inputs, f
     from funcml.devices import resolve_device
     from funcml.encoders.model import FieldModel
     from funcml.io import prepare_output
-    from funcml.segment.data import class_count, class_names, require_masks
-    from funcml.segment.segmenter import QuerySegmenter
+    from funcml.tasks.segment.data import class_count, class_names, require_masks
+    from funcml.tasks.segment.segmenter import QuerySegmenter
 
     if Path(out).exists() and not overwrite:
         prepare_output(out, overwrite)
@@ -171,8 +171,8 @@ def predict_command(data, head_dir, model_dir, out, resolution, latents_path, sp
     from funcml.encoders.model import FieldModel
     from funcml.io import atomic_dir, atomic_write_json
     from funcml.query.figures import plot_overlays
-    from funcml.segment.metrics import segmentation_report
-    from funcml.segment.segmenter import QuerySegmenter
+    from funcml.tasks.segment.metrics import segmentation_report
+    from funcml.tasks.segment.segmenter import QuerySegmenter
 
     model = FieldModel.load(model_dir, device=resolve_device(device))
     est = QuerySegmenter.load(head_dir, model)
@@ -250,9 +250,9 @@ def unet_command(data, out, resolution, epochs, batch_size, base, depth, lr, aug
     from funcml.errors import DataError
     from funcml.io import prepare_output
     from funcml.query.figures import plot_overlays
-    from funcml.segment.data import class_count, class_names, require_masks
-    from funcml.segment.metrics import segmentation_report
-    from funcml.segment.unet import UNetSegmenter
+    from funcml.tasks.segment.data import class_count, class_names, require_masks
+    from funcml.tasks.segment.metrics import segmentation_report
+    from funcml.tasks.segment.unet import UNetSegmenter
 
     if Path(out).exists() and not overwrite:
         prepare_output(out, overwrite)
