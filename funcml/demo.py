@@ -109,8 +109,12 @@ def run_demo(out: str | Path, *, preset: str = "cpu-image", steps: int | None = 
                       log=log, report=report)
     stages = demo_stages()
     log(f"[4/4] downstream tasks: {', '.join(n for n, _ in stages) or 'none registered'}")
+    report["seconds"] = {"training": result.minutes * 60, "encoding": enc_stats["seconds"]}
     for name, stage in stages:
+        t_stage = time.perf_counter()
         report["tasks"][name] = stage(ctx)
+        report["seconds"][name] = time.perf_counter() - t_stage
+        log(f"      {name}: {report['seconds'][name]:.0f} s")
     report["minutes"] = (time.perf_counter() - t0) / 60
     atomic_write_json(out / "report.json", report)
     log(f"report: {out / 'report.json'} ({report['minutes']:.1f} min)")
