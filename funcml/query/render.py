@@ -18,6 +18,7 @@ from funcml.encoders.fitting import decode
 from funcml.encoders.siren import ModulatedSiren
 from funcml.errors import ConfigError
 from funcml.io import atomic_dir, atomic_write_json
+from funcml.latents.selection import parse_indices  # noqa: F401  (re-exported: `funcml render --indices`)
 from funcml.query.grids import Roi, check_roi, query_grid
 
 RENDERS_FILE = "renders.npy"
@@ -34,29 +35,6 @@ def render_latents(net: ModulatedSiren, latents: torch.Tensor, field_shape: Sequ
     coords = query_grid(field_shape, out_shape, roi=roi, align=align, device=latents.device, dtype=latents.dtype)
     return decode(net, latents, tuple(int(s) for s in out_shape), coords=coords, chunk_coords=chunk_coords,
                   clamp=clamp)
-
-
-def parse_indices(text: str | None, count: int) -> np.ndarray | None:
-    """``"0,5,10-19"`` -> row indices (ranges inclusive); checked against ``count`` rows."""
-    if text is None:
-        return None
-    rows: list[int] = []
-    try:
-        for part in str(text).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            a, sep, b = part.partition("-")
-            rows.extend(range(int(a), int(b) + 1) if sep else [int(a)])
-    except ValueError:
-        raise ConfigError(f"--indices takes rows such as 0,5,10-19; got {text!r}") from None
-    out = np.asarray(rows, dtype=np.int64)
-    if len(out) == 0:
-        raise ConfigError("--indices selects no rows")
-    bad = out[(out < 0) | (out >= count)]
-    if len(bad):
-        raise ConfigError(f"--indices: row {int(bad[0])} is out of range for a latent set of {count} rows")
-    return out
 
 
 def _save_png(signal: np.ndarray, path: Path) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from funcml.errors import ArtifactError, ConfigError, DataError
+from funcml.latents.selection import parse_indices as parse_row_indices
 from funcml.tasks.explain.attribute import GRADIENT_METHODS, METHODS, attribute, check_method
 from funcml.tasks.explain.counterfactual import latent_counterfactuals
 from funcml.tasks.explain.quality import perturbation_curves, randomisation_summary
@@ -121,29 +122,8 @@ class ExplainResult:
 
 # -- inputs -------------------------------------------------------------------------------------------
 def parse_indices(text: str | None, n: int) -> np.ndarray | None:
-    """``"0-15"``, ``"3,7,10-12"`` -> sorted unique rows; None for None. Raises ConfigError when out of range."""
-    if text is None:
-        return None
-    rows: list[int] = []
-    try:
-        for part in str(text).split(","):
-            part = part.strip()
-            if not part:
-                continue
-            lo, sep, hi = part.partition("-")
-            a = int(lo)
-            b = int(hi) if sep else a
-            if b < a:
-                raise ValueError
-            rows.extend(range(a, b + 1))
-    except ValueError:
-        raise ConfigError(f"--indices must look like 0-15 or 3,7,10-12; got {text!r}") from None
-    if not rows:
-        raise ConfigError(f"--indices selects no rows: {text!r}")
-    out = np.unique(np.asarray(rows, dtype=np.int64))
-    if out.min() < 0 or out.max() >= n:
-        raise ConfigError(f"--indices {text!r} is out of range: the latent set has rows 0-{n - 1}")
-    return out
+    """``"0-15"``, ``"3,7,10-12"`` -> sorted unique rows; None for None (see :func:`funcml.latents.selection.parse_indices`)."""
+    return parse_row_indices(text, n, unique=True)
 
 
 def check_compatible(latent_set, classifier, model=None) -> None:
