@@ -23,7 +23,8 @@ import numpy as np
 
 from funcml import __version__
 from funcml.errors import ArtifactError, OutputExistsError
-from funcml.io import atomic_write_bytes, atomic_write_json, load_tensors, read_json, save_tensors, sha256_file
+from funcml.io.artifact import read_artifact_config
+from funcml.io import atomic_write_bytes, atomic_write_json, load_tensors, save_tensors, sha256_file
 from funcml.tasks.classify.base import LatentClassifier
 from funcml.tasks.classify.metrics import json_safe
 from funcml.tasks.classify.targets import CLASSIFICATION_TASKS
@@ -99,13 +100,7 @@ def save_classifier(clf: LatentClassifier, directory: str | Path, *, label_names
 def read_classifier_meta(directory: str | Path) -> dict:
     """Read and check ``classifier.json`` (no tensors loaded)."""
     directory = Path(directory)
-    if not directory.is_dir():
-        raise ArtifactError(f"classifier directory not found: {directory}")
-    meta = read_json(directory / META_FILE, what="classifier file")
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ArtifactError(f"{directory} is not a funcml classifier ({META_FILE} format is not {FORMAT!r})")
-    if meta.get("version") != VERSION:
-        raise ArtifactError(f"{directory}: classifier version {meta.get('version')} is not supported (reads {VERSION})")
+    meta = read_artifact_config(directory, META_FILE, FORMAT, VERSION, "classifier")
     for key in ("kind", "task", "classes", "latent_dim", "normalisation", "params", "state", "files"):
         if key not in meta:
             raise ArtifactError(f"{directory}/{META_FILE} lacks {key!r}")

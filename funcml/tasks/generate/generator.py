@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 
 from funcml.encoders.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from funcml.errors import ArtifactError, ConfigError, DataError
-from funcml.io import (atomic_write_json, canonical_json, load_tensors, read_json, save_tensors, sha256_bytes,
+from funcml.io.artifact import read_artifact_config, verify_listed_file
+from funcml.io import (atomic_write_json, canonical_json, load_tensors, save_tensors, sha256_bytes,
                        sha256_file)
 from funcml.seeding import derive_seed
 from funcml.tasks.generate.denoiser import ResidualMLPDenoiser, default_hidden
@@ -351,16 +352,8 @@ class LatentGenerator:
              n_threads: int | None = 1) -> "LatentGenerator":
         """Load and verify a saved generator (raises :class:`ArtifactError` when anything is off)."""
         directory = Path(directory)
-        if not directory.is_dir():
-            raise ArtifactError(f"generator directory not found: {directory}")
-        meta = read_json(directory / CONFIG_FILE, what="generator config")
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ArtifactError(f"{directory} is not a funcml generator ({CONFIG_FILE} format is not {FORMAT!r})")
-        if meta.get("version") != VERSION:
-            raise ArtifactError(f"{directory}: generator format version {meta.get('version')} is not supported")
-        weights = directory / WEIGHTS_FILE
-        if not weights.is_file() or sha256_file(weights) != meta.get("files", {}).get(WEIGHTS_FILE):
-            raise ArtifactError(f"{weights} is missing or does not match its checksum (corrupt or replaced)")
+        meta = read_artifact_config(directory, CONFIG_FILE, FORMAT, VERSION, "generator")
+        weights = verify_listed_file(directory, meta, WEIGHTS_FILE)
         try:
             cfg = GeneratorConfig(**meta["config"]).validate()
         except (TypeError, ConfigError) as exc:

@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 
 from funcml.encoders.config import from_dict
 from funcml.errors import ArtifactError, ConfigError, DataError
-from funcml.io import atomic_dir, atomic_write_json, load_tensors, read_json, save_tensors, sha256_file
+from funcml.io.artifact import read_artifact_config, verify_listed_file
+from funcml.io import atomic_dir, atomic_write_json, load_tensors, save_tensors, sha256_file
 from funcml.query.grids import Roi, axis_positions, default_align, query_grid
 from funcml.tasks.segment.head import (HeadConfig, SegmentationHead, context_features, context_offsets, feature_dim,
                                   field_features)
@@ -224,16 +225,8 @@ class QuerySegmenter:
     def load(cls, path: str | Path, model) -> "QuerySegmenter":
         """Load a head folder for use with ``model`` (refused unless it is the model it was trained on)."""
         path = Path(path)
-        if not path.is_dir():
-            raise ArtifactError(f"segmentation head not found: {path}")
-        cfg = read_json(path / HEAD_CONFIG, what="segmentation head config")
-        if not isinstance(cfg, dict) or cfg.get("format") != HEAD_FORMAT:
-            raise ArtifactError(f"{path} is not a funcml segmentation head ({HEAD_CONFIG} format is not {HEAD_FORMAT!r})")
-        if cfg.get("version") != HEAD_VERSION:
-            raise ArtifactError(f"{path}: segmentation head version {cfg.get('version')} is not supported")
-        weights = path / HEAD_WEIGHTS
-        if not weights.is_file() or sha256_file(weights) != cfg.get("files", {}).get(HEAD_WEIGHTS):
-            raise ArtifactError(f"{weights} is missing or does not match its checksum (corrupt or replaced)")
+        cfg = read_artifact_config(path, HEAD_CONFIG, HEAD_FORMAT, HEAD_VERSION, "segmentation head")
+        weights = verify_listed_file(path, cfg, HEAD_WEIGHTS)
         if model.id is not None and cfg.get("model_id") not in (None, model.id):
             raise ArtifactError(f"the head in {path} was trained on field model {str(cfg['model_id'])[:12]}, not on "
                                 f"{model.id[:12]}: pass the model it was trained with")
