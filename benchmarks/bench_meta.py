@@ -18,12 +18,22 @@ Implementations: ``official``; ``autograd`` (funcml with its plain double-backwa
 foundation's code); ``funcml`` (fused kernels, as shipped: automatic micro-batches on CPU) and
 variants ``funcml+mbN`` (micro-batches of N), ``funcml+full`` (the whole batch in one pass),
 ``funcml+recompute``, ``funcml+compile``, ``funcml+bf16``, ``funcml+tf32`` and ``funcml+noshared``
-(the first inner step computed per signal instead of on one shared field).
+(the first inner step computed per signal instead of on one shared field); ``floor`` (encoding
+only): just the matmuls and sin/cos an exact float32 encode cannot avoid, timed alone
+(:func:`floor_encode`): an upper bound on the throughput of any such encode on the machine.
+
+Memory: *peak RSS* is the child's whole life (imports, warm-up, compilation included); *steady
+peak* starts after the warm-up (meta-step: after ``--warmup`` steps; encoding: after the first
+batch), i.e. what a long run needs once it is under way (CPU: VmHWM reset through
+``/proc/self/clear_refs``; CUDA: ``reset_peak_memory_stats``).
 
 Allocators (``--allocators``): ``default`` runs each implementation as shipped (official: glibc
 malloc; funcml: glibc with :func:`funcml.allocator.tune_glibc_malloc`, as its trainer and encoder
 do), ``glibc`` untuned for both, ``tuned`` the funcml tuning for both, ``tcmalloc`` preloaded for
-both. Children run with ``OMP_WAIT_POLICY=PASSIVE`` unless set (see :func:`run_child`).
+both. ``--omp-wait-policy`` sets ``OMP_WAIT_POLICY`` of the children: ``default`` leaves the
+environment as it is (unset: what a user gets), ``passive`` (threads sleep between parallel regions:
+use it on a loaded, shared CPU, where a spinning thread waiting for a descheduled sibling made
+2-thread steps up to 7x slower) or ``active``.
 
 Prerequisites: the official code extracted outside the repository (never committed)::
 
@@ -89,7 +99,7 @@ def parse_impl(spec: str) -> dict:
     parts = spec.split("+")
     opts = {"kind": parts[0], "micro": None, "recompute": False, "compile": False, "precision": "fp32",
             "shared_first": True}
-    if opts["kind"] not in ("official", "autograd", "funcml"):
+    if opts["kind"] not in ("official", "autograd", "funcml", "floor"):
         raise SystemExit(f"unknown implementation {spec!r}")
     for p in parts[1:]:
         if p.startswith("mb"):
@@ -121,6 +131,36 @@ def _peak_bytes(device) -> int:
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _reset_steady_peak(device) -> None:
+    """Start the steady-state peak here (after warm-up and any compilation): CUDA's peak statistics,
+    or the kernel's VmHWM of this process (``/proc/self/clear_refs``, Linux >= 4.0)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
+def _steady_peak_bytes(device) -> int | None:
+    """Peak since :func:`_reset_steady_peak` (CPU: VmHWM), or None where the kernel has no VmHWM."""
+    import torch
+
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _sync(device) -> None:
@@ -211,14 +251,19 @@ def train_child(job, net, official, coords, train, spatial, device, opts) -> dic
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times, cpu, losses = [], [], []
+    pre_peak = 0
     for k in range(job["warmup"] + job["steps"]):
+        if k == job["warmup"]:
+            pre_peak = _peak_bytes(device)
+            _reset_steady_peak(device)
         _sync(device)
         t0, c0 = time.perf_counter(), time.process_time()
         losses.append(step(k))
         _sync(device)
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-    peak = _peak_bytes(device)
+    steady = _steady_peak_bytes(device)
+    peak = max(pre_peak, _peak_bytes(device))
     flops = None
     if job.get("flops"):
         with MatmulFlops() as counter:
@@ -227,7 +272,7 @@ def train_child(job, net, official, coords, train, spatial, device, opts) -> dic
     timed = times[job["warmup"]:]
     dense = matmul_rate(job)["flops_per_s"]  # same process, same threads, right after the steps
     return {"median_s": statistics.median(timed), "times": timed, "losses": losses, "peak_bytes": peak,
-            "base_bytes": base, "flops": flops, "dense_flops_per_s": dense,
+            "steady_peak_bytes": steady, "base_bytes": base, "flops": flops, "dense_flops_per_s": dense,
             "cpu_s": statistics.median(cpu[job["warmup"]:])}
 
 
@@ -277,7 +322,11 @@ def encode_child(job, net, official, train, spatial, batch, device) -> dict:
         xb = x[k * batch:(k + 1) * batch]
         _sync(device)
         t0, c0 = time.perf_counter(), time.process_time()
-        if official:
+        if k == 1:
+            _reset_steady_peak(device)
+        if job["impl"] == "floor":
+            phi = floor_encode(net, xb, steps, device)
+        elif official:
             g = generator(0, "encode", k)
             subs = [sample_context(n_coords, cfg.context_ratio, g, device) for _ in range(steps)]
             subs = [torch.arange(n_coords, device=device) if s is None else s for s in subs]
@@ -287,15 +336,63 @@ def encode_child(job, net, official, train, spatial, batch, device) -> dict:
         _sync(device)
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-        if k == 0:
+        if k == 0 and phi is not None:
             first = phi.detach().cpu()
     timed = times[1:] if len(times) > 1 else times
     cpu = cpu[1:] if len(cpu) > 1 else cpu
-    out = Path(job["scratch"]) / f"latents-{job['config']}-{job['impl']}-{job['alloc']}.pt"
-    torch.save(first, out)
+    out = None
+    if first is not None:
+        out = Path(job["scratch"]) / f"latents-{job['config']}-{job['impl']}-{job['alloc']}.pt"
+        torch.save(first, out)
     return {"signals_per_s": batch * len(timed) / sum(timed), "cpu_signals_per_s": batch * len(cpu) / sum(cpu),
-            "times": timed, "peak_bytes": _peak_bytes(device),
-            "base_bytes": base, "latents_file": str(out)}
+            "times": timed, "peak_bytes": _peak_bytes(device), "steady_peak_bytes": _steady_peak_bytes(device),
+            "base_bytes": base, "latents_file": None if out is None else str(out)}
+
+
+def floor_encode(net, signals, steps: int, device) -> None:
+    """The work an exact float32 encode of ``signals`` cannot avoid with these kernels, timed alone.
+
+    Per test-time step after the first (which funcml runs once on the field shared by the batch):
+    each sine layer's sine and cosine of its pre-activations (the forward needs one, the latent
+    gradient the other) and each hidden layer's two matmuls (forward, and the backward to the
+    previous layer), in the same cache-sized passes of signals as :func:`funcml.encoders.fused.latent_grads`,
+    on the network's real pre-activations at phi = 0; nothing else (no shifts, residual sums, loss,
+    reductions, projections or output layer). Its throughput is an upper bound for any exact
+    closed-form float32 encode that uses ATen's matmul and sin/cos kernels on this machine."""
+    import torch
+
+    from funcml.encoders import kernels
+    from funcml.encoders.coords import make_grid
+    from funcml.encoders.fused import cache_chunk, flat_params
+
+    b, spatial = signals.shape[0], tuple(signals.shape[2:])
+    params = tuple(flat_params(net))
+    omegas = tuple(net.omegas[:net.num_sine_layers])
+    with torch.no_grad():
+        coords = make_grid(spatial, device=device)
+        n, width = coords.shape[0], net.config.width
+        chunk = cache_chunk(b, n, width, device)
+        h, sigma, wps, _ = kernels.prepare(params, omegas, coords, signals.new_zeros(1, net.config.latent_dim))
+        pre, x = [], None
+        for k in range(len(omegas)):
+            u = (h.unsqueeze(0) + sigma[:, 0:1]) if k == 0 else kernels.linear_shift(x, wps[k].t(), sigma[:, k:k + 1])
+            pre.append(u.expand(chunk, n, width).reshape(chunk * n, width).contiguous())
+            x = torch.sin(u) if x is None else x + torch.sin(u)
+        sbuf, cbuf, mbuf = (torch.empty(chunk * n, width, device=device) for _ in range(3))
+        wts = [None] + [w.t().contiguous() for w in wps[1:]]
+        for _ in range(steps - 1):
+            for start in range(0, b, chunk):
+                rows = min(chunk, b - start) * n
+                s, c, m = sbuf[:rows], cbuf[:rows], mbuf[:rows]
+                for k in range(len(omegas)):
+                    torch.sin(pre[k][:rows], out=s)
+                    torch.cos(pre[k][:rows], out=c)
+                    if k + 1 < len(omegas):
+                        torch.mm(s, wts[k + 1], out=m)
+                for k in range(len(omegas) - 1, 0, -1):
+                    torch.mm(c, wps[k], out=m)
+    _sync(device)
+    return None
 
 
 def matmul_rate(job: dict) -> dict:
@@ -320,9 +417,9 @@ def matmul_rate(job: dict) -> dict:
 def run_child(job: dict, alloc: str, timeout: float) -> dict:
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = str(job["threads"])
-    # Threads sleep instead of spinning between parallel regions: on a shared CPU, spinning OpenMP
-    # threads waiting for a descheduled sibling made 2-thread steps up to 7x slower.
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    policy = job.get("omp_wait_policy", "default")
+    if policy != "default":
+        env["OMP_WAIT_POLICY"] = policy.upper()
     env["FUNCML_MALLOC_TUNE"] = "1" if alloc in ("default", "tuned") else "0"
     if alloc == "tcmalloc":
         lib = next((p for p in TCMALLOC_CANDIDATES if Path(p).exists()), None)
@@ -361,6 +458,8 @@ def main(argv=None) -> int:
     ap.add_argument("--encode-steps", type=int, default=20, help="H")
     ap.add_argument("--encode-batches", type=int, default=3, help="batches per child (the first is warm-up)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--omp-wait-policy", choices=("default", "passive", "active"), default="default",
+                    help="OMP_WAIT_POLICY of the children (default: the environment's; passive on a shared, loaded CPU)")
     ap.add_argument("--official", default=None, help="official checkout (default $MEDFUNCTA_DIR or /tmp/medfuncta)")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per child")
     ap.add_argument("--json", default=None, help="write all results here")
@@ -382,7 +481,7 @@ def main(argv=None) -> int:
     scratch = tempfile.mkdtemp(prefix="funcml-bench-")
     base_job = {"threads": args.threads, "device": args.device, "official": str(root) if root else None,
                 "steps": args.steps, "warmup": args.warmup, "encode_steps": args.encode_steps,
-                "encode_batches": args.encode_batches, "scratch": scratch}
+                "encode_batches": args.encode_batches, "scratch": scratch, "omp_wait_policy": args.omp_wait_policy}
     results: dict = {"machine": machine_info(args), "rows": []}
     mm = run_child({**base_job, "phase": "matmul", "impl": "funcml", "config": "ref-28", "alloc": allocs[0]},
                    allocs[0], 300)
@@ -395,6 +494,8 @@ def main(argv=None) -> int:
             for r in range(args.rounds):
                 for alloc in allocs:
                     for impl in impls:
+                        if impl == "floor" and phase != "encode":
+                            continue  # the floor is defined for encoding only
                         job = {**base_job, "config": config, "phase": phase, "impl": impl, "alloc": alloc,
                                "flops": r == 0 and phase == "train"}
                         t0 = time.time()
@@ -425,6 +526,8 @@ def summarize(config: str, phase: str, runs: dict) -> list[dict]:
                "error": rs[0].get("error") if not ok else None}
         if ok:
             row["peak_mb"] = _median([r["peak_bytes"] for r in ok]) / 2**20
+            steady = _median([r.get("steady_peak_bytes") for r in ok])
+            row["steady_mb"] = None if steady is None else steady / 2**20
             row["rise_mb"] = _median([r["peak_bytes"] - r["base_bytes"] for r in ok]) / 2**20
             if phase == "train":
                 row["step_s"] = _median([r["median_s"] for r in ok])
@@ -447,6 +550,8 @@ def summarize(config: str, phase: str, runs: dict) -> list[dict]:
         if row["error"] or o is None:
             continue
         row["peak_ratio"] = row["peak_mb"] / o["peak_mb"]
+        if row.get("steady_mb") and o.get("steady_mb"):
+            row["steady_ratio"] = row["steady_mb"] / o["steady_mb"]
         row["rise_ratio"] = row["rise_mb"] / o["rise_mb"]
         if phase == "train":
             row["time_ratio"] = row["step_s"] / o["step_s"]
@@ -455,19 +560,21 @@ def summarize(config: str, phase: str, runs: dict) -> list[dict]:
         else:
             row["throughput_ratio"] = row["signals_per_s"] / o["signals_per_s"]
             row["cpu_ratio"] = row["cpu_signals_per_s"] / o["cpu_signals_per_s"]
-            a, b = torch.load(row["latents_file"]), torch.load(o["latents_file"])
-            row["latent_dev"] = float((a - b).abs().max() / b.abs().max())
+            if row["latents_file"] and o["latents_file"]:
+                a, b = torch.load(row["latents_file"]), torch.load(o["latents_file"])
+                row["latent_dev"] = float((a - b).abs().max() / b.abs().max())
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
     print("| config | phase | implementation | allocator | wall time | x official | CPU x official | peak RSS MB "
-          "| x official | rise MB | x official | deviation | GFLOP/step | dense GFLOP/s | FLOP eff. |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| x official | steady peak MB | x official | rise MB | x official | deviation | GFLOP/step | dense GFLOP/s "
+          "| FLOP eff. |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if r["error"]:
             print(f"| {r['config']} | {r['phase']} | {r['impl']} | {r['alloc']} | {r['error']} |"
-                  + " |" * 10)
+                  + " |" * 12)
             continue
         if r["phase"] == "train":
             t, tr = f"{r['step_s']:.3f} s/step", r.get("time_ratio")
@@ -477,7 +584,8 @@ def print_table(rows: list[dict]) -> None:
             dev = r.get("latent_dev")
         fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
         print(f"| {r['config']} | {r['phase']} | {r['impl']} | {r['alloc']} | {t} | {fmt(tr, '.2f')} | "
-              f"{fmt(r.get('cpu_ratio'), '.2f')} | {r['peak_mb']:.0f} | {fmt(r.get('peak_ratio'), '.2f')} | {r['rise_mb']:.0f} | "
+              f"{fmt(r.get('cpu_ratio'), '.2f')} | {r['peak_mb']:.0f} | {fmt(r.get('peak_ratio'), '.2f')} | "
+              f"{fmt(r.get('steady_mb'), '.0f')} | {fmt(r.get('steady_ratio'), '.2f')} | {r['rise_mb']:.0f} | "
               f"{fmt(r.get('rise_ratio'), '.2f')} | {fmt(dev, '.1e')} | {fmt(r.get('gflop_per_step'), '.1f')} | "
               f"{fmt(r.get('dense_gflops'), '.0f')} | {fmt(r.get('flop_efficiency'), '.0%')} |")
 
