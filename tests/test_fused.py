@@ -109,6 +109,23 @@ def test_latent_grads_without_graph_give_full_and_context_gradients(start, maske
     assert _rel(g_ref, grad) < 1e-12 and _rel(s_ref, sub) < 1e-12
 
 
+def test_shared_first_gradient_only_where_it_saves_work_and_memory(monkeypatch):
+    net = _net(2)  # 2 channels, 4 sine layers of width 12
+    assert fused.shared_first_grads(net, 3, 17) and not fused.shared_first_grads(net, 2, 17)
+    assert fused.shared_first_grads(net, 3, 17) is (16 * 17 * 2 * 4 * 12 <= fused.SHARED_FIRST_MAX_BYTES)
+    coords, values, weights = _problem(2, b=4, masked=True)
+    context = torch.tensor([0, 3, 4, 9, 16])
+    calls = []
+    first_grads = fused._K["first_grads"]
+    monkeypatch.setitem(fused._K, "first_grads", lambda *a: calls.append(1) or first_grads(*a))
+    shared = fused.latent_grads(net, coords, None, values, weights, context)
+    monkeypatch.setattr(fused, "SHARED_FIRST_MAX_BYTES", 16 * 17 * 2 * 4 * 12 - 1)  # one byte short
+    per_signal = fused.latent_grads(net, coords, None, values, weights, context)
+    assert calls == [1]  # the second call ran per signal
+    for a, b in zip(shared, per_signal):
+        assert _rel(a, b) < 1e-12
+
+
 def test_recomputation_gives_identical_gradients_and_keeps_less():
     net = _net(1)
     coords, values, _ = _problem(1)

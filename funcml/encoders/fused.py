@@ -105,6 +105,20 @@ def shared_first_step(net: ModulatedSiren, batch: int) -> bool:
     return _STATE["shared_first"] and net.config.channels <= batch
 
 
+SHARED_FIRST_MAX_BYTES = 256 << 20
+
+
+def shared_first_grads(net: ModulatedSiren, batch: int, n_coords: int) -> bool:
+    """Whether :func:`latent_grads` from ``phi = 0`` runs on one shared field: only when the batch has
+    more signals than the field has channels (otherwise nothing is shared) and the shared field's
+    per-coordinate intermediates (about four ``(n C, S L)`` float tensors, whole grid at once) stay
+    within :data:`SHARED_FIRST_MAX_BYTES`; else the step runs per signal in cache-sized passes (same
+    gradient). At 32^3, width 256 they would take 1.9 GB, more than the per-signal passes."""
+    c, s, w = net.config.channels, net.num_sine_layers, net.config.width
+    return (shared_first_step(net, batch) and batch > c
+            and 16 * n_coords * c * s * w <= SHARED_FIRST_MAX_BYTES)
+
+
 def supports(net: torch.nn.Module) -> bool:
     """True when ``net`` computes exactly :class:`ModulatedSiren`'s forward pass."""
     cls = type(net)
@@ -252,7 +266,7 @@ def latent_grads(net: ModulatedSiren, coords: torch.Tensor, phi: torch.Tensor | 
     """
     omegas = tuple(net.omegas[:net.num_sine_layers])
     params = tuple(flat_params(net))
-    if phi is None and shared_first_step(net, values.shape[0]):
+    if phi is None and shared_first_grads(net, values.shape[0], coords.shape[0]):
         return _K["first_grads"](coords, values, weights, omegas, params, context)
     if phi is None:
         phi = values.new_zeros(values.shape[0], net.config.latent_dim)
