@@ -513,7 +513,7 @@ def main(argv=None) -> int:
 def _short(res: dict, phase: str) -> str:
     if phase == "train":
         return f"{res['median_s']:.3f} s/step, peak {res['peak_bytes'] / 2**20:.0f} MB"
-    return f"{res['signals_per_s']:.2f} signals/s, peak {res['peak_bytes'] / 2**20:.0f} MB"
+    return f"{res['signals_per_s']:.3g} signals/s, peak {res['peak_bytes'] / 2**20:.0f} MB"
 
 
 def summarize(config: str, phase: str, runs: dict) -> list[dict]:
@@ -580,7 +580,7 @@ def print_table(rows: list[dict]) -> None:
             t, tr = f"{r['step_s']:.3f} s/step", r.get("time_ratio")
             dev = r.get("loss_dev")
         else:
-            t, tr = f"{r['signals_per_s']:.2f} signals/s", r.get("throughput_ratio")
+            t, tr = f"{r['signals_per_s']:.3g} signals/s", r.get("throughput_ratio")
             dev = r.get("latent_dev")
         fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
         print(f"| {r['config']} | {r['phase']} | {r['impl']} | {r['alloc']} | {t} | {fmt(tr, '.2f')} | "
