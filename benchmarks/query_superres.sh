@@ -20,6 +20,11 @@ done
 # More test-time steps (first 64 test images)
 $F superres $L $H --model runs/bm28-sr-p1024 --steps 150 --max-items 64 --out runs/sr-sr-p1024-h150 --json \
   > runs/sr-sr-p1024-h150.log 2>&1
+# Fit vs between samples (funcml_fit_bicubic, gain_between_samples) with more test-time steps, first 32 test images
+for STEPS in 20 300 1000; do
+  $F superres $L $H --model runs/bm28-sr-p1024 --steps $STEPS --max-items 32 --out runs/sr2-h$STEPS --json \
+    > runs/sr2-h$STEPS.log 2>&1
+done
 # Imputation: half of the test pixels hidden at random, fitted with the plain 600-step model.
 $F impute $L --model runs/bm28-plain --observed random:0.5 --split test --out runs/imp-random50 --json \
   > runs/imp-random50.log 2>&1
