@@ -30,5 +30,25 @@ unet isbi 64 200
 unet isbi 128 200
 unet kvasir 64 10                 # cut down from 30 epochs for the same reason
 unet kvasir 128 10
-# Not run yet (out of time on the shared machine): which inputs work, at equal settings.
-# head isbi features 200 256 features-s; head isbi latent 200 256 latent-s; head isbi both 200 256 both-s
+# --- equal settings (idle machine, 2 threads: run with OMP_NUM_THREADS=2) -----------------------------
+# Which inputs work: ISBI heads, 500 steps, 1024 positions per image (64x64 predictions only).
+head64() { # NAME INPUTS STEPS COORDS TAG [extra head options]
+  local n=$1 i=$2 st=$3 c=$4 t=$5; shift 5
+  $F segment train $(data $n) --model runs/${n}64 --latents runs/${n}64-lat --inputs $i --steps $st \
+    --coords-per-signal $c --out runs/$n-head-$t --overwrite --json "$@" > runs/$n-head-$t.log 2>&1
+  $F segment predict $(data $n) --head runs/$n-head-$t --model runs/${n}64 --latents runs/${n}64-lat --split test \
+    --resolution 64 --out runs/$n-pred-$t-64 --overwrite --json > runs/$n-pred-$t-64.log 2>&1
+}
+head64 isbi features 500 1024 features-500
+head64 isbi latent 500 1024 latent-500
+head64 isbi both 500 1024 both-500
+head64 isbi both 500 1024 both-ctx1-500 --context 1
+# Kvasir heads, 1500 steps, 512 positions per image, predicted at 64^2 and 128^2.
+head kvasir features 1500 512 features-1500
+head kvasir both 1500 512 both-1500
+head kvasir latent 1500 512 latent-1500
+# The U-Net baseline for the 30 epochs.
+$F segment unet $(data kvasir) --resolution 64 --epochs 30 --out runs/kvasir-unet30-64 --overwrite --json \
+  > runs/kvasir-unet30-64.log 2>&1
+$F segment unet $(data kvasir) --resolution 128 --epochs 30 --out runs/kvasir-unet30-128 --overwrite --json \
+  > runs/kvasir-unet30-128.log 2>&1
