@@ -17,10 +17,12 @@ subsets and the same seeds. Reported per configuration:
 Implementations: ``official``; ``autograd`` (funcml with its plain double-backward path, i.e. the
 foundation's code); ``funcml`` (fused kernels, as shipped: automatic micro-batches on CPU) and
 variants ``funcml+mbN`` (micro-batches of N), ``funcml+full`` (the whole batch in one pass),
-``funcml+recompute``, ``funcml+compile``, ``funcml+bf16``, ``funcml+tf32`` and ``funcml+noshared``
-(the first inner step computed per signal instead of on one shared field); ``floor`` (encoding
-only): just the matmuls and sin/cos an exact float32 encode cannot avoid, timed alone
-(:func:`floor_encode`): an upper bound on the throughput of any such encode on the machine.
+``funcml+recompute``, ``funcml+compile``, ``funcml+bf16``, ``funcml+tf32``, ``funcml+noshared``
+(the first inner step computed per signal instead of on one shared field) and ``funcml+atensincos``
+(ATen's separate ``sin`` and ``cos`` instead of funcml's one-pass loop, :mod:`funcml.encoders.sincos`);
+``floor`` (encoding only): just the matmuls and sine/cosine an exact float32 encode cannot avoid,
+timed alone (:func:`floor_encode`): an upper bound on the throughput of any such encode on the
+machine (``floor+atensincos``: with ATen's ``sin`` and ``cos``, the floor before the one-pass loop).
 
 Memory: *peak RSS* is the child's whole life (imports, warm-up, compilation included); *steady
 peak* starts after the warm-up (meta-step: after ``--warmup`` steps; encoding: after the first
@@ -98,7 +100,7 @@ def parse_impl(spec: str) -> dict:
     """``funcml+mb8+compile`` -> options."""
     parts = spec.split("+")
     opts = {"kind": parts[0], "micro": None, "recompute": False, "compile": False, "precision": "fp32",
-            "shared_first": True}
+            "shared_first": True, "aten_sincos": False}
     if opts["kind"] not in ("official", "autograd", "funcml", "floor"):
         raise SystemExit(f"unknown implementation {spec!r}")
     for p in parts[1:]:
@@ -114,6 +116,8 @@ def parse_impl(spec: str) -> dict:
             opts["shared_first"] = False
         elif p == "full":
             opts["micro"] = -1  # the whole batch in one pass
+        elif p == "atensincos":
+            opts["aten_sincos"] = True
         else:
             raise SystemExit(f"unknown modifier {p!r} in {spec!r}")
     return opts
@@ -185,6 +189,8 @@ def child(job: dict) -> dict:
     device = torch.device(job["device"])
     field, train, spatial, enc_batch = build_config(job["config"])
     opts = parse_impl(job["impl"])
+    if opts["aten_sincos"]:
+        os.environ["FUNCML_SINCOS"] = "aten"  # read at each call by funcml.encoders.sincos
     if job["alloc"] == "tuned" or (job["alloc"] == "default" and opts["kind"] != "official"):
         from funcml.allocator import tune_glibc_malloc
 
@@ -325,8 +331,8 @@ def encode_child(job, net, official, train, spatial, batch, device) -> dict:
         if k == 1:
             pre_peak = _peak_bytes(device)
             _reset_steady_peak(device)
-        if job["impl"] == "floor":
-            phi = floor_encode(net, xb, steps, device)
+        if job["impl"].startswith("floor"):
+            phi = floor_encode(net, xb, steps, device, fused_sincos=not parse_impl(job["impl"])["aten_sincos"])
         elif official:
             g = generator(0, "encode", k)
             subs = [sample_context(n_coords, cfg.context_ratio, g, device) for _ in range(steps)]
@@ -351,7 +357,7 @@ def encode_child(job, net, official, train, spatial, batch, device) -> dict:
             "base_bytes": base, "latents_file": None if out is None else str(out)}
 
 
-def floor_encode(net, signals, steps: int, device) -> None:
+def floor_encode(net, signals, steps: int, device, fused_sincos: bool = True) -> None:
     """The work an exact float32 encode of ``signals`` cannot avoid with these kernels, timed alone.
 
     Per test-time step (but the first where funcml runs it once on a field shared by the batch, see
@@ -361,12 +367,15 @@ def floor_encode(net, signals, steps: int, device) -> None:
     signals as :func:`funcml.encoders.fused.latent_grads`, on the network's real pre-activations at
     phi = 0; nothing else (no shifts, residual sums, loss,
     reductions, projections or output layer). Its throughput is an upper bound for any exact
-    closed-form float32 encode that uses ATen's matmul and sin/cos kernels on this machine."""
+    closed-form float32 encode that uses ATen's matmuls and funcml's one-pass sine and cosine
+    (:mod:`funcml.encoders.sincos`; ``fused_sincos=False``: ATen's separate ``sin`` and ``cos``, the
+    ``floor+atensincos`` row) on this machine."""
     import torch
 
     from funcml.encoders import kernels
     from funcml.encoders.coords import make_grid
     from funcml.encoders.fused import cache_chunk, flat_params, shared_first_grads
+    from funcml.encoders.sincos import sin_cos_into
 
     b, spatial = signals.shape[0], tuple(signals.shape[2:])
     params = tuple(flat_params(net))
@@ -389,8 +398,11 @@ def floor_encode(net, signals, steps: int, device) -> None:
                 rows = min(chunk, b - start) * n
                 s, c, m = sbuf[:rows], cbuf[:rows], mbuf[:rows]
                 for k in range(len(omegas)):
-                    torch.sin(pre[k][:rows], out=s)
-                    torch.cos(pre[k][:rows], out=c)
+                    if fused_sincos:
+                        sin_cos_into(pre[k][:rows], s, c)
+                    else:
+                        torch.sin(pre[k][:rows], out=s)
+                        torch.cos(pre[k][:rows], out=c)
                     if k + 1 < len(omegas):
                         torch.mm(s, wts[k + 1], out=m)
                 for k in range(len(omegas) - 1, 0, -1):
@@ -498,7 +510,7 @@ def main(argv=None) -> int:
             for r in range(args.rounds):
                 for alloc in allocs:
                     for impl in impls:
-                        if impl == "floor" and phase != "encode":
+                        if impl.startswith("floor") and phase != "encode":
                             continue  # the floor is defined for encoding only
                         job = {**base_job, "config": config, "phase": phase, "impl": impl, "alloc": alloc,
                                "flops": r == 0 and phase == "train"}

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from funcml.encoders.sincos import sin_cos_
+
 Params = tuple  # (W_1, b_1, ..., W_S, b_S, W_K, b_K, A, a)
 
 # Precision of the per-coordinate matmuls (the expensive ones): "fp32"; "bf16" (bfloat16 inputs,
@@ -100,8 +102,8 @@ def field_forward(h, sigma, wps, WK, bK, keep_sin: bool):
         else:
             xs.append(x)
             u = linear_shift(x, wps[k].t(), sigma[:, k:k + 1])
-        s = torch.sin(u)
-        coss.append(u.cos_())
+        s = sin_cos_(u)
+        coss.append(u)
         if keep_sin:
             sins.append(s)
         x = s if x is None else x + s
@@ -343,9 +345,8 @@ def latent_grads(coords, values, weights, omegas, phi, params: Params, context: 
     x = None
     for k in range(len(omegas)):
         u = (h.unsqueeze(0) + sigma[:, 0:1]) if k == 0 else linear_shift(x, wps[k].t(), sigma[:, k:k + 1])
-        s = torch.sin(u)
-        coss.append(u.cos_())
-        x = s if x is None else x.add_(s)
+        x = sin_cos_(u) if x is None else sin_cos_(u, acc=x)
+        coss.append(u)
     y = gemm_add(bK + 0.5, x.reshape(-1, x.shape[-1]), WK.t()).view(*x.shape[:-1], WK.shape[0])
     loss, e, _ = loss_and_error(y, values, weights)
     g = mm(e, WK)

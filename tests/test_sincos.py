@@ -1,0 +1,129 @@
+"""The one-pass sine and cosine (funcml.encoders.sincos): values, in-place contract, fall-backs, build."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from funcml.encoders import sincos
+
+needs_compiler = pytest.mark.skipif(sincos._compiler() is None, reason="no C compiler: the ATen path is used")
+
+
+def _reference(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    d = u.double()
+    return d.sin(), d.cos()
+
+
+@needs_compiler
+def test_the_fused_loop_builds_and_runs_here():
+    assert sincos.available()
+    u = torch.randn(10_000)
+    assert sincos._use_fused(u, None)
+
+
+@needs_compiler
+@pytest.mark.parametrize("scale", [1.0, 30.0, 400.0, 5000.0, 60000.0])
+def test_values_are_float32_rounding_of_the_exact_ones(scale):
+    g = torch.Generator().manual_seed(int(scale))
+    u = torch.randn(200_000, generator=g) * scale
+    ref_s, ref_c = _reference(u)
+    s, c = torch.empty_like(u), torch.empty_like(u)
+    sincos.sin_cos_into(u, s, c)
+    # 1.5 ulp near 1; ATen's own error is 0.5 ulp (3.6e-8)
+    assert (s.double() - ref_s).abs().max().item() < 1.5e-7
+    assert (c.double() - ref_c).abs().max().item() < 1.5e-7
+    # and they are not simply ATen's (the fused loop really ran)
+    assert not torch.equal(s, torch.sin(u))
+
+
+@needs_compiler
+def test_large_and_non_finite_arguments_take_the_exact_path():
+    u = torch.randn(50_000) * 10
+    u[17] = 3.0e5
+    u[99] = -1.0e9
+    u[1234] = float("nan")
+    u[4321] = float("inf")
+    s, c = torch.empty_like(u), torch.empty_like(u)
+    sincos.sin_cos_into(u, s, c)
+    finite = torch.isfinite(u)
+    ref_s, ref_c = _reference(u[finite])
+    assert (s[finite].double() - ref_s).abs().max().item() < 1.5e-7
+    assert (c[finite].double() - ref_c).abs().max().item() < 1.5e-7
+    assert torch.isnan(s[1234]) and torch.isnan(c[1234]) and torch.isnan(s[4321]) and torch.isnan(c[4321])
+
+
+@needs_compiler
+def test_in_place_contract_cos_into_u_and_sin_returned_or_accumulated():
+    u = torch.randn(8, 700, 64) * 50
+    orig = u.clone()
+    s = sincos.sin_cos_(u)
+    assert s.shape == u.shape and s.data_ptr() != u.data_ptr()
+    assert torch.allclose(u, orig.cos(), atol=1.5e-7, rtol=0)
+    assert torch.allclose(s, orig.sin(), atol=1.5e-7, rtol=0)
+    acc = torch.full_like(orig, 2.0)
+    u2 = orig.clone()
+    out = sincos.sin_cos_(u2, acc=acc)
+    assert out is acc
+    assert torch.allclose(acc, 2.0 + orig.sin(), atol=3e-7, rtol=0)
+    assert torch.allclose(u2, orig.cos(), atol=1.5e-7, rtol=0)
+
+
+@needs_compiler
+def test_results_do_not_depend_on_the_thread_count():
+    u = torch.randn(300_001) * 100
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        a = sincos.sin_cos_(u.clone())
+        torch.set_num_threads(2)
+        b = sincos.sin_cos_(u.clone())
+    finally:
+        torch.set_num_threads(old)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("case", ["float64", "strided", "small", "grad", "aten"])
+def test_fallbacks_compute_exactly_atens_values(case, monkeypatch):
+    u = torch.randn(64, 200) * 20
+    if case == "float64":
+        u = u.double()
+    elif case == "strided":
+        u = u.t()
+    elif case == "small":
+        u = u[:2, :10].contiguous()
+    elif case == "aten":
+        monkeypatch.setenv("FUNCML_SINCOS", "aten")
+    if case == "grad":
+        u.requires_grad_(True)
+        assert not sincos._use_fused(u, None)
+        return
+    assert not sincos._use_fused(u, None)
+    orig = u.clone()
+    s = sincos.sin_cos_(u)
+    assert torch.equal(s, torch.sin(orig)) and torch.equal(u, torch.cos(orig))
+
+
+@needs_compiler
+def test_a_fresh_cache_builds_the_library_atomically(tmp_path):
+    code = ("import torch; from funcml.encoders import sincos; "
+            "assert sincos.available(); p = sincos.library_path(sincos._compiler()); "
+            "assert p.parent == sincos.cache_dir() and p.exists(); print(p)")
+    env = {**os.environ, "FUNCML_CACHE_DIR": str(tmp_path / "cache")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    files = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(files) == 1 and files[0].startswith("sincos-") and files[0].endswith(".so")  # no temp left behind
+
+
+def test_without_a_compiler_everything_runs_on_aten(tmp_path):
+    code = ("import torch; from funcml.encoders import sincos; "
+            "assert not sincos.available(); u = torch.randn(100000); o = u.clone(); s = sincos.sin_cos_(u); "
+            "assert torch.equal(s, o.sin()) and torch.equal(u, o.cos())")
+    env = {**os.environ, "FUNCML_CACHE_DIR": str(tmp_path / "cache"), "PATH": str(tmp_path), "CC": ""}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
