@@ -127,3 +127,53 @@ def test_without_a_compiler_everything_runs_on_aten(tmp_path):
     env = {**os.environ, "FUNCML_CACHE_DIR": str(tmp_path / "cache"), "PATH": str(tmp_path), "CC": ""}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("with_acc", [False, True])
+def test_shifted_activation_matches_sin_and_cos_of_the_sum(shared, with_acc):
+    g = torch.Generator().manual_seed(3)
+    B, n, L = 4, 300, 64
+    u = torch.randn(*((n, L) if shared else (B, n, L)), generator=g) * 40
+    shift = torch.randn(B, 1, L, generator=g) * 40
+    x = (u.unsqueeze(0) if shared else u) + shift
+    ref_s, ref_c = x.double().sin(), x.double().cos()
+    acc = torch.randn(B, n, L, generator=g) if with_acc else None
+    acc0 = None if acc is None else acc.clone()
+    s, c = sincos.shifted_sin_cos(u, shift, acc=acc)
+    assert c.shape == (B, n, L) and s.shape == (B, n, L)
+    if not shared:
+        assert c.data_ptr() == u.data_ptr()     # cos x written where u was
+    if with_acc:
+        assert s is acc
+        ref_s = ref_s + acc0.double()
+    tol = 3e-7 if with_acc else 1.5e-7
+    assert (s.double() - ref_s).abs().max().item() < tol * max(1.0, float(ref_s.abs().max()))
+    assert (c.double() - ref_c).abs().max().item() < 1.5e-7
+
+
+@pytest.mark.parametrize("with_context", [False, True])
+def test_mul_sum_is_the_product_and_its_sums_over_coordinates(with_context):
+    g = torch.Generator().manual_seed(4)
+    B, n, L = 3, 777, 96
+    c = torch.randn(B, n, L, generator=g)
+    grad = torch.randn(B, n, L, generator=g)
+    context = torch.randperm(n, generator=g)[:190].sort().values if with_context else None
+    q_ref = (c.double() * grad.double())
+    t, sub = sincos.mul_sum_(c, grad, context)
+    assert torch.allclose(c.double(), q_ref, atol=1e-6, rtol=0)   # c now holds the product
+    assert torch.allclose(t.double(), q_ref.sum(dim=1), atol=2e-5, rtol=0)
+    if with_context:
+        assert torch.allclose(sub.double(), q_ref[:, context].sum(dim=1), atol=2e-5, rtol=0)
+    else:
+        assert sub is None
+
+
+def test_mul_sum_is_deterministic_for_a_thread_count():
+    g = torch.Generator().manual_seed(5)
+    c = torch.randn(5, 784, 128, generator=g)
+    grad = torch.randn(5, 784, 128, generator=g)
+    ctx = torch.arange(0, 784, 4)
+    a = sincos.mul_sum_(c.clone(), grad, ctx)
+    b = sincos.mul_sum_(c.clone(), grad, ctx)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])

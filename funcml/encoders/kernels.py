@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from funcml.encoders.sincos import sin_cos_
+from funcml.encoders.sincos import mul_sum_, shifted_sin_cos
 
 Params = tuple  # (W_1, b_1, ..., W_S, b_S, W_K, b_K, A, a)
 
@@ -98,17 +98,24 @@ def field_forward(h, sigma, wps, WK, bK, keep_sin: bool):
     x = None
     for k in range(sigma.shape[1]):
         if k == 0:
-            u = h.unsqueeze(0) + sigma[:, 0:1]
+            s, c = shifted_sin_cos(h, sigma[:, 0])
         else:
             xs.append(x)
-            u = linear_shift(x, wps[k].t(), sigma[:, k:k + 1])
-        s = sin_cos_(u)
-        coss.append(u)
+            s, c = shifted_sin_cos(mm(x, wps[k].t()), sigma[:, k])
+        coss.append(c)
         if keep_sin:
             sins.append(s)
         x = s if x is None else x + s
     y = gemm_add(bK + 0.5, x.reshape(-1, x.shape[-1]), WK.t()).view(*x.shape[:-1], WK.shape[0])
     return xs, sins, coss, x, y
+
+
+def output_grad(e: torch.Tensor, WK: torch.Tensor) -> torch.Tensor:
+    """``g_S = e W_K`` ``(B, n, L)`` from output errors ``e`` ``(B, n, C)``; for one channel a
+    broadcast product (the same numbers as the rank-1 matmul, without its overhead)."""
+    if e.shape[-1] == 1:
+        return e * WK.view(1, 1, -1)
+    return mm(e, WK)
 
 
 def loss_and_error(y: torch.Tensor, values: torch.Tensor, weights: torch.Tensor | None):
@@ -208,7 +215,7 @@ def inner_forward(coords, values, weights, omegas, phi, lr, params: Params):
     WK, bK, A = params[-4], params[-3], params[-2]
     xs, sins, coss, x_last, y = field_forward(h, sigma, wps, WK, bK, keep_sin=True)
     loss, e, factor = loss_and_error(y, values, weights)
-    gs, qs, T = closed_grad(mm(e, WK), coss, wps)
+    gs, qs, T = closed_grad(output_grad(e, WK), coss, wps)
     Tw = T.mul_(om).view(phi.shape[0], -1)
     grad = torch.mm(Tw, A)
     saved = (wps, om, xs, sins, coss, x_last, gs, qs, e, factor, Tw, grad)
@@ -344,20 +351,17 @@ def latent_grads(coords, values, weights, omegas, phi, params: Params, context: 
     coss = []
     x = None
     for k in range(len(omegas)):
-        u = (h.unsqueeze(0) + sigma[:, 0:1]) if k == 0 else linear_shift(x, wps[k].t(), sigma[:, k:k + 1])
-        x = sin_cos_(u) if x is None else sin_cos_(u, acc=x)
-        coss.append(u)
+        u = h if k == 0 else mm(x, wps[k].t())
+        x, c = shifted_sin_cos(u, sigma[:, k], acc=x)
+        coss.append(c)
     y = gemm_add(bK + 0.5, x.reshape(-1, x.shape[-1]), WK.t()).view(*x.shape[:-1], WK.shape[0])
     loss, e, _ = loss_and_error(y, values, weights)
-    g = mm(e, WK)
+    g = output_grad(e, WK)
     ts, subs = [None] * len(coss), [None] * len(coss)
     for k in range(len(coss) - 1, -1, -1):
-        q = coss[k].mul_(g)
-        ts[k] = q.sum(dim=1)
-        if context is not None:
-            subs[k] = q.index_select(1, context).sum(dim=1)
+        ts[k], subs[k] = mul_sum_(coss[k], g, context)   # coss[k] now holds q_k = c_k g_k
         if k > 0:
-            gemm_add_(g.view(-1, g.shape[-1]), q.reshape(-1, q.shape[-1]), wps[k])
+            gemm_add_(g.view(-1, g.shape[-1]), coss[k].reshape(-1, g.shape[-1]), wps[k])
     B = phi.shape[0]
     grad = torch.mm(torch.stack(ts, dim=1).mul_(om).view(B, -1), A)
     sub = None

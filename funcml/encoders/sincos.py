@@ -38,8 +38,10 @@ LIMIT = 65536.0  # |u| beyond this (or NaN/inf) goes to libm: the reduction is e
 
 _SOURCE = r"""
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <math.h>
+#include <omp.h>
 
 static inline uint32_t as_u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
 static inline float as_f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
@@ -63,42 +65,114 @@ static inline void sincos_poly(float x, float *S, float *C) {
     *C = as_f(as_u(c0) ^ (((uint32_t)(q + 1) & 2u) << 30));
 }
 
-static int any_large(const float *u, int64_t n, int nt, float limit) {
-    int big = 0;
-    #pragma omp parallel for simd num_threads(nt) schedule(static) reduction(|:big)
-    for (int64_t i = 0; i < n; i++) big |= !(fabsf(u[i]) <= limit);
-    return big;
+/* For rows r = b n + i (b < B, i < n) and columns l < L, with x = u[row] + shift[b] (u: B n rows,
+   or n rows shared by every b; shift: B x L, or NULL):
+   c = cos x (c may be u when u is not shared), and s = sin x, or acc += sin x when acc is given.
+   A row holding some |x| > limit (or a non-finite x) is computed with libm's sinf/cosf instead;
+   the check reads the row into the cache that the computation then reads it from.
+   Returns the number of such rows. */
+int funcml_sincos(const float *u, int shared, const float *shift, float *s, float *c, float *acc,
+                  int64_t B, int64_t n, int64_t L, int nt, float limit) {
+    int64_t rows = B * n;
+    int64_t exact_rows = 0;
+    #pragma omp parallel for num_threads(nt) schedule(static) reduction(+:exact_rows)
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t b = r / n, i = r - b * n;
+        const float *ur = u + (shared ? i : r) * L;
+        const float *sh = shift ? shift + b * L : NULL;
+        float *cr = c + r * L;
+        int big = 0;
+        if (sh) {
+            #pragma omp simd reduction(|:big)
+            for (int64_t l = 0; l < L; l++) big |= !(fabsf(ur[l] + sh[l]) <= limit);
+        } else {
+            #pragma omp simd reduction(|:big)
+            for (int64_t l = 0; l < L; l++) big |= !(fabsf(ur[l]) <= limit);
+        }
+        if (big) {
+            exact_rows++;
+            for (int64_t l = 0; l < L; l++) {
+                float x = ur[l] + (sh ? sh[l] : 0.0f), S = sinf(x), C = cosf(x);
+                if (acc) acc[r * L + l] += S; else s[r * L + l] = S;
+                cr[l] = C;
+            }
+        } else if (acc) {
+            float *ar = acc + r * L;
+            if (sh) {
+                #pragma omp simd
+                for (int64_t l = 0; l < L; l++) { float S, C; sincos_poly(ur[l] + sh[l], &S, &C); ar[l] += S; cr[l] = C; }
+            } else {
+                #pragma omp simd
+                for (int64_t l = 0; l < L; l++) { float S, C; sincos_poly(ur[l], &S, &C); ar[l] += S; cr[l] = C; }
+            }
+        } else {
+            float *sr = s + r * L;
+            if (sh) {
+                #pragma omp simd
+                for (int64_t l = 0; l < L; l++) { float S, C; sincos_poly(ur[l] + sh[l], &S, &C); sr[l] = S; cr[l] = C; }
+            } else {
+                #pragma omp simd
+                for (int64_t l = 0; l < L; l++) { float S, C; sincos_poly(ur[l], &S, &C); sr[l] = S; cr[l] = C; }
+            }
+        }
+    }
+    return (int)(exact_rows > 0);
 }
 
-/* s = sin(u), c = cos(u); c may be u (in place). acc != 0: acc += sin(u) instead of writing s.
-   Returns 1 when the exact libm path was taken (some |u| > limit or non-finite). */
-int funcml_sincos(const float *u, float *s, float *c, float *acc, int64_t n, int nt, float limit) {
-    if (any_large(u, n, nt, limit)) {
-        #pragma omp parallel for num_threads(nt) schedule(static)
-        for (int64_t i = 0; i < n; i++) {
-            float x = u[i], S = sinf(x), C = cosf(x);
-            if (acc) acc[i] += S; else s[i] = S;
-            c[i] = C;
+/* q = c g (q may be c), t[b] = sum_i q[b n + i] and, with mask, sub[b] = sum_i mask[i] q[b n + i]
+   (rows of L columns). Each thread sums its rows in float blocks of at most 32 rows, blocks in
+   double; the threads' partials are combined in thread order (deterministic for a thread count). */
+#define BLOCK_ROWS 32
+int funcml_mul_sum(const float *c, const float *g, float *q, const float *mask, float *t, float *sub,
+                   int64_t B, int64_t n, int64_t L, int nt) {
+    int64_t width = (mask ? 2 : 1) * B * L;
+    double *work = (double *)calloc((size_t)(nt * width), sizeof(double));
+    float *blocks = (float *)malloc((size_t)(nt * 2 * L) * sizeof(float));
+    if (!work || !blocks) { free(work); free(blocks); return -1; }
+    int used = 1;
+    int64_t rows = B * n;
+    #pragma omp parallel num_threads(nt)
+    {
+        int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+        if (tid == 0) used = nth;
+        double *pt = work + tid * width, *ps = pt + B * L;
+        float *bt = blocks + tid * 2 * L, *bs = bt + L;
+        int64_t lo = rows * tid / nth, hi = rows * (tid + 1) / nth;
+        int64_t cur = lo < hi ? lo / n : 0;
+        int cnt = 0;
+        for (int64_t l = 0; l < L; l++) { bt[l] = 0.0f; bs[l] = 0.0f; }
+        for (int64_t r = lo; r < hi; r++) {
+            int64_t b = r / n, i = r - b * n;
+            if (b != cur || cnt == BLOCK_ROWS) {
+                for (int64_t l = 0; l < L; l++) { pt[cur * L + l] += bt[l]; bt[l] = 0.0f; }
+                if (mask) for (int64_t l = 0; l < L; l++) { ps[cur * L + l] += bs[l]; bs[l] = 0.0f; }
+                cur = b;
+                cnt = 0;
+            }
+            const float *cr = c + r * L, *gr = g + r * L;
+            float *qr = q + r * L;
+            if (mask) {
+                float m = mask[i];
+                #pragma omp simd
+                for (int64_t l = 0; l < L; l++) { float v = cr[l] * gr[l]; qr[l] = v; bt[l] += v; bs[l] += m * v; }
+            } else {
+                #pragma omp simd
+                for (int64_t l = 0; l < L; l++) { float v = cr[l] * gr[l]; qr[l] = v; bt[l] += v; }
+            }
+            cnt++;
         }
-        return 1;
+        if (lo < hi) {
+            for (int64_t l = 0; l < L; l++) pt[cur * L + l] += bt[l];
+            if (mask) for (int64_t l = 0; l < L; l++) ps[cur * L + l] += bs[l];
+        }
     }
-    if (acc) {
-        #pragma omp parallel for simd num_threads(nt) schedule(static)
-        for (int64_t i = 0; i < n; i++) {
-            float S, C;
-            sincos_poly(u[i], &S, &C);
-            acc[i] += S;
-            c[i] = C;
-        }
-    } else {
-        #pragma omp parallel for simd num_threads(nt) schedule(static)
-        for (int64_t i = 0; i < n; i++) {
-            float S, C;
-            sincos_poly(u[i], &S, &C);
-            s[i] = S;
-            c[i] = C;
-        }
+    for (int64_t j = 0; j < width; j++) {
+        double a = 0.0;
+        for (int k = 0; k < used; k++) a += work[k * width + j];
+        if (j < B * L) t[j] = (float)a; else sub[j - B * L] = (float)a;
     }
+    free(work);
+    free(blocks);
     return 0;
 }
 """
@@ -106,7 +180,7 @@ int funcml_sincos(const float *u, float *s, float *c, float *acc, int64_t n, int
 _FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno")
 _MIN_ELEMENTS = 4096  # below this the ctypes call costs more than it saves
 _LOCK = threading.Lock()
-_LIB: list = []   # [ctypes function] once loaded, [None] once known unavailable
+_LIB: list = []   # [ctypes library] once loaded, [None] once known unavailable
 
 
 def cache_dir() -> Path:
@@ -160,7 +234,7 @@ def _build(compiler: str, target: Path) -> None:
 
 
 def _load():
-    """The C function, building it on first use; None where it cannot be had (then ATen is used)."""
+    """The C library, building it on first use; None where it cannot be had (then ATen is used)."""
     if _LIB:
         return _LIB[0]
     with _LOCK:
@@ -175,10 +249,12 @@ def _load():
                 target = library_path(compiler)
                 if not target.exists():
                     _build(compiler, target)
-                lib = ctypes.CDLL(str(target))
-                fn = lib.funcml_sincos
-                fn.restype = ctypes.c_int
-                fn.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64, ctypes.c_int, ctypes.c_float]
+                fn = ctypes.CDLL(str(target))
+                p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+                fn.funcml_sincos.restype = i32
+                fn.funcml_sincos.argtypes = [p, i32, p, p, p, p, i64, i64, i64, i32, ctypes.c_float]
+                fn.funcml_mul_sum.restype = i32
+                fn.funcml_mul_sum.argtypes = [p, p, p, p, p, p, i64, i64, i64, i32]
             except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
                 log.info("fused sine/cosine unavailable (%s): using ATen's kernels", exc)
                 fn = None
@@ -191,19 +267,28 @@ def available() -> bool:
     return _load() is not None
 
 
-def _use_fused(u: torch.Tensor, acc: torch.Tensor | None) -> bool:
+def _fusable(*tensors: torch.Tensor | None) -> bool:
+    """All given tensors are contiguous float32 CPU tensors without autograd, and the loop exists."""
     if os.environ.get("FUNCML_SINCOS", "auto").lower() == "aten":
         return False
-    if u.device.type != "cpu" or u.dtype != torch.float32 or not u.is_contiguous() or u.numel() < _MIN_ELEMENTS:
-        return False
-    if acc is not None and (acc.shape != u.shape or acc.dtype != u.dtype or not acc.is_contiguous()
-                            or acc.device != u.device):
-        return False
-    if u.requires_grad or (acc is not None and acc.requires_grad):
-        return False
+    for t in tensors:
+        if t is None:
+            continue
+        if t.device.type != "cpu" or t.dtype != torch.float32 or not t.is_contiguous() or t.requires_grad:
+            return False
     if torch.compiler.is_compiling():
         return False
     return _load() is not None
+
+
+def _use_fused(u: torch.Tensor, acc: torch.Tensor | None) -> bool:
+    if u.numel() < _MIN_ELEMENTS or (acc is not None and acc.shape != u.shape):
+        return False
+    return _fusable(u, acc)
+
+
+def _ptr(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
 
 
 def sin_cos_into(u: torch.Tensor, sin_out: torch.Tensor, cos_out: torch.Tensor) -> None:
@@ -213,7 +298,9 @@ def sin_cos_into(u: torch.Tensor, sin_out: torch.Tensor, cos_out: torch.Tensor) 
         torch.sin(u, out=sin_out)
         torch.cos(u, out=cos_out)
         return
-    _load()(u.data_ptr(), sin_out.data_ptr(), cos_out.data_ptr(), 0, u.numel(), torch.get_num_threads(), LIMIT)
+    L = u.shape[-1] if u.dim() else 1
+    _load().funcml_sincos(u.data_ptr(), 0, 0, sin_out.data_ptr(), cos_out.data_ptr(), 0, 1, u.numel() // L, L,
+                          torch.get_num_threads(), LIMIT)
 
 
 def sin_cos_(u: torch.Tensor, acc: torch.Tensor | None = None) -> torch.Tensor:
@@ -224,9 +311,56 @@ def sin_cos_(u: torch.Tensor, acc: torch.Tensor | None = None) -> torch.Tensor:
         s = torch.sin(u)
         u.cos_()
         return s if acc is None else acc.add_(s)
-    if acc is None:
-        out = torch.empty_like(u)
-        sin_cos_into(u, out, u)
-        return out
-    _load()(u.data_ptr(), 0, u.data_ptr(), acc.data_ptr(), u.numel(), torch.get_num_threads(), LIMIT)
-    return acc
+    L = u.shape[-1] if u.dim() else 1
+    out = torch.empty_like(u) if acc is None else None
+    _load().funcml_sincos(u.data_ptr(), 0, 0, _ptr(out), u.data_ptr(), _ptr(acc), 1, u.numel() // L, L,
+                          torch.get_num_threads(), LIMIT)
+    return acc if acc is not None else out
+
+
+def shifted_sin_cos(u: torch.Tensor, shift: torch.Tensor, acc: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sin x, cos x)`` of ``x = u + shift`` without forming ``x``: a SIREN layer's activation.
+
+    ``u`` ``(B, n, L)`` (its memory then receives ``cos x``) or ``(n, L)`` shared by the batch (then
+    ``cos x`` is a new ``(B, n, L)`` tensor); ``shift`` ``(B, L)`` or ``(B, 1, L)``, one row per
+    signal. With ``acc`` ``(B, n, L)``, ``sin x`` is added to it in place and ``acc`` is returned
+    in its place.
+    """
+    shared = u.dim() == 2
+    b, length = shift.shape[0], shift.shape[-1]
+    n = u.shape[0] if shared else u.shape[1]
+    shift2 = shift.reshape(b, length).contiguous()
+    big_enough = b * n * length >= _MIN_ELEMENTS
+    if not (big_enough and _fusable(u, shift2, acc) and (acc is None or acc.shape == (b, n, length))):
+        x = u.unsqueeze(0) + shift2.unsqueeze(1) if shared else u.add_(shift2.unsqueeze(1))
+        s = torch.sin(x)
+        x.cos_()
+        return (s if acc is None else acc.add_(s)), x
+    c = torch.empty(b, n, length, dtype=u.dtype) if shared else u
+    s = torch.empty(b, n, length, dtype=u.dtype) if acc is None else None
+    _load().funcml_sincos(u.data_ptr(), int(shared), shift2.data_ptr(), _ptr(s), c.data_ptr(), _ptr(acc), b, n,
+                          length, torch.get_num_threads(), LIMIT)
+    return (s if acc is None else acc), c
+
+
+def mul_sum_(c: torch.Tensor, g: torch.Tensor, context: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``c *= g`` in place (``(B, n, L)`` each) and the sums over the ``n`` axis ``(B, L)``: of all
+    rows, and, with ``context`` ``(m,)`` row indices, of those rows; one pass, double accumulators."""
+    if not (c.numel() >= _MIN_ELEMENTS and c.shape == g.shape and _fusable(c, g)):
+        q = c.mul_(g)
+        sub = None if context is None else q.index_select(1, context).sum(dim=1)
+        return q.sum(dim=1), sub
+    b, n, length = c.shape
+    mask = None
+    if context is not None:
+        mask = c.new_zeros(n)
+        mask[context] = 1.0
+    t = torch.empty(b, length, dtype=c.dtype)
+    sub = torch.empty(b, length, dtype=c.dtype) if mask is not None else None
+    rc = _load().funcml_mul_sum(c.data_ptr(), g.data_ptr(), c.data_ptr(), _ptr(mask), t.data_ptr(), _ptr(sub), b, n,
+                                length, torch.get_num_threads())
+    if rc != 0:
+        raise MemoryError("funcml_mul_sum: out of memory for its partial sums")
+    return t, sub
