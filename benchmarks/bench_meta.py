@@ -18,11 +18,12 @@ Implementations: ``official``; ``autograd`` (funcml with its plain double-backwa
 foundation's code); ``funcml`` (fused kernels, as shipped: automatic micro-batches on CPU) and
 variants ``funcml+mbN`` (micro-batches of N), ``funcml+full`` (the whole batch in one pass),
 ``funcml+recompute``, ``funcml+compile``, ``funcml+bf16``, ``funcml+tf32``, ``funcml+noshared``
-(the first inner step computed per signal instead of on one shared field) and ``funcml+atensincos``
-(ATen's separate ``sin`` and ``cos`` instead of funcml's one-pass loop, :mod:`funcml.encoders.sincos`);
+(the first inner step computed per signal instead of on one shared field) and ``funcml+atenloops``
+(ATen's element-wise operations instead of funcml's fused C loops, :mod:`funcml.encoders.fused_loops`:
+the shift added by ``baddbmm``, separate ``sin`` and ``cos``, separate product and sums);
 ``floor`` (encoding only): just the matmuls and sine/cosine an exact float32 encode cannot avoid,
 timed alone (:func:`floor_encode`): an upper bound on the throughput of any such encode on the
-machine (``floor+atensincos``: with ATen's ``sin`` and ``cos``, the floor before the one-pass loop).
+machine (``floor+atenloops``: with ATen's ``sin`` and ``cos``, the floor before the fused loops).
 
 Memory: *peak RSS* is the child's whole life (imports, warm-up, compilation included); *steady
 peak* starts after the warm-up (meta-step: after ``--warmup`` steps; encoding: after the first
@@ -100,7 +101,7 @@ def parse_impl(spec: str) -> dict:
     """``funcml+mb8+compile`` -> options."""
     parts = spec.split("+")
     opts = {"kind": parts[0], "micro": None, "recompute": False, "compile": False, "precision": "fp32",
-            "shared_first": True, "aten_sincos": False}
+            "shared_first": True, "aten_loops": False}
     if opts["kind"] not in ("official", "autograd", "funcml", "floor"):
         raise SystemExit(f"unknown implementation {spec!r}")
     for p in parts[1:]:
@@ -116,8 +117,8 @@ def parse_impl(spec: str) -> dict:
             opts["shared_first"] = False
         elif p == "full":
             opts["micro"] = -1  # the whole batch in one pass
-        elif p == "atensincos":
-            opts["aten_sincos"] = True
+        elif p == "atenloops":
+            opts["aten_loops"] = True
         else:
             raise SystemExit(f"unknown modifier {p!r} in {spec!r}")
     return opts
@@ -189,8 +190,8 @@ def child(job: dict) -> dict:
     device = torch.device(job["device"])
     field, train, spatial, enc_batch = build_config(job["config"])
     opts = parse_impl(job["impl"])
-    if opts["aten_sincos"]:
-        os.environ["FUNCML_SINCOS"] = "aten"  # read at each call by funcml.encoders.sincos
+    if opts["aten_loops"]:
+        os.environ["FUNCML_FUSED_LOOPS"] = "0"  # read at each call by funcml.encoders.fused_loops
     if job["alloc"] == "tuned" or (job["alloc"] == "default" and opts["kind"] != "official"):
         from funcml.allocator import tune_glibc_malloc
 
@@ -332,7 +333,7 @@ def encode_child(job, net, official, train, spatial, batch, device) -> dict:
             pre_peak = _peak_bytes(device)
             _reset_steady_peak(device)
         if job["impl"].startswith("floor"):
-            phi = floor_encode(net, xb, steps, device, fused_sincos=not parse_impl(job["impl"])["aten_sincos"])
+            phi = floor_encode(net, xb, steps, device, fused_sincos=not parse_impl(job["impl"])["aten_loops"])
         elif official:
             g = generator(0, "encode", k)
             subs = [sample_context(n_coords, cfg.context_ratio, g, device) for _ in range(steps)]
@@ -368,14 +369,14 @@ def floor_encode(net, signals, steps: int, device, fused_sincos: bool = True) ->
     phi = 0; nothing else (no shifts, residual sums, loss,
     reductions, projections or output layer). Its throughput is an upper bound for any exact
     closed-form float32 encode that uses ATen's matmuls and funcml's one-pass sine and cosine
-    (:mod:`funcml.encoders.sincos`; ``fused_sincos=False``: ATen's separate ``sin`` and ``cos``, the
-    ``floor+atensincos`` row) on this machine."""
+    (:mod:`funcml.encoders.fused_loops`; ``fused_sincos=False``: ATen's separate ``sin`` and ``cos``,
+    the ``floor+atenloops`` row) on this machine."""
     import torch
 
     from funcml.encoders import kernels
     from funcml.encoders.coords import make_grid
     from funcml.encoders.fused import cache_chunk, flat_params, shared_first_grads
-    from funcml.encoders.sincos import sin_cos_into
+    from funcml.encoders.fused_loops import sin_cos_into
 
     b, spatial = signals.shape[0], tuple(signals.shape[2:])
     params = tuple(flat_params(net))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from funcml.encoders.sincos import mul_sum_, shifted_sin_cos
+from funcml.encoders.fused_loops import mul_sum_, shifted_sin_cos
 
 Params = tuple  # (W_1, b_1, ..., W_S, b_S, W_K, b_K, A, a)
 

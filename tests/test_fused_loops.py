@@ -1,4 +1,4 @@
-"""The one-pass sine and cosine (funcml.encoders.sincos): values, in-place contract, fall-backs, build."""
+"""The fused element-wise loops (funcml.encoders.fused_loops): values, in-place contracts, fall-backs, build."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import sys
 import pytest
 import torch
 
-from funcml.encoders import sincos
+from funcml.encoders import fused_loops as loops
 
-needs_compiler = pytest.mark.skipif(sincos._compiler() is None, reason="no C compiler: the ATen path is used")
+needs_compiler = pytest.mark.skipif(loops._compiler() is None, reason="no C compiler: the ATen path is used")
 
 
 def _reference(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -21,9 +21,9 @@ def _reference(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 @needs_compiler
 def test_the_fused_loop_builds_and_runs_here():
-    assert sincos.available()
+    assert loops.available()
     u = torch.randn(10_000)
-    assert sincos._use_fused(u, None)
+    assert loops._use_fused(u, None)
 
 
 @needs_compiler
@@ -33,7 +33,7 @@ def test_values_are_float32_rounding_of_the_exact_ones(scale):
     u = torch.randn(200_000, generator=g) * scale
     ref_s, ref_c = _reference(u)
     s, c = torch.empty_like(u), torch.empty_like(u)
-    sincos.sin_cos_into(u, s, c)
+    loops.sin_cos_into(u, s, c)
     # 1.5 ulp near 1; ATen's own error is 0.5 ulp (3.6e-8)
     assert (s.double() - ref_s).abs().max().item() < 1.5e-7
     assert (c.double() - ref_c).abs().max().item() < 1.5e-7
@@ -49,7 +49,7 @@ def test_large_and_non_finite_arguments_take_the_exact_path():
     u[1234] = float("nan")
     u[4321] = float("inf")
     s, c = torch.empty_like(u), torch.empty_like(u)
-    sincos.sin_cos_into(u, s, c)
+    loops.sin_cos_into(u, s, c)
     finite = torch.isfinite(u)
     ref_s, ref_c = _reference(u[finite])
     assert (s[finite].double() - ref_s).abs().max().item() < 1.5e-7
@@ -58,33 +58,18 @@ def test_large_and_non_finite_arguments_take_the_exact_path():
 
 
 @needs_compiler
-def test_in_place_contract_cos_into_u_and_sin_returned_or_accumulated():
-    u = torch.randn(8, 700, 64) * 50
-    orig = u.clone()
-    s = sincos.sin_cos_(u)
-    assert s.shape == u.shape and s.data_ptr() != u.data_ptr()
-    assert torch.allclose(u, orig.cos(), atol=1.5e-7, rtol=0)
-    assert torch.allclose(s, orig.sin(), atol=1.5e-7, rtol=0)
-    acc = torch.full_like(orig, 2.0)
-    u2 = orig.clone()
-    out = sincos.sin_cos_(u2, acc=acc)
-    assert out is acc
-    assert torch.allclose(acc, 2.0 + orig.sin(), atol=3e-7, rtol=0)
-    assert torch.allclose(u2, orig.cos(), atol=1.5e-7, rtol=0)
-
-
-@needs_compiler
 def test_results_do_not_depend_on_the_thread_count():
-    u = torch.randn(300_001) * 100
+    u = torch.randn(301_000) * 100
     old = torch.get_num_threads()
     try:
+        shift = torch.randn(1, 1000)
         torch.set_num_threads(1)
-        a = sincos.sin_cos_(u.clone())
+        a = loops.shifted_sin_cos(u.view(301, 1000)[:300].clone(), shift)
         torch.set_num_threads(2)
-        b = sincos.sin_cos_(u.clone())
+        b = loops.shifted_sin_cos(u.view(301, 1000)[:300].clone(), shift)
     finally:
         torch.set_num_threads(old)
-    assert torch.equal(a, b)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
 @pytest.mark.parametrize("case", ["float64", "strided", "small", "grad", "aten"])
@@ -97,33 +82,34 @@ def test_fallbacks_compute_exactly_atens_values(case, monkeypatch):
     elif case == "small":
         u = u[:2, :10].contiguous()
     elif case == "aten":
-        monkeypatch.setenv("FUNCML_SINCOS", "aten")
+        monkeypatch.setenv("FUNCML_FUSED_LOOPS", "0")
     if case == "grad":
         u.requires_grad_(True)
-        assert not sincos._use_fused(u, None)
+        assert not loops._use_fused(u, None)
         return
-    assert not sincos._use_fused(u, None)
-    orig = u.clone()
-    s = sincos.sin_cos_(u)
-    assert torch.equal(s, torch.sin(orig)) and torch.equal(u, torch.cos(orig))
+    assert not loops._use_fused(u, None)
+    s, c = torch.empty_like(u), torch.empty_like(u)
+    loops.sin_cos_into(u, s, c)
+    assert torch.equal(s, torch.sin(u)) and torch.equal(c, torch.cos(u))
 
 
 @needs_compiler
 def test_a_fresh_cache_builds_the_library_atomically(tmp_path):
-    code = ("import torch; from funcml.encoders import sincos; "
-            "assert sincos.available(); p = sincos.library_path(sincos._compiler()); "
-            "assert p.parent == sincos.cache_dir() and p.exists(); print(p)")
+    code = ("import torch; from funcml.encoders import fused_loops as loops; "
+            "assert loops.available(); p = loops.library_path(loops._compiler()); "
+            "assert p.parent == loops.cache_dir() and p.exists(); print(p)")
     env = {**os.environ, "FUNCML_CACHE_DIR": str(tmp_path / "cache")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     files = sorted(p.name for p in (tmp_path / "cache").iterdir())
-    assert len(files) == 1 and files[0].startswith("sincos-") and files[0].endswith(".so")  # no temp left behind
+    assert len(files) == 1 and files[0].startswith("fused-loops-") and files[0].endswith(".so")  # no temp left behind
 
 
 def test_without_a_compiler_everything_runs_on_aten(tmp_path):
-    code = ("import torch; from funcml.encoders import sincos; "
-            "assert not sincos.available(); u = torch.randn(100000); o = u.clone(); s = sincos.sin_cos_(u); "
-            "assert torch.equal(s, o.sin()) and torch.equal(u, o.cos())")
+    code = ("import torch; from funcml.encoders import fused_loops as loops; "
+            "assert not loops.available(); u = torch.randn(100, 1000); o = u.clone(); sh = torch.randn(100, 1000); "
+            "s, c = loops.shifted_sin_cos(u.view(1, 100, 1000), sh.view(1, 100000)[:, :1000]); "
+            "assert torch.equal(s[0], (o + sh[0, :1000]).sin()) and torch.equal(c[0], (o + sh[0, :1000]).cos())")
     env = {**os.environ, "FUNCML_CACHE_DIR": str(tmp_path / "cache"), "PATH": str(tmp_path), "CC": ""}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -140,7 +126,7 @@ def test_shifted_activation_matches_sin_and_cos_of_the_sum(shared, with_acc):
     ref_s, ref_c = x.double().sin(), x.double().cos()
     acc = torch.randn(B, n, L, generator=g) if with_acc else None
     acc0 = None if acc is None else acc.clone()
-    s, c = sincos.shifted_sin_cos(u, shift, acc=acc)
+    s, c = loops.shifted_sin_cos(u, shift, acc=acc)
     assert c.shape == (B, n, L) and s.shape == (B, n, L)
     if not shared:
         assert c.data_ptr() == u.data_ptr()     # cos x written where u was
@@ -160,7 +146,7 @@ def test_mul_sum_is_the_product_and_its_sums_over_coordinates(with_context):
     grad = torch.randn(B, n, L, generator=g)
     context = torch.randperm(n, generator=g)[:190].sort().values if with_context else None
     q_ref = (c.double() * grad.double())
-    t, sub = sincos.mul_sum_(c, grad, context)
+    t, sub = loops.mul_sum_(c, grad, context)
     assert torch.allclose(c.double(), q_ref, atol=1e-6, rtol=0)   # c now holds the product
     assert torch.allclose(t.double(), q_ref.sum(dim=1), atol=2e-5, rtol=0)
     if with_context:
@@ -174,6 +160,6 @@ def test_mul_sum_is_deterministic_for_a_thread_count():
     c = torch.randn(5, 784, 128, generator=g)
     grad = torch.randn(5, 784, 128, generator=g)
     ctx = torch.arange(0, 784, 4)
-    a = sincos.mul_sum_(c.clone(), grad, ctx)
-    b = sincos.mul_sum_(c.clone(), grad, ctx)
+    a = loops.mul_sum_(c.clone(), grad, ctx)
+    b = loops.mul_sum_(c.clone(), grad, ctx)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])

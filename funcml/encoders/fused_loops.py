@@ -1,20 +1,26 @@
-"""Sine and cosine of the same activations in one pass (CPU, float32).
+"""Fused element-wise loops of the SIREN layers (CPU, float32), in C.
 
-Every SIREN layer of the fused kernels needs both ``sin u`` (the forward) and ``cos u`` (the latent
-gradient) of the same pre-activations ``u``. ATen computes them as two separate, precise (about
-0.5 ulp) transcendental passes, which on a 2-core CPU cost about as much as the layer's matmul.
-:func:`sin_cos_` computes both from one Cody-Waite range reduction to ``[-pi/4, pi/4]`` and two
-short minimax polynomials (the cephes ``sinf``/``cosf`` coefficients), in one vectorised,
-multi-threaded loop: measured 8x faster than ``torch.sin`` + ``torch.cos`` here, with a largest
-error of 1e-7 (about 1.5 ulp near 1; ATen: 0.5 ulp), i.e. float32 rounding, not a change of
-the math. Arguments beyond ``2**16`` in magnitude (and non-finite ones) take libm's ``sinf``/``cosf``.
+Between its matmuls a SIREN layer of the fused kernels does element-wise work that ATen runs as
+several passes over ``(B, n, L)`` tensors: the per-signal shift, ``sin u`` (the forward) and
+``cos u`` (the latent gradient) of the same pre-activations, and in the backward the product
+``q = cos u * g`` with its sums over the coordinates (all of them, and the context subset).
+On a 2-core CPU ATen's two precise (0.5 ulp) transcendental passes cost about as much as the
+layer's matmul. This module does each group in one multi-threaded, vectorised loop:
 
-The loop is a few lines of C compiled once per machine with the system C compiler
-(``cc -O3 -march=native -fopenmp``) into the user cache (``$FUNCML_CACHE_DIR`` or
-``~/.cache/funcml``, written atomically) and called through :mod:`ctypes`, which releases the GIL.
-It links against the OpenMP runtime torch has already loaded, with torch's thread count. Where it
-cannot be used (no compiler, a GPU tensor, another dtype, a non-contiguous tensor, inside
-``torch.compile``, or ``FUNCML_SINCOS=aten``) the same call runs ATen's ``sin``/``cos``.
+* :func:`shifted_sin_cos` (and :func:`sin_cos_into`): ``sin`` and ``cos`` of ``u + shift`` from one
+  Cody-Waite range reduction to ``[-pi/4, pi/4]`` and the cephes ``sinf``/``cosf`` minimax
+  polynomials: 8x faster than ``torch.sin`` + ``torch.cos`` here, largest error 1e-7 (1.5 ulp near
+  1; ATen 0.5 ulp), i.e. float32 rounding, not a change of the math. Rows holding an argument
+  beyond ``2**16`` in magnitude (or a non-finite one) take libm's ``sinf``/``cosf``.
+* :func:`mul_sum_`: ``q = c * g`` in place and both coordinate sums (float blocks, double
+  partials, combined in thread order: deterministic).
+
+The loops are compiled once per machine with the system C compiler (``cc -O3 -march=native
+-fopenmp``) into the user cache (``$FUNCML_CACHE_DIR`` or ``~/.cache/funcml``, written atomically)
+and called through :mod:`ctypes` (which releases the GIL); they link against the OpenMP runtime
+torch has already loaded and use torch's thread count. Where they cannot be used (no compiler, a
+GPU tensor, another dtype, a non-contiguous tensor, autograd, inside ``torch.compile``, or
+``FUNCML_FUSED_LOOPS=0``) the same calls run ATen's operations.
 """
 
 from __future__ import annotations
@@ -216,14 +222,14 @@ def library_path(compiler: str) -> Path:
         version = ""
     key = hashlib.sha256("\0".join([_SOURCE, " ".join(_FLAGS), compiler, version, platform.machine(),
                                     _cpu_flags()]).encode()).hexdigest()[:16]
-    return cache_dir() / f"sincos-{key}.so"
+    return cache_dir() / f"fused-loops-{key}.so"
 
 
 def _build(compiler: str, target: Path) -> None:
     """Compile the loop to ``target`` (temporary file + rename: concurrent builders cannot leave half a library)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        src = Path(tmp) / "sincos.c"
+        src = Path(tmp) / "fused_loops.c"
         src.write_text(_SOURCE)
         out = Path(tmp) / target.name
         proc = subprocess.run([compiler, *_FLAGS, str(src), "-o", str(out), "-lm"], capture_output=True, text=True,
@@ -243,7 +249,7 @@ def _load():
         fn = None
         compiler = _compiler()
         if compiler is None:
-            log.info("no C compiler found: sine and cosine use ATen's kernels")
+            log.info("no C compiler found: the SIREN layers' element-wise work uses ATen's kernels")
         else:
             try:
                 target = library_path(compiler)
@@ -256,7 +262,7 @@ def _load():
                 fn.funcml_mul_sum.restype = i32
                 fn.funcml_mul_sum.argtypes = [p, p, p, p, p, p, i64, i64, i64, i32]
             except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
-                log.info("fused sine/cosine unavailable (%s): using ATen's kernels", exc)
+                log.info("fused loops unavailable (%s): using ATen's kernels", exc)
                 fn = None
         _LIB.append(fn)
         return fn
@@ -269,7 +275,7 @@ def available() -> bool:
 
 def _fusable(*tensors: torch.Tensor | None) -> bool:
     """All given tensors are contiguous float32 CPU tensors without autograd, and the loop exists."""
-    if os.environ.get("FUNCML_SINCOS", "auto").lower() == "aten":
+    if os.environ.get("FUNCML_FUSED_LOOPS", "1").strip().lower() in ("0", "false", "no", "off"):
         return False
     for t in tensors:
         if t is None:
@@ -301,21 +307,6 @@ def sin_cos_into(u: torch.Tensor, sin_out: torch.Tensor, cos_out: torch.Tensor) 
     L = u.shape[-1] if u.dim() else 1
     _load().funcml_sincos(u.data_ptr(), 0, 0, sin_out.data_ptr(), cos_out.data_ptr(), 0, 1, u.numel() // L, L,
                           torch.get_num_threads(), LIMIT)
-
-
-def sin_cos_(u: torch.Tensor, acc: torch.Tensor | None = None) -> torch.Tensor:
-    """Overwrite ``u`` with ``cos u`` and return ``sin u`` (a new tensor), or, with ``acc`` (same
-    shape), add ``sin u`` to ``acc`` in place and return ``acc``. One pass on a float32 CPU tensor,
-    ATen's ``sin``/``cos`` elsewhere (same values up to float32 rounding)."""
-    if not _use_fused(u, acc):
-        s = torch.sin(u)
-        u.cos_()
-        return s if acc is None else acc.add_(s)
-    L = u.shape[-1] if u.dim() else 1
-    out = torch.empty_like(u) if acc is None else None
-    _load().funcml_sincos(u.data_ptr(), 0, 0, _ptr(out), u.data_ptr(), _ptr(acc), 1, u.numel() // L, L,
-                          torch.get_num_threads(), LIMIT)
-    return acc if acc is not None else out
 
 
 def shifted_sin_cos(u: torch.Tensor, shift: torch.Tensor, acc: torch.Tensor | None = None
