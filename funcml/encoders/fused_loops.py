@@ -287,6 +287,12 @@ def _fusable(*tensors: torch.Tensor | None) -> bool:
     return _load() is not None
 
 
+def enabled_for(t: torch.Tensor) -> bool:
+    """Whether the fused loops run for tensors like ``t`` (a float32 CPU tensor, the loops built and
+    not switched off, not being traced by ``torch.compile``)."""
+    return t.device.type == "cpu" and t.dtype == torch.float32 and _fusable()
+
+
 def _use_fused(u: torch.Tensor, acc: torch.Tensor | None) -> bool:
     if u.numel() < _MIN_ELEMENTS or (acc is not None and acc.shape != u.shape):
         return False

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import torch
 
+from funcml.encoders import fused_loops
 from funcml.encoders.fused_loops import mul_sum_, shifted_sin_cos
 
 Params = tuple  # (W_1, b_1, ..., W_S, b_S, W_K, b_K, A, a)
@@ -64,6 +65,19 @@ def linear_shift(x: torch.Tensor, w: torch.Tensor, shift: torch.Tensor) -> torch
     return mm(x, w).add_(shift)
 
 
+def sine_layer(x: torch.Tensor, w: torch.Tensor, shift: torch.Tensor, acc: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sin u, cos u)`` of ``u = x (B, n, i) @ w (i, j) + shift (B, j)``; with ``acc`` ``sin u`` is
+    added to it in place and ``acc`` returned instead. On a CPU the shift, sine and cosine are one
+    fused loop after a plain matmul; elsewhere the shift is added inside the matmul (``baddbmm``)."""
+    if fused_loops.enabled_for(x):
+        return shifted_sin_cos(mm(x, w), shift, acc=acc)
+    u = linear_shift(x, w, shift.unsqueeze(1))
+    s = torch.sin(u)
+    u.cos_()
+    return (s if acc is None else acc.add_(s)), u
+
+
 def split(params: Params):
     """``(ws [S], bs [S], W_K, b_K, A, a)``."""
     s = (len(params) - 4) // 2
@@ -101,7 +115,7 @@ def field_forward(h, sigma, wps, WK, bK, keep_sin: bool):
             s, c = shifted_sin_cos(h, sigma[:, 0])
         else:
             xs.append(x)
-            s, c = shifted_sin_cos(mm(x, wps[k].t()), sigma[:, k])
+            s, c = sine_layer(x, wps[k].t(), sigma[:, k])
         coss.append(c)
         if keep_sin:
             sins.append(s)
@@ -351,8 +365,7 @@ def latent_grads(coords, values, weights, omegas, phi, params: Params, context: 
     coss = []
     x = None
     for k in range(len(omegas)):
-        u = h if k == 0 else mm(x, wps[k].t())
-        x, c = shifted_sin_cos(u, sigma[:, k], acc=x)
+        x, c = shifted_sin_cos(h, sigma[:, 0]) if k == 0 else sine_layer(x, wps[k].t(), sigma[:, k], acc=x)
         coss.append(c)
     y = gemm_add(bK + 0.5, x.reshape(-1, x.shape[-1]), WK.t()).view(*x.shape[:-1], WK.shape[0])
     loss, e, _ = loss_and_error(y, values, weights)
