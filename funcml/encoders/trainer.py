@@ -25,7 +25,7 @@ from funcml.allocator import tune_glibc_malloc
 from funcml.data.base import SignalSet
 from funcml.devices import peak_memory_bytes
 from funcml.encoders import distributed as ddp
-from funcml.encoders import fused
+from funcml.encoders import fused, fused_loops
 from funcml.encoders.checkpoint import CHECKPOINT_DIR, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from funcml.encoders.config import EncodeConfig, FieldConfig, TrainConfig
 from funcml.encoders.coords import make_grid
@@ -163,6 +163,7 @@ class TrainResult:
     resumed_from: int | None
     stopped_by: str
     history: list[dict] = field(default_factory=list, repr=False)
+    fused_loops: bool = False   # the CPU element-wise work ran in funcml.encoders.fused_loops
 
     def summary(self) -> dict[str, Any]:
         d = asdict(self)
@@ -428,7 +429,9 @@ class MetaTrainer:
             best_val_psnr=best_val, best_step=best_step, last_train_psnr=last_train_psnr,
             median_step_seconds=statistics.median(timed) if timed else None,
             peak_memory_bytes=peak_memory_bytes(self.device), minutes=(time.perf_counter() - t_start) / 60,
-            resumed_from=start if meta is not None else None, stopped_by=stopped_by, history=history)
+            resumed_from=start if meta is not None else None, stopped_by=stopped_by, history=history,
+            fused_loops=(fused.supports(net) and not cfg.compile
+                         and fused_loops.enabled_for(torch.empty(0, device=self.device))))
         if dist_info.is_main:
             from funcml.encoders.model import read_model_config
 
