@@ -23,7 +23,7 @@ def _reference(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def test_the_fused_loop_builds_and_runs_here():
     assert loops.available()
     u = torch.randn(10_000)
-    assert loops._use_fused(u, None)
+    assert loops._applies(u.numel(), u) and loops.enabled_on('cpu')
 
 
 @needs_compiler
@@ -85,9 +85,9 @@ def test_fallbacks_compute_exactly_atens_values(case, monkeypatch):
         monkeypatch.setenv("FUNCML_FUSED_LOOPS", "0")
     if case == "grad":
         u.requires_grad_(True)
-        assert not loops._use_fused(u, None)
+        assert not loops._applies(u.numel(), u)
         return
-    assert not loops._use_fused(u, None)
+    assert not loops._applies(u.numel(), u)
     s, c = torch.empty_like(u), torch.empty_like(u)
     loops.sin_cos_into(u, s, c)
     assert torch.equal(s, torch.sin(u)) and torch.equal(c, torch.cos(u))

@@ -9,8 +9,10 @@ layer's matmul. This module does each group in one multi-threaded, vectorised lo
 
 * :func:`shifted_sin_cos` (and :func:`sin_cos_into`): ``sin`` and ``cos`` of ``u + shift`` from one
   Cody-Waite range reduction to ``[-pi/4, pi/4]`` and the cephes ``sinf``/``cosf`` minimax
-  polynomials: 8x faster than ``torch.sin`` + ``torch.cos`` here, largest error 1e-7 (1.5 ulp near
-  1; ATen 0.5 ulp), i.e. float32 rounding, not a change of the math. Rows holding an argument
+  polynomials, largest error 1e-7 (1.5 ulp near 1; ATen 0.5 ulp; ``tests/test_fused_loops.py``),
+  i.e. float32 rounding, not a change of the math. The encoding floor of
+  ``benchmarks/bench_meta.py`` (matmuls plus these passes) is 1.5x faster with it than with ATen's
+  ``sin`` and ``cos`` (``floor`` vs ``floor+atenloops`` in ``docs/benchmarks.md``). Rows holding an argument
   beyond ``2**16`` in magnitude (or a non-finite one) take libm's ``sinf``/``cosf``.
 * :func:`mul_sum_`: ``q = c * g`` in place and both coordinate sums (float blocks, double
   partials, combined in thread order: deterministic).
@@ -76,7 +78,7 @@ static inline void sincos_poly(float x, float *S, float *C) {
    c = cos x (c may be u when u is not shared), and s = sin x, or acc += sin x when acc is given.
    A row holding some |x| > limit (or a non-finite x) is computed with libm's sinf/cosf instead;
    the check reads the row into the cache that the computation then reads it from.
-   Returns the number of such rows. */
+   Returns 1 when some row took that path, else 0. */
 int funcml_sincos(const float *u, int shared, const float *shift, float *s, float *c, float *acc,
                   int64_t B, int64_t n, int64_t L, int nt, float limit) {
     int64_t rows = B * n;
@@ -287,16 +289,15 @@ def _fusable(*tensors: torch.Tensor | None) -> bool:
     return _load() is not None
 
 
-def enabled_for(t: torch.Tensor) -> bool:
-    """Whether the fused loops run for tensors like ``t`` (a float32 CPU tensor, the loops built and
-    not switched off, not being traced by ``torch.compile``)."""
-    return t.device.type == "cpu" and t.dtype == torch.float32 and _fusable()
+def enabled_on(device: torch.device | str) -> bool:
+    """Whether float32 work on ``device`` runs in the fused loops (a CPU, the loops built and not
+    switched off, not being traced by ``torch.compile``)."""
+    return torch.device(device).type == "cpu" and _fusable()
 
 
-def _use_fused(u: torch.Tensor, acc: torch.Tensor | None) -> bool:
-    if u.numel() < _MIN_ELEMENTS or (acc is not None and acc.shape != u.shape):
-        return False
-    return _fusable(u, acc)
+def _applies(numel: int, *tensors: torch.Tensor | None) -> bool:
+    """The loops take a call over ``numel`` elements of ``tensors`` (large enough to pay for the call)."""
+    return numel >= _MIN_ELEMENTS and _fusable(*tensors)
 
 
 def _ptr(t: torch.Tensor | None) -> int:
@@ -306,7 +307,7 @@ def _ptr(t: torch.Tensor | None) -> int:
 def sin_cos_into(u: torch.Tensor, sin_out: torch.Tensor, cos_out: torch.Tensor) -> None:
     """Write ``sin u`` to ``sin_out`` and ``cos u`` to ``cos_out`` (same shape as ``u``; ``cos_out``
     may be ``u`` itself), in one pass where the fused loop applies."""
-    if not (_use_fused(u, sin_out) and _use_fused(u, cos_out)):
+    if not (sin_out.shape == cos_out.shape == u.shape and _applies(u.numel(), u, sin_out, cos_out)):
         torch.sin(u, out=sin_out)
         torch.cos(u, out=cos_out)
         return
@@ -328,8 +329,7 @@ def shifted_sin_cos(u: torch.Tensor, shift: torch.Tensor, acc: torch.Tensor | No
     b, length = shift.shape[0], shift.shape[-1]
     n = u.shape[0] if shared else u.shape[1]
     shift2 = shift.reshape(b, length).contiguous()
-    big_enough = b * n * length >= _MIN_ELEMENTS
-    if not (big_enough and _fusable(u, shift2, acc) and (acc is None or acc.shape == (b, n, length))):
+    if not ((acc is None or acc.shape == (b, n, length)) and _applies(b * n * length, u, shift2, acc)):
         x = u.unsqueeze(0) + shift2.unsqueeze(1) if shared else u.add_(shift2.unsqueeze(1))
         s = torch.sin(x)
         x.cos_()
@@ -345,7 +345,7 @@ def mul_sum_(c: torch.Tensor, g: torch.Tensor, context: torch.Tensor | None = No
              ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``c *= g`` in place (``(B, n, L)`` each) and the sums over the ``n`` axis ``(B, L)``: of all
     rows, and, with ``context`` ``(m,)`` row indices, of those rows; one pass, double accumulators."""
-    if not (c.numel() >= _MIN_ELEMENTS and c.shape == g.shape and _fusable(c, g)):
+    if not (c.shape == g.shape and _applies(c.numel(), c, g)):
         q = c.mul_(g)
         sub = None if context is None else q.index_select(1, context).sum(dim=1)
         return q.sum(dim=1), sub

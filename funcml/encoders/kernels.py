@@ -70,7 +70,7 @@ def sine_layer(x: torch.Tensor, w: torch.Tensor, shift: torch.Tensor, acc: torch
     """``(sin u, cos u)`` of ``u = x (B, n, i) @ w (i, j) + shift (B, j)``; with ``acc`` ``sin u`` is
     added to it in place and ``acc`` returned instead. On a CPU the shift, sine and cosine are one
     fused loop after a plain matmul; elsewhere the shift is added inside the matmul (``baddbmm``)."""
-    if fused_loops.enabled_for(x):
+    if x.dtype == torch.float32 and fused_loops.enabled_on(x.device):
         return shifted_sin_cos(mm(x, w), shift, acc=acc)
     u = linear_shift(x, w, shift.unsqueeze(1))
     s = torch.sin(u)

@@ -431,7 +431,7 @@ class MetaTrainer:
             peak_memory_bytes=peak_memory_bytes(self.device), minutes=(time.perf_counter() - t_start) / 60,
             resumed_from=start if meta is not None else None, stopped_by=stopped_by, history=history,
             fused_loops=(fused.supports(net) and not cfg.compile
-                         and fused_loops.enabled_for(torch.empty(0, device=self.device))))
+                         and fused_loops.enabled_on(self.device)))
         if dist_info.is_main:
             from funcml.encoders.model import read_model_config
 
