@@ -217,10 +217,14 @@ def child(job: dict) -> dict:
         ctx.enter_context(fused.plain_autograd())
     ctx.enter_context(fused.execution(compile=opts["compile"], precision=opts["precision"], device=device,
                                       shared_first=opts["shared_first"]))
+    import funcml
+
     with ctx:
         if job["phase"] == "train":
-            return train_child(job, net, official, coords, train, spatial, device, opts)
-        return encode_child(job, net, official, train, spatial, enc_batch, device)
+            res = train_child(job, net, official, coords, train, spatial, device, opts)
+        else:
+            res = encode_child(job, net, official, train, spatial, enc_batch, device)
+    return {**res, "funcml_file": funcml.__file__}
 
 
 def train_child(job, net, official, coords, train, spatial, device, opts) -> dict:
@@ -438,6 +442,8 @@ def run_child(job: dict, alloc: str, timeout: float) -> dict:
     if policy != "default":
         env["OMP_WAIT_POLICY"] = policy.upper()
     env["FUNCML_MALLOC_TUNE"] = "1" if alloc in ("default", "tuned") else "0"
+    if job.get("pythonpath"):  # import funcml from another checkout (benchmarks/bench_checkouts.py)
+        env["PYTHONPATH"] = job["pythonpath"]
     if alloc == "tcmalloc":
         lib = next((p for p in TCMALLOC_CANDIDATES if Path(p).exists()), None)
         if lib is None:
