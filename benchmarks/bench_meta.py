@@ -18,12 +18,15 @@ Implementations: ``official``; ``autograd`` (funcml with its plain double-backwa
 foundation's code); ``funcml`` (fused kernels, as shipped: automatic micro-batches on CPU) and
 variants ``funcml+mbN`` (micro-batches of N), ``funcml+full`` (the whole batch in one pass),
 ``funcml+recompute``, ``funcml+compile``, ``funcml+bf16``, ``funcml+tf32``, ``funcml+noshared``
-(the first inner step computed per signal instead of on one shared field) and ``funcml+atenloops``
-(ATen's element-wise operations instead of funcml's fused C loops, :mod:`funcml.encoders.fused_loops`:
-the shift added by ``baddbmm``, separate ``sin`` and ``cos``, separate product and sums);
-``floor`` (encoding only): just the matmuls and sine/cosine an exact float32 encode cannot avoid,
-timed alone (:func:`floor_encode`): an upper bound on the throughput of any such encode on the
-machine (``floor+atenloops``: with ATen's ``sin`` and ``cos``, the floor before the fused loops).
+(the first inner step computed per signal instead of on one shared field), ``funcml+layers``
+(encoding and first-order loops layer by layer over cache-sized groups of signals, as before the
+tiled pass of :mod:`funcml.encoders.tiled`: ``FUNCML_TILED=0``) and ``funcml+atenloops`` (ATen's
+element-wise operations instead of funcml's fused C loops, :mod:`funcml.encoders.fused_loops`, and
+no tiled pass: the shift added by ``baddbmm``, separate ``sin`` and ``cos``, separate product and
+sums); ``floor`` (encoding only): just the matmuls and sine/cosine that the layer-by-layer encode
+cannot avoid, timed alone (:func:`floor_encode`): an upper bound on the throughput of that path
+(``floor+atenloops``: with ATen's ``sin`` and ``cos``). The tiled pass goes beyond it: its
+matmuls read their operands from the core's cache instead of memory.
 
 Memory: *peak RSS* is the child's whole life (imports, warm-up, compilation included); *steady
 peak* starts after the warm-up (meta-step: after ``--warmup`` steps; encoding: after the first
@@ -101,7 +104,7 @@ def parse_impl(spec: str) -> dict:
     """``funcml+mb8+compile`` -> options."""
     parts = spec.split("+")
     opts = {"kind": parts[0], "micro": None, "recompute": False, "compile": False, "precision": "fp32",
-            "shared_first": True, "aten_loops": False}
+            "shared_first": True, "aten_loops": False, "layers": False}
     if opts["kind"] not in ("official", "autograd", "funcml", "floor"):
         raise SystemExit(f"unknown implementation {spec!r}")
     for p in parts[1:]:
@@ -119,6 +122,8 @@ def parse_impl(spec: str) -> dict:
             opts["micro"] = -1  # the whole batch in one pass
         elif p == "atenloops":
             opts["aten_loops"] = True
+        elif p == "layers":
+            opts["layers"] = True
         else:
             raise SystemExit(f"unknown modifier {p!r} in {spec!r}")
     return opts
@@ -192,6 +197,8 @@ def child(job: dict) -> dict:
     opts = parse_impl(job["impl"])
     if opts["aten_loops"]:
         os.environ["FUNCML_FUSED_LOOPS"] = "0"  # read at each call by funcml.encoders.fused_loops
+    if opts["layers"]:
+        os.environ["FUNCML_TILED"] = "0"  # read at each call by funcml.encoders.tiled
     if job["alloc"] == "tuned" or (job["alloc"] == "default" and opts["kind"] != "official"):
         from funcml.allocator import tune_glibc_malloc
 
@@ -369,12 +376,13 @@ def floor_encode(net, signals, steps: int, device, fused_sincos: bool = True) ->
     :func:`funcml.encoders.fused.shared_first_grads`): each sine layer's sine and cosine of its
     pre-activations (the forward needs one, the latent gradient the other) and each hidden layer's
     two matmuls (forward, and the backward to the previous layer), in the same cache-sized passes of
-    signals as :func:`funcml.encoders.fused.latent_grads`, on the network's real pre-activations at
-    phi = 0; nothing else (no shifts, residual sums, loss,
+    signals as the layer-by-layer path of :func:`funcml.encoders.fused.latent_grads`, on the
+    network's real pre-activations at phi = 0; nothing else (no shifts, residual sums, loss,
     reductions, projections or output layer). Its throughput is an upper bound for any exact
-    closed-form float32 encode that uses ATen's matmuls and funcml's one-pass sine and cosine
-    (:mod:`funcml.encoders.fused_loops`; ``fused_sincos=False``: ATen's separate ``sin`` and ``cos``,
-    the ``floor+atenloops`` row) on this machine."""
+    closed-form float32 encode that runs layer by layer on ATen's matmuls with funcml's one-pass sine
+    and cosine (:mod:`funcml.encoders.fused_loops`; ``fused_sincos=False``: ATen's separate ``sin``
+    and ``cos``, the ``floor+atenloops`` row) on this machine; the tiled pass
+    (:mod:`funcml.encoders.tiled`) is not bound by it."""
     import torch
 
     from funcml.encoders import kernels

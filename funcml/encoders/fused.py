@@ -10,7 +10,8 @@ are folded into the weights and buffers are updated in place. Further exact savi
 * the first step from ``phi = 0`` (:class:`FirstStep`): every signal then has the same field,
   so the forward runs once and the backward once per output channel instead of per signal;
 * without a graph (encoding, first-order loops, :func:`latent_grads`) everything runs in place,
-  and the context-subset gradient of the test-time rescaling rule comes from the same pass;
+  and the context-subset gradient of the test-time rescaling rule comes from the same pass; on a
+  CPU in float32 that pass runs tile by tile of coordinates in one C call (:mod:`funcml.encoders.tiled`);
 * ``recompute=True``: an inner step keeps only its inputs and recomputes its intermediates in the
   backward (about a third more inner-loop work for a fraction of the memory).
 
@@ -27,7 +28,7 @@ from typing import Iterator
 
 import torch
 
-from funcml.encoders import kernels
+from funcml.encoders import kernels, tiled
 from funcml.encoders.siren import ModulatedSiren
 
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -262,7 +263,8 @@ def latent_grads(net: ModulatedSiren, coords: torch.Tensor, phi: torch.Tensor | 
 
     ``phi=None`` means zeros (then the batch shares one field: much cheaper). ``context`` ``(m,)``
     coordinate indices: ``context_grad`` is the gradient of the MSE over just those coordinates,
-    from the same pass.
+    from the same pass. On a CPU in float32 the pass is :func:`funcml.encoders.tiled.latent_grads`
+    where it is available; otherwise layer by layer over cache-sized groups of signals.
     """
     omegas = tuple(net.omegas[:net.num_sine_layers])
     params = tuple(flat_params(net))
@@ -270,6 +272,9 @@ def latent_grads(net: ModulatedSiren, coords: torch.Tensor, phi: torch.Tensor | 
         return _K["first_grads"](coords, values, weights, omegas, params, context)
     if phi is None:
         phi = values.new_zeros(values.shape[0], net.config.latent_dim)
+    if (_STATE["compiled"] is None and tiled.applies(phi, values, weights, *params)
+            and tiled.fits(coords.shape[0], net.num_sine_layers, net.config.width, context is not None)):
+        return _tiled_latent_grads(coords, values, weights, omegas, phi, params, context)
     chunk = cache_chunk(values.shape[0], coords.shape[0], net.config.width, values.device)
     if chunk >= values.shape[0]:
         return _K["latent_grads"](coords, values, weights, omegas, phi, params, context)
@@ -277,6 +282,24 @@ def latent_grads(net: ModulatedSiren, coords: torch.Tensor, phi: torch.Tensor | 
                                 omegas, phi[s:s + chunk], params, context)
              for s in range(0, values.shape[0], chunk)]
     return tuple(None if p[0] is None else torch.cat(p) for p in zip(*parts))
+
+
+def _tiled_latent_grads(coords, values, weights, omegas, phi, params, context):
+    """:func:`kernels.latent_grads` by :func:`tiled.latent_grads` (one C call for the batch)."""
+    h, sigma, wps, om = kernels.prepare(params, omegas, coords, phi)
+    WK, bK, A = params[-4], params[-3], params[-2]
+    mask = None
+    if context is not None:
+        mask = values.new_zeros(coords.shape[0])
+        mask[context] = 1.0
+    loss, t, t_sub = tiled.latent_grads(h, sigma, wps, WK, bK, values, weights, mask)
+    B = phi.shape[0]
+    grad = torch.mm(t.mul_(om).view(B, -1), A)
+    sub = None
+    if context is not None:
+        scale = kernels.context_scale(weights, context, values.shape[1], values.shape[2])
+        sub = torch.mm(t_sub.mul_(om).view(B, -1), A) * scale
+    return loss, grad, sub
 
 
 CACHE_CHUNK_ELEMENTS = 1 << 19

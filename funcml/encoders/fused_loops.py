@@ -16,6 +16,8 @@ layer's matmul. This module does each group in one multi-threaded, vectorised lo
   beyond ``2**16`` in magnitude (or a non-finite one) take libm's ``sinf``/``cosf``.
 * :func:`mul_sum_`: ``q = c * g`` in place and both coordinate sums (float blocks, double
   partials, combined in thread order: deterministic).
+* ``funcml_latent_grads``: the whole latent-gradient pass tile by tile of coordinates, calling
+  torch's own BLAS ``sgemm_`` (:mod:`funcml.encoders.tiled` wraps it).
 
 The loops are compiled once per machine with the system C compiler (``cc -O3 -march=native
 -fopenmp``) into the user cache (``$FUNCML_CACHE_DIR`` or ``~/.cache/funcml``, written atomically)
@@ -183,6 +185,141 @@ int funcml_mul_sum(const float *c, const float *g, float *q, const float *mask, 
     free(blocks);
     return 0;
 }
+
+/* ---- the whole latent-gradient pass in coordinate tiles (see funcml/encoders/tiled.py) ---- */
+typedef void (*sgemm_fn)(const char *, const char *, const int *, const int *, const int *, const float *,
+                         const float *, const int *, const float *, const int *, const float *, float *, const int *);
+typedef int (*local_threads_fn)(int);
+static sgemm_fn SGEMM = 0;
+static local_threads_fn BLAS_LOCAL_THREADS = 0;
+
+void funcml_tiled_init(void *sgemm, void *local_threads) {
+    SGEMM = (sgemm_fn)sgemm;
+    BLAS_LOCAL_THREADS = (local_threads_fn)local_threads;
+}
+
+/* x = u + sh; c = cos x (c may be u); s = sin x, or acc += sin x when acc is given (rows holding an
+   argument beyond limit, or a non-finite one, take libm's sinf/cosf, as in funcml_sincos). */
+static inline void sincos_row(const float *u, const float *sh, float *s, float *acc, float *c, int64_t L,
+                              float limit) {
+    int big = 0;
+    #pragma omp simd reduction(|:big)
+    for (int64_t l = 0; l < L; l++) big |= !(fabsf(u[l] + sh[l]) <= limit);
+    if (big) {
+        for (int64_t l = 0; l < L; l++) {
+            float x = u[l] + sh[l], S = sinf(x), C = cosf(x);
+            if (acc) acc[l] += S; else s[l] = S;
+            c[l] = C;
+        }
+    } else if (acc) {
+        #pragma omp simd
+        for (int64_t l = 0; l < L; l++) { float S, C; sincos_poly(u[l] + sh[l], &S, &C); acc[l] += S; c[l] = C; }
+    } else {
+        #pragma omp simd
+        for (int64_t l = 0; l < L; l++) { float S, C; sincos_poly(u[l] + sh[l], &S, &C); s[l] = S; c[l] = C; }
+    }
+}
+
+/* For each signal b < B and tile j of T coordinates (rows i0 <= i < i1 of n), forward and backward
+   through the S sine layers and the output layer, all in per-thread buffers of the tile:
+     u_1 = h_i + sigma_b1, u_k = x_{k-1} W'_k^T + sigma_bk, x = sum_k sin u_k, y = x W_K^T + bK,
+     r = y - v, e = efac_b w r, g = e W_K, q_k = cos u_k * g_k, g_{k-1} = g_k + q_k W'_k.
+   part[(b ntiles + j) P + ...] (P = 1 + S L (1 + has_mask)) receives the tile's sum of w r^2, its
+   sums over rows of q_k (S x L) and, with mask, of mask_i q_k. Sums run in float blocks of
+   BLOCK_ROWS rows added in double; every tile is independent: the result does not depend on the
+   thread count. Returns 0, or -1 when a thread could not allocate its buffers. */
+int funcml_latent_grads(const float *h, const float *sigma, const float *wp, const float *WK, const float *bK,
+                        const float *values, const float *weights, const float *mask, const float *efac,
+                        double *part, int64_t B, int64_t n, int64_t L, int64_t S, int64_t C, int64_t T, int nt,
+                        float limit) {
+    int64_t ntiles = (n + T - 1) / T, P = 1 + S * L * (mask ? 2 : 1);
+    int failed = 0;
+    #pragma omp parallel num_threads(nt)
+    {
+        int old = BLAS_LOCAL_THREADS ? BLAS_LOCAL_THREADS(1) : 0;
+        float *cs = (float *)aligned_alloc(64, (size_t)(S * T * L) * sizeof(float));
+        float *x = (float *)aligned_alloc(64, (size_t)(T * L) * sizeof(float));
+        float *g = (float *)aligned_alloc(64, (size_t)(T * L) * sizeof(float));
+        float *e = (float *)malloc((size_t)(T * C) * sizeof(float));
+        float *bt = (float *)malloc((size_t)(2 * L) * sizeof(float));
+        int ok = cs && x && g && e && bt;
+        if (!ok) {
+            #pragma omp atomic write
+            failed = 1;
+        }
+        const float one = 1.0f, zero = 0.0f;
+        const int iL = (int)L;
+        #pragma omp for schedule(static)
+        for (int64_t job = 0; job < B * ntiles; job++) {
+            if (!ok) continue;
+            int64_t b = job / ntiles, j = job - b * ntiles, i0 = j * T, i1 = i0 + T < n ? i0 + T : n;
+            int rows = (int)(i1 - i0);
+            double *pj = part + job * P, *pt = pj + 1, *ps = pt + S * L;
+            /* forward */
+            for (int r = 0; r < rows; r++)
+                sincos_row(h + (i0 + r) * L, sigma + (b * S) * L, x + r * L, NULL, cs + r * L, L, limit);
+            for (int64_t k = 1; k < S; k++) {
+                float *ck = cs + k * T * L;
+                SGEMM("T", "N", &iL, &rows, &iL, &one, wp + (k - 1) * L * L, &iL, x, &iL, &zero, ck, &iL);
+                for (int r = 0; r < rows; r++)
+                    sincos_row(ck + r * L, sigma + (b * S + k) * L, NULL, x + r * L, ck + r * L, L, limit);
+            }
+            /* output, loss, error */
+            double lsum = 0.0;
+            for (int r = 0; r < rows; r++) {
+                int64_t i = i0 + r;
+                float w = weights ? weights[b * n + i] : 1.0f;
+                const float *xr = x + r * L;
+                for (int64_t ch = 0; ch < C; ch++) {
+                    const float *wk = WK + ch * L;
+                    float y = 0.0f;
+                    #pragma omp simd reduction(+:y)
+                    for (int64_t l = 0; l < L; l++) y += xr[l] * wk[l];
+                    float res = (y + bK[ch]) - values[(b * n + i) * C + ch];
+                    lsum += (double)(w * res) * (double)res;
+                    e[r * C + ch] = efac[b] * (w * res);
+                }
+                float *gr = g + r * L;
+                for (int64_t l = 0; l < L; l++) gr[l] = 0.0f;
+                for (int64_t ch = 0; ch < C; ch++) {
+                    float ec = e[r * C + ch];
+                    const float *wk = WK + ch * L;
+                    #pragma omp simd
+                    for (int64_t l = 0; l < L; l++) gr[l] += ec * wk[l];
+                }
+            }
+            pj[0] = lsum;
+            /* backward */
+            float *bs = bt + L;
+            for (int64_t k = S - 1; k >= 0; k--) {
+                float *ck = cs + k * T * L;
+                double *tk = pt + k * L, *sk = ps + k * L;
+                for (int64_t l = 0; l < L; l++) { tk[l] = 0.0; if (mask) sk[l] = 0.0; bt[l] = 0.0f; bs[l] = 0.0f; }
+                for (int r = 0; r < rows; r++) {
+                    float *qr = ck + r * L;
+                    const float *gr = g + r * L;
+                    if (mask) {
+                        float m = mask[i0 + r];
+                        #pragma omp simd
+                        for (int64_t l = 0; l < L; l++) { float v = qr[l] * gr[l]; qr[l] = v; bt[l] += v; bs[l] += m * v; }
+                    } else {
+                        #pragma omp simd
+                        for (int64_t l = 0; l < L; l++) { float v = qr[l] * gr[l]; qr[l] = v; bt[l] += v; }
+                    }
+                    if ((r + 1) % BLOCK_ROWS == 0 || r + 1 == rows) {
+                        for (int64_t l = 0; l < L; l++) { tk[l] += bt[l]; bt[l] = 0.0f; }
+                        if (mask) for (int64_t l = 0; l < L; l++) { sk[l] += bs[l]; bs[l] = 0.0f; }
+                    }
+                }
+                if (k > 0)
+                    SGEMM("N", "N", &iL, &rows, &iL, &one, wp + (k - 1) * L * L, &iL, ck, &iL, &one, g, &iL);
+            }
+        }
+        free(cs); free(x); free(g); free(e); free(bt);
+        if (BLAS_LOCAL_THREADS) BLAS_LOCAL_THREADS(old);
+    }
+    return failed ? -1 : 0;
+}
 """
 
 _FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno")
@@ -263,6 +400,10 @@ def _load():
                 fn.funcml_sincos.argtypes = [p, i32, p, p, p, p, i64, i64, i64, i32, ctypes.c_float]
                 fn.funcml_mul_sum.restype = i32
                 fn.funcml_mul_sum.argtypes = [p, p, p, p, p, p, i64, i64, i64, i32]
+                fn.funcml_tiled_init.restype = None
+                fn.funcml_tiled_init.argtypes = [p, p]
+                fn.funcml_latent_grads.restype = i32
+                fn.funcml_latent_grads.argtypes = [p] * 10 + [i64] * 6 + [i32, ctypes.c_float]
             except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
                 log.info("fused loops unavailable (%s): using ATen's kernels", exc)
                 fn = None
