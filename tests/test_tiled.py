@@ -93,13 +93,14 @@ def test_tiled_result_does_not_depend_on_the_thread_count():
         assert torch.equal(a, b)
 
 
-def test_rows_with_huge_arguments_take_libm_in_both_paths(monkeypatch):
+def test_rows_with_huge_arguments_take_libm_and_match_aten(monkeypatch):
     net = _net(1)
     with torch.no_grad():
         net.first.bias.add_(3e4)  # first-layer arguments omega_1 * 3e4 beyond the polynomial's range
     coords, values, weights, phi = _problem(1, b=2, n=64)
     got = fused.latent_grads(net, coords, phi, values, weights)
-    monkeypatch.setenv("FUNCML_TILED", "0")
+    monkeypatch.setenv("FUNCML_FUSED_LOOPS", "0")  # ATen's sin and cos, and no tiled pass
+    assert not tiled.available()
     ref = fused.latent_grads(net, coords, phi, values, weights)
     assert torch.isfinite(got[1]).all()
     assert _rel(got[0], ref[0]) < 1e-5 and _rel(got[1], ref[1]) < 1e-4
@@ -111,12 +112,19 @@ def test_tile_rows_fit_the_budget_and_clamp():
     assert tiled.tile_rows(1, 8) == 512 and tiled.tile_rows(100, 1024) == 16
 
 
-def test_float64_and_other_devices_keep_the_layer_path():
-    net = _net(1).double()
+def test_float64_other_devices_and_oversized_signals_keep_the_layer_path(monkeypatch):
+    net = _net(1)
     coords, values, _, phi = _problem(1)
-    assert not tiled.applies(phi.double(), values.double(), *fused.flat_params(net))
-    assert tiled.applies(phi, values, None, *fused.flat_params(_net(1)))
-    assert not tiled.applies(torch.zeros(2, device="meta"))
+    omegas = tuple(net.omegas[:net.num_sine_layers])
+    params = tuple(fused.flat_params(net))
+    assert tiled.applies(coords, values, None, omegas, phi, params, None)
+    params64 = tuple(fused.flat_params(_net(1).double()))
+    assert not tiled.applies(coords.double(), values.double(), None, omegas, phi.double(), params64, None)
+    meta = torch.zeros(1, device="meta")
+    assert not tiled.applies(coords, values, meta, omegas, phi, params, None)
+    monkeypatch.setattr(tiled, "PART_BYTES", tiled.part_bytes(150, 4, 32, False))  # exactly one signal, unmasked
+    assert tiled.applies(coords, values, None, omegas, phi, params, None)
+    assert not tiled.applies(coords, values, None, omegas, phi, params, torch.tensor([0, 1]))  # masked: twice
 
 
 def test_large_batches_run_in_groups_with_the_same_result(monkeypatch):
@@ -124,7 +132,7 @@ def test_large_batches_run_in_groups_with_the_same_result(monkeypatch):
     coords, values, weights, phi = _problem(1, b=7, n=200, masked=True)
     context = torch.arange(0, 200, 5)
     whole = fused.latent_grads(net, coords, phi, values, weights, context)
-    one_signal = tiled._part_bytes(200, 4, 32, True)
+    one_signal = tiled.part_bytes(200, 4, 32, True)
     monkeypatch.setattr(tiled, "PART_BYTES", 3 * one_signal)  # groups of 3 + 3 + 1 signals
     calls = []
     lib = fused_loops._load()
@@ -134,7 +142,6 @@ def test_large_batches_run_in_groups_with_the_same_result(monkeypatch):
     for a, b in zip(whole, grouped):
         assert torch.equal(a, b)
     monkeypatch.setattr(tiled, "PART_BYTES", one_signal - 1)  # not even one signal: the layer path
-    assert not tiled.fits(200, 4, 32, True) and tiled.fits(200, 4, 32, False)
     layers = fused.latent_grads(net, coords, phi, values, weights, context)
     assert calls == [3, 3, 1]
     for a, b in zip(whole, layers):

@@ -272,9 +272,8 @@ def latent_grads(net: ModulatedSiren, coords: torch.Tensor, phi: torch.Tensor | 
         return _K["first_grads"](coords, values, weights, omegas, params, context)
     if phi is None:
         phi = values.new_zeros(values.shape[0], net.config.latent_dim)
-    if (_STATE["compiled"] is None and tiled.applies(phi, values, weights, *params)
-            and tiled.fits(coords.shape[0], net.num_sine_layers, net.config.width, context is not None)):
-        return _tiled_latent_grads(coords, values, weights, omegas, phi, params, context)
+    if _STATE["compiled"] is None and tiled.applies(coords, values, weights, omegas, phi, params, context):
+        return tiled.latent_grads(coords, values, weights, omegas, phi, params, context)
     chunk = cache_chunk(values.shape[0], coords.shape[0], net.config.width, values.device)
     if chunk >= values.shape[0]:
         return _K["latent_grads"](coords, values, weights, omegas, phi, params, context)
@@ -282,24 +281,6 @@ def latent_grads(net: ModulatedSiren, coords: torch.Tensor, phi: torch.Tensor | 
                                 omegas, phi[s:s + chunk], params, context)
              for s in range(0, values.shape[0], chunk)]
     return tuple(None if p[0] is None else torch.cat(p) for p in zip(*parts))
-
-
-def _tiled_latent_grads(coords, values, weights, omegas, phi, params, context):
-    """:func:`kernels.latent_grads` by :func:`tiled.latent_grads` (one C call for the batch)."""
-    h, sigma, wps, om = kernels.prepare(params, omegas, coords, phi)
-    WK, bK, A = params[-4], params[-3], params[-2]
-    mask = None
-    if context is not None:
-        mask = values.new_zeros(coords.shape[0])
-        mask[context] = 1.0
-    loss, t, t_sub = tiled.latent_grads(h, sigma, wps, WK, bK, values, weights, mask)
-    B = phi.shape[0]
-    grad = torch.mm(t.mul_(om).view(B, -1), A)
-    sub = None
-    if context is not None:
-        scale = kernels.context_scale(weights, context, values.shape[1], values.shape[2])
-        sub = torch.mm(t_sub.mul_(om).view(B, -1), A) * scale
-    return loss, grad, sub
 
 
 CACHE_CHUNK_ELEMENTS = 1 << 19

@@ -75,12 +75,47 @@ static inline void sincos_poly(float x, float *S, float *C) {
     *C = as_f(as_u(c0) ^ (((uint32_t)(q + 1) & 2u) << 30));
 }
 
+/* One row of L columns: x = u + sh (sh may be NULL: x = u); c = cos x (c may be u); s = sin x, or
+   acc += sin x when acc is given. A row holding some |x| > limit (or a non-finite x) is computed with
+   libm's sinf/cosf instead (returns 1); the check reads the row into the cache that the computation
+   then reads it from. */
+/* always_inline: each caller's constant NULL arguments then select one loop at compile time */
+static inline __attribute__((always_inline)) int sincos_row(const float *u, const float *sh, float *s,
+                                                            float *acc, float *c, int64_t L, float limit) {
+    int big = 0;
+    if (sh) {
+        #pragma omp simd reduction(|:big)
+        for (int64_t l = 0; l < L; l++) big |= !(fabsf(u[l] + sh[l]) <= limit);
+    } else {
+        #pragma omp simd reduction(|:big)
+        for (int64_t l = 0; l < L; l++) big |= !(fabsf(u[l]) <= limit);
+    }
+    if (big) {
+        for (int64_t l = 0; l < L; l++) {
+            float x = u[l] + (sh ? sh[l] : 0.0f), S = sinf(x), C = cosf(x);
+            if (acc) acc[l] += S; else s[l] = S;
+            c[l] = C;
+        }
+    } else if (acc && sh) {
+        #pragma omp simd
+        for (int64_t l = 0; l < L; l++) { float S, C; sincos_poly(u[l] + sh[l], &S, &C); acc[l] += S; c[l] = C; }
+    } else if (acc) {
+        #pragma omp simd
+        for (int64_t l = 0; l < L; l++) { float S, C; sincos_poly(u[l], &S, &C); acc[l] += S; c[l] = C; }
+    } else if (sh) {
+        #pragma omp simd
+        for (int64_t l = 0; l < L; l++) { float S, C; sincos_poly(u[l] + sh[l], &S, &C); s[l] = S; c[l] = C; }
+    } else {
+        #pragma omp simd
+        for (int64_t l = 0; l < L; l++) { float S, C; sincos_poly(u[l], &S, &C); s[l] = S; c[l] = C; }
+    }
+    return big;
+}
+
 /* For rows r = b n + i (b < B, i < n) and columns l < L, with x = u[row] + shift[b] (u: B n rows,
    or n rows shared by every b; shift: B x L, or NULL):
    c = cos x (c may be u when u is not shared), and s = sin x, or acc += sin x when acc is given.
-   A row holding some |x| > limit (or a non-finite x) is computed with libm's sinf/cosf instead;
-   the check reads the row into the cache that the computation then reads it from.
-   Returns 1 when some row took that path, else 0. */
+   Returns 1 when some row took libm's sinf/cosf (see sincos_row), else 0. */
 int funcml_sincos(const float *u, int shared, const float *shift, float *s, float *c, float *acc,
                   int64_t B, int64_t n, int64_t L, int nt, float limit) {
     int64_t rows = B * n;
@@ -88,43 +123,8 @@ int funcml_sincos(const float *u, int shared, const float *shift, float *s, floa
     #pragma omp parallel for num_threads(nt) schedule(static) reduction(+:exact_rows)
     for (int64_t r = 0; r < rows; r++) {
         int64_t b = r / n, i = r - b * n;
-        const float *ur = u + (shared ? i : r) * L;
-        const float *sh = shift ? shift + b * L : NULL;
-        float *cr = c + r * L;
-        int big = 0;
-        if (sh) {
-            #pragma omp simd reduction(|:big)
-            for (int64_t l = 0; l < L; l++) big |= !(fabsf(ur[l] + sh[l]) <= limit);
-        } else {
-            #pragma omp simd reduction(|:big)
-            for (int64_t l = 0; l < L; l++) big |= !(fabsf(ur[l]) <= limit);
-        }
-        if (big) {
-            exact_rows++;
-            for (int64_t l = 0; l < L; l++) {
-                float x = ur[l] + (sh ? sh[l] : 0.0f), S = sinf(x), C = cosf(x);
-                if (acc) acc[r * L + l] += S; else s[r * L + l] = S;
-                cr[l] = C;
-            }
-        } else if (acc) {
-            float *ar = acc + r * L;
-            if (sh) {
-                #pragma omp simd
-                for (int64_t l = 0; l < L; l++) { float S, C; sincos_poly(ur[l] + sh[l], &S, &C); ar[l] += S; cr[l] = C; }
-            } else {
-                #pragma omp simd
-                for (int64_t l = 0; l < L; l++) { float S, C; sincos_poly(ur[l], &S, &C); ar[l] += S; cr[l] = C; }
-            }
-        } else {
-            float *sr = s + r * L;
-            if (sh) {
-                #pragma omp simd
-                for (int64_t l = 0; l < L; l++) { float S, C; sincos_poly(ur[l] + sh[l], &S, &C); sr[l] = S; cr[l] = C; }
-            } else {
-                #pragma omp simd
-                for (int64_t l = 0; l < L; l++) { float S, C; sincos_poly(ur[l], &S, &C); sr[l] = S; cr[l] = C; }
-            }
-        }
+        exact_rows += sincos_row(u + (shared ? i : r) * L, shift ? shift + b * L : NULL, s ? s + r * L : NULL,
+                                 acc ? acc + r * L : NULL, c + r * L, L, limit);
     }
     return (int)(exact_rows > 0);
 }
@@ -196,28 +196,6 @@ static local_threads_fn BLAS_LOCAL_THREADS = 0;
 void funcml_tiled_init(void *sgemm, void *local_threads) {
     SGEMM = (sgemm_fn)sgemm;
     BLAS_LOCAL_THREADS = (local_threads_fn)local_threads;
-}
-
-/* x = u + sh; c = cos x (c may be u); s = sin x, or acc += sin x when acc is given (rows holding an
-   argument beyond limit, or a non-finite one, take libm's sinf/cosf, as in funcml_sincos). */
-static inline void sincos_row(const float *u, const float *sh, float *s, float *acc, float *c, int64_t L,
-                              float limit) {
-    int big = 0;
-    #pragma omp simd reduction(|:big)
-    for (int64_t l = 0; l < L; l++) big |= !(fabsf(u[l] + sh[l]) <= limit);
-    if (big) {
-        for (int64_t l = 0; l < L; l++) {
-            float x = u[l] + sh[l], S = sinf(x), C = cosf(x);
-            if (acc) acc[l] += S; else s[l] = S;
-            c[l] = C;
-        }
-    } else if (acc) {
-        #pragma omp simd
-        for (int64_t l = 0; l < L; l++) { float S, C; sincos_poly(u[l] + sh[l], &S, &C); acc[l] += S; c[l] = C; }
-    } else {
-        #pragma omp simd
-        for (int64_t l = 0; l < L; l++) { float S, C; sincos_poly(u[l] + sh[l], &S, &C); s[l] = S; c[l] = C; }
-    }
 }
 
 /* For each signal b < B and tile j of T coordinates (rows i0 <= i < i1 of n), forward and backward
@@ -482,6 +460,13 @@ def shifted_sin_cos(u: torch.Tensor, shift: torch.Tensor, acc: torch.Tensor | No
     return (s if acc is None else acc), c
 
 
+def context_mask(context: torch.Tensor, n: int, like: torch.Tensor) -> torch.Tensor:
+    """``(n,)`` 0/1 mask (dtype and device of ``like``) of the coordinate indices ``context`` ``(m,)``."""
+    mask = like.new_zeros(n)
+    mask[context] = 1.0
+    return mask
+
+
 def mul_sum_(c: torch.Tensor, g: torch.Tensor, context: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``c *= g`` in place (``(B, n, L)`` each) and the sums over the ``n`` axis ``(B, L)``: of all
@@ -491,10 +476,7 @@ def mul_sum_(c: torch.Tensor, g: torch.Tensor, context: torch.Tensor | None = No
         sub = None if context is None else q.index_select(1, context).sum(dim=1)
         return q.sum(dim=1), sub
     b, n, length = c.shape
-    mask = None
-    if context is not None:
-        mask = c.new_zeros(n)
-        mask[context] = 1.0
+    mask = None if context is None else context_mask(context, n, c)
     t = torch.empty(b, length, dtype=c.dtype)
     sub = torch.empty(b, length, dtype=c.dtype) if mask is not None else None
     rc = _load().funcml_mul_sum(c.data_ptr(), g.data_ptr(), c.data_ptr(), _ptr(mask), t.data_ptr(), _ptr(sub), b, n,

@@ -141,7 +141,7 @@ def loss_and_error(y: torch.Tensor, values: torch.Tensor, weights: torch.Tensor 
         factor = r.new_full((1, 1, 1), 2.0 / (n * c))
         return loss, r.mul_(2.0 / (n * c)), factor
     w = weights.unsqueeze(-1).to(r.dtype)
-    norm = (w.sum(dim=(1, 2), keepdim=True) * c).clamp_min(1e-12)
+    norm = mse_norm(weights.to(r.dtype), c).view(-1, 1, 1)
     wr = r * w
     loss = (wr * r).sum(dim=(1, 2)) / norm.view(-1)
     factor = w * (2.0 / norm)
@@ -315,25 +315,25 @@ def first_grads(coords, values, weights, omegas, params: Params, context: torch.
     """``(loss, grad, context_grad | None)`` at phi = 0 without a graph (see :func:`shared_forward`)."""
     loss, e, Qcat, om, _ = shared_forward(coords, values, weights, omegas, params, keep=False)
     B, n, C = e.shape
-    A = params[-2]
-
-    def project(E: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
-        return torch.mm(torch.mm(E, Q).view(B, len(omegas), -1).mul_(om).view(B, -1), A)
-
-    grad = project(e.reshape(B, -1), Qcat)
-    sub = None
+    t = torch.mm(e.reshape(B, -1), Qcat).view(B, len(omegas), -1)
+    t_sub = None
     if context is not None:
         rows = (context.view(-1, 1) * C + torch.arange(C, device=context.device)).view(-1)
-        sub = project(e[:, context].reshape(B, -1), Qcat[rows]) * context_scale(weights, context, n, C)
-    return loss, grad, sub
+        t_sub = torch.mm(e[:, context].reshape(B, -1), Qcat[rows]).view(B, len(omegas), -1)
+    return (loss, *grads_from_sums(t, t_sub, om, params[-2], weights, context, e.shape))
 
 
 def context_scale(weights, context, n: int, c: int):
     """Factor from the full-loss gradient terms to the context-subset loss gradient."""
     if weights is None:
         return n / context.shape[0]
-    norm = (weights.sum(dim=1, keepdim=True) * c).clamp_min(1e-12)
-    return norm / (weights[:, context].sum(dim=1, keepdim=True) * c).clamp_min(1e-12)
+    return (mse_norm(weights, c) / mse_norm(weights[:, context], c)).unsqueeze(1)
+
+
+def mse_norm(weights: torch.Tensor, c: int) -> torch.Tensor:
+    """``(B,)`` denominator of the weighted MSE: the sum of the weights ``(B, n)`` times the channels
+    ``c``, at least 1e-12."""
+    return (weights.sum(dim=1) * c).clamp_min(1e-12)
 
 
 # -- the outer loss ----------------------------------------------------------------------------------
@@ -375,10 +375,17 @@ def latent_grads(coords, values, weights, omegas, phi, params: Params, context: 
         ts[k], subs[k] = mul_sum_(coss[k], g, context)   # coss[k] now holds q_k = c_k g_k
         if k > 0:
             gemm_add_(g.view(-1, g.shape[-1]), coss[k].reshape(-1, g.shape[-1]), wps[k])
-    B = phi.shape[0]
-    grad = torch.mm(torch.stack(ts, dim=1).mul_(om).view(B, -1), A)
-    sub = None
-    if context is not None:
-        scale = context_scale(weights, context, values.shape[1], values.shape[2])
-        sub = torch.mm(torch.stack(subs, dim=1).mul_(om).view(B, -1), A) * scale
-    return loss, grad, sub
+    t_sub = None if context is None else torch.stack(subs, dim=1)
+    return (loss, *grads_from_sums(torch.stack(ts, dim=1), t_sub, om, A, weights, context, values.shape))
+
+
+def grads_from_sums(t, t_sub, om, A, weights, context, values_shape):
+    """``(grad (B, P), context_grad | None)`` from the coordinate sums ``t = sum_n q_k`` ``(B, S, L)``
+    (and ``t_sub``, those over the ``context`` rows): ``grad = sum_k omega_k t_k A_k``; ``t`` and
+    ``t_sub`` are scaled in place."""
+    B = t.shape[0]
+    grad = torch.mm(t.mul_(om).view(B, -1), A)
+    if context is None:
+        return grad, None
+    scale = context_scale(weights, context, values_shape[1], values_shape[2])
+    return grad, torch.mm(t_sub.mul_(om).view(B, -1), A) * scale
