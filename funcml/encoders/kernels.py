@@ -148,33 +148,45 @@ def loss_and_error(y: torch.Tensor, values: torch.Tensor, weights: torch.Tensor 
     return loss, wr.mul_(2.0 / norm), factor
 
 
-def closed_grad(g, coss, wps):
-    """The closed-form backward from ``g_S``, keeping ``gs``/``qs``; returns ``(gs, qs, T (B, S, L))``."""
+def closed_grad(g, coss, wps, keep_q: bool = True):
+    """The closed-form backward from ``g_S``, keeping ``gs`` (and ``qs``; with ``keep_q=False`` the
+    ``q_k`` go through one reused buffer and ``qs`` is None: :func:`reverse_closed_grad` recomputes
+    them from ``coss`` and ``gs``, the same products); returns ``(gs, qs, T (B, S, L))``."""
     S = len(coss)
     gs, qs, ts = [None] * S, [None] * S, [None] * S
+    buf = None
     for k in range(S - 1, -1, -1):
         gs[k] = g
-        q = coss[k] * g
-        qs[k] = q
+        if keep_q:
+            q = coss[k] * g
+            qs[k] = q
+        else:
+            q = buf = torch.mul(coss[k], g, out=buf) if buf is not None else coss[k] * g
         ts[k] = q.sum(dim=1)
         if k > 0:
             g = gemm_add(g.reshape(-1, g.shape[-1]), q.reshape(-1, q.shape[-1]), wps[k]).view_as(g)
-    return gs, qs, torch.stack(ts, dim=1)
+    return gs, (qs if keep_q else None), torch.stack(ts, dim=1)
 
 
 def reverse_closed_grad(qbar0, gs, qs, coss, wps, reduce_channels: bool):
     """Reverse of :func:`closed_grad`. ``qbar0[k]`` is the direct adjoint of ``q_k`` (the ``t_k``
-    adjoint broadcast over coordinates, or per-coordinate adjoints). Returns ``(gbar_S, cbars,
-    W'bars)``; with ``reduce_channels`` the ``c_k`` adjoints are summed over dim 0 (one field shared
-    by one-hot channel backwards)."""
+    adjoint broadcast over coordinates, or per-coordinate adjoints); ``qs`` None: the ``q_k = c_k g_k``
+    are recomputed into one reused buffer. Returns ``(gbar_S, cbars, W'bars)``; with
+    ``reduce_channels`` the ``c_k`` adjoints are summed over dim 0 (one field shared by one-hot
+    channel backwards)."""
     S = len(coss)
     cbars, wpbars = [None] * S, [None] * S
     gbar = None
+    buf = None
     for k in range(S):
         qbar = qbar0[k]
         if k > 0:
             qbar = linear_shift(gbar, wps[k].t(), qbar)
-            wpbars[k] = gemm(qs[k].reshape(-1, qs[k].shape[-1]).t(), gbar.reshape(-1, gbar.shape[-1]))
+            if qs is None:
+                q = buf = torch.mul(coss[k], gs[k], out=buf) if buf is not None else coss[k] * gs[k]
+            else:
+                q = qs[k]
+            wpbars[k] = gemm(q.reshape(-1, q.shape[-1]).t(), gbar.reshape(-1, gbar.shape[-1]))
         cbar = qbar * gs[k]
         cbars[k] = cbar.sum(dim=0, keepdim=True) if reduce_channels else cbar
         gbar = coss[k] * qbar if gbar is None else gbar.addcmul_(coss[k], qbar)
@@ -229,10 +241,10 @@ def inner_forward(coords, values, weights, omegas, phi, lr, params: Params):
     WK, bK, A = params[-4], params[-3], params[-2]
     xs, sins, coss, x_last, y = field_forward(h, sigma, wps, WK, bK, keep_sin=True)
     loss, e, factor = loss_and_error(y, values, weights)
-    gs, qs, T = closed_grad(output_grad(e, WK), coss, wps)
+    gs, _, T = closed_grad(output_grad(e, WK), coss, wps, keep_q=False)   # the reverse recomputes q_k
     Tw = T.mul_(om).view(phi.shape[0], -1)
     grad = torch.mm(Tw, A)
-    saved = (wps, om, xs, sins, coss, x_last, gs, qs, e, factor, Tw, grad)
+    saved = (wps, om, xs, sins, coss, x_last, gs, None, e, factor, Tw, grad)
     return phi - lr * grad, loss, saved
 
 
