@@ -140,9 +140,10 @@ def test_recomputation_gives_identical_gradients_and_keeps_less():
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_inner_step_reverse_recomputes_q_bit_identically_to_keeping_it(channels):
-    """The inner step keeps no ``q_k = c_k g_k`` (a fifth of its per-coordinate memory); its reverse
-    recomputes them, and gives exactly the numbers of a reverse from the kept products."""
+def test_inner_step_reverse_recomputes_x_and_q_bit_identically_to_keeping_them(channels):
+    """Per layer the inner step keeps only sin, cos and g (not the layer inputs ``x_k`` nor ``q_k =
+    c_k g_k``: two fifths of its per-coordinate memory); its reverse recomputes them and gives exactly
+    the numbers of a reverse from the kept tensors."""
     from funcml.encoders import kernels
 
     net = _net(channels).float()
@@ -153,10 +154,12 @@ def test_inner_step_reverse_recomputes_q_bit_identically_to_keeping_it(channels)
     lr = torch.tensor(0.2)
     with torch.no_grad():  # as inside the autograd Function
         _, _, saved = kernels.inner_forward(coords, values, weights, omegas, phi, lr, params)
-        assert saved[7] is None  # no qs kept
-        wps, om, xs, sins, coss, x_last, gs = saved[:7]
+        assert saved[2] is None and saved[5] is None and saved[7] is None  # no xs, x_last, qs kept
+        h, sigma, wps, _ = kernels.prepare(params, omegas, coords, phi)
+        xs, _, coss, x_last, _ = kernels.field_forward(h, sigma, wps, params[-4], params[-3], keep_sin=True)
+        gs = saved[6]
         _, qs, _ = kernels.closed_grad(gs[-1], coss, wps, keep_q=True)
-        kept = saved[:7] + (qs,) + saved[8:]
+        kept = saved[:2] + (xs, saved[3], saved[4], x_last, gs, qs) + saved[8:]
         phibar_next = torch.randn(3, 6)
         a = kernels.inner_backward(coords, omegas, phibar_next, phi, lr, params, saved, True, True)
         b = kernels.inner_backward(coords, omegas, phibar_next, phi, lr, params, kept, True, True)

@@ -124,6 +124,16 @@ def field_forward(h, sigma, wps, WK, bK, keep_sin: bool):
     return xs, sins, coss, x, y
 
 
+def layer_inputs(sins: list) -> tuple[list, torch.Tensor]:
+    """``(xs, x_last)`` of :func:`field_forward` again from its ``sins`` (``x_1 = a_1``, ``x_k = x_{k-1} +
+    a_k``: the same additions in the same order, so the same numbers)."""
+    x, xs = sins[0], []
+    for s in sins[1:]:
+        xs.append(x)
+        x = x + s
+    return xs, x
+
+
 def output_grad(e: torch.Tensor, WK: torch.Tensor) -> torch.Tensor:
     """``g_S = e W_K`` ``(B, n, L)`` from output errors ``e`` ``(B, n, C)``; for one channel a
     broadcast product (the same numbers as the rank-1 matmul, without its overhead)."""
@@ -241,16 +251,19 @@ def inner_forward(coords, values, weights, omegas, phi, lr, params: Params):
     WK, bK, A = params[-4], params[-3], params[-2]
     xs, sins, coss, x_last, y = field_forward(h, sigma, wps, WK, bK, keep_sin=True)
     loss, e, factor = loss_and_error(y, values, weights)
-    gs, _, T = closed_grad(output_grad(e, WK), coss, wps, keep_q=False)   # the reverse recomputes q_k
+    gs, _, T = closed_grad(output_grad(e, WK), coss, wps, keep_q=False)
     Tw = T.mul_(om).view(phi.shape[0], -1)
     grad = torch.mm(Tw, A)
-    saved = (wps, om, xs, sins, coss, x_last, gs, None, e, factor, Tw, grad)
+    # per layer only sin, cos and g are kept: the reverse recomputes the x_k (layer_inputs) and q_k
+    saved = (wps, om, None, sins, coss, None, gs, None, e, factor, Tw, grad)
     return phi - lr * grad, loss, saved
 
 
 def inner_backward(coords, omegas, phibar_next, phi, lr, params: Params, saved, want_lr: bool, want_W1: bool):
     """Reverse of :func:`inner_forward`: ``(phi_bar, lr_bar, grads)``."""
     wps, om, xs, sins, coss, x_last, gs, qs, e, factor, Tw, grad = saved
+    if xs is None:
+        xs, x_last = layer_inputs(sins)
     WK, A = params[-4], params[-2]
     B, S, L = phi.shape[0], len(omegas), coss[0].shape[-1]
     gradbar = phibar_next * (-lr)

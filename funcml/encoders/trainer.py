@@ -99,8 +99,9 @@ def auto_micro_batch(field: FieldConfig, cfg: TrainConfig, n_coords: int, batch:
     if device.type != "cpu":
         return batch
     n_ctx = n_coords if cfg.context_ratio >= 1 else max(1, int(cfg.context_ratio * n_coords))
-    # per signal and sine layer: 5 tensors per inner step after the first (shared) one, 3 in the outer pass
-    per_signal = 4 * field.width * (field.depth - 1) * (5 * n_ctx * max(cfg.inner_steps - 1, 0) + 3 * n_coords)
+    # per signal and sine layer: 3 tensors kept per inner step after the first (shared) one (sin, cos
+    # and g; kernels.inner_forward), 3 in the outer pass
+    per_signal = 4 * field.width * (field.depth - 1) * (3 * n_ctx * max(cfg.inner_steps - 1, 0) + 3 * n_coords)
     return int(min(batch, max(1, AUTO_MICRO_BATCH_BYTES // max(per_signal, 1))))
 
 
