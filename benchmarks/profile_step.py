@@ -1,0 +1,87 @@
+"""Where a funcml meta-step spends its time: the share of matmuls against everything else.
+
+Runs ``--warmup`` meta-steps of a ``bench_meta.py`` configuration (same random data and context
+subsets as there), then one under ``torch.profiler`` and prints the operators by self CPU time, the
+matmuls' share of the step and their rate (counted matmul FLOPs / matmul time), next to this
+machine's dense float32 matmul rate measured right after. When the matmuls already run near the
+dense rate and take most of the step, a shorter step needs fewer FLOPs, not faster element-wise code.
+
+Example::
+
+    .venv/bin/python benchmarks/profile_step.py --config image-64 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_meta import CONFIGS, MatmulFlops, build_config, matmul_rate  # noqa: E402
+
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::baddbmm", "aten::bmm")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--config", default="image-64", choices=sorted(CONFIGS))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--rows", type=int, default=15, help="operators printed")
+    args = ap.parse_args()
+
+    import math
+
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from funcml.allocator import tune_glibc_malloc
+    from funcml.encoders.coords import make_grid
+    from funcml.encoders.meta import draw_subsets
+    from funcml.encoders.siren import ModulatedSiren
+    from funcml.encoders.trainer import apply_meta_update, compute_meta_gradient
+    from funcml.seeding import generator
+
+    tune_glibc_malloc()
+    torch.set_num_threads(args.threads)
+    field, cfg, spatial, _ = build_config(args.config)
+    torch.manual_seed(0)
+    net = ModulatedSiren(field, inner_lr=cfg.inner_lr)
+    coords = make_grid(spatial)
+    x = torch.rand(cfg.batch_size, 1, *spatial, generator=torch.Generator().manual_seed(1))
+    params = list(net.parameters())
+    optimizer = torch.optim.AdamW(params, lr=cfg.outer_lr, weight_decay=cfg.weight_decay)
+
+    def step(k: int) -> None:
+        subsets = draw_subsets(math.prod(spatial), cfg.context_ratio, cfg.inner_steps,
+                               generator(0, "context", k), None)
+        compute_meta_gradient(net, optimizer, coords, x, subsets, cfg)
+        apply_meta_update(params, optimizer, cfg)
+
+    for k in range(args.warmup):
+        step(k)
+    t0 = time.perf_counter()
+    step(args.warmup)
+    wall = time.perf_counter() - t0
+    with MatmulFlops() as counter:
+        step(args.warmup + 1)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step(args.warmup + 2)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)
+    print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    dense = matmul_rate({"threads": args.threads, "device": "cpu"})["flops_per_s"]
+    flops = counter.total
+    print(f"{args.config}: step {wall:.3f} s (unprofiled), {flops / 1e9:.1f} GFLOP of matmuls")
+    print(f"matmuls: {100 * matmul / total:.1f}% of the profiled step's self CPU time, "
+          f"{flops / (matmul / 1e6) / 1e9:.0f} GFLOP/s of matmul time; dense rate {dense / 1e9:.0f} GFLOP/s")
+    print(f"step time if everything but the matmuls took no time and they ran at the dense rate: "
+          f"{flops / dense:.3f} s")
+
+
+if __name__ == "__main__":
+    main()
