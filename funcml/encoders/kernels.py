@@ -158,6 +158,11 @@ def loss_and_error(y: torch.Tensor, values: torch.Tensor, weights: torch.Tensor 
     return loss, wr.mul_(2.0 / norm), factor
 
 
+def _mul_into(buf: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a * b``, written into ``buf`` when there is one (a buffer reused layer after layer)."""
+    return a * b if buf is None else torch.mul(a, b, out=buf)
+
+
 def closed_grad(g, coss, wps, keep_q: bool = True):
     """The closed-form backward from ``g_S``, keeping ``gs`` (and ``qs``; with ``keep_q=False`` the
     ``q_k`` go through one reused buffer and ``qs`` is None: :func:`reverse_closed_grad` recomputes
@@ -171,7 +176,7 @@ def closed_grad(g, coss, wps, keep_q: bool = True):
             q = coss[k] * g
             qs[k] = q
         else:
-            q = buf = torch.mul(coss[k], g, out=buf) if buf is not None else coss[k] * g
+            q = buf = _mul_into(buf, coss[k], g)
         ts[k] = q.sum(dim=1)
         if k > 0:
             g = gemm_add(g.reshape(-1, g.shape[-1]), q.reshape(-1, q.shape[-1]), wps[k]).view_as(g)
@@ -193,7 +198,7 @@ def reverse_closed_grad(qbar0, gs, qs, coss, wps, reduce_channels: bool):
         if k > 0:
             qbar = linear_shift(gbar, wps[k].t(), qbar)
             if qs is None:
-                q = buf = torch.mul(coss[k], gs[k], out=buf) if buf is not None else coss[k] * gs[k]
+                q = buf = _mul_into(buf, coss[k], gs[k])
             else:
                 q = qs[k]
             wpbars[k] = gemm(q.reshape(-1, q.shape[-1]).t(), gbar.reshape(-1, gbar.shape[-1]))
