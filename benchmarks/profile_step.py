@@ -31,8 +31,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--rows", type=int, default=15, help="operators printed")
+    ap.add_argument("--micro-batch-size", type=int, default=None,
+                    help="signals per pass (default: funcml's automatic choice)")
+    ap.add_argument("--shapes", action="store_true", help="also list operators by input shapes")
     args = ap.parse_args()
 
+    import dataclasses
     import math
 
     import torch
@@ -48,6 +52,8 @@ def main() -> None:
     tune_glibc_malloc()
     torch.set_num_threads(args.threads)
     field, cfg, spatial, _ = build_config(args.config)
+    if args.micro_batch_size:
+        cfg = dataclasses.replace(cfg, micro_batch_size=args.micro_batch_size)
     torch.manual_seed(0)
     net = ModulatedSiren(field, inner_lr=cfg.inner_lr)
     coords = make_grid(spatial)
@@ -68,12 +74,16 @@ def main() -> None:
     wall = time.perf_counter() - t0
     with MatmulFlops() as counter:
         step(args.warmup + 1)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=args.shapes) as prof:
         step(args.warmup + 2)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)
     print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows))
+    if args.shapes:
+        by_shape = prof.key_averages(group_by_input_shape=True)
+        print(by_shape.table(sort_by="self_cpu_time_total", row_limit=2 * args.rows, max_name_column_width=20,
+                             max_shapes_column_width=60))
     dense = matmul_rate({"threads": args.threads, "device": "cpu"})["flops_per_s"]
     flops = counter.total
     print(f"{args.config}: step {wall:.3f} s (unprofiled), {flops / 1e9:.1f} GFLOP of matmuls")

@@ -168,6 +168,37 @@ def test_inner_step_reverse_recomputes_x_and_q_bit_identically_to_keeping_them(c
     assert max(g.abs().max().item() for g in a[2][2:-4:2]) > 0  # the hidden layers' W grads are not trivially 0
 
 
+@pytest.mark.parametrize("meta_sgd", [False, True])
+def test_projection_gradient_of_all_steps_as_one_product_matches_autograd(meta_sgd):
+    """With a :class:`fused.ProjectionGrad` the steps leave their rank-B factors of the latent
+    projection's gradient and one matmul forms the sum after all of them: the same gradients as
+    autograd's double backward (every parameter, float64), and nothing is left behind."""
+    net = _net(2, meta_sgd=meta_sgd)
+    coords, values, weights = _problem(2, b=4, masked=True)
+    subsets = [torch.tensor([0, 3, 5, 8, 9, 12, 16]), None, torch.tensor([1, 2, 4, 6, 10, 11, 13])]
+    params = list(net.parameters())
+    with fused.plain_autograd():
+        phi_ref, _ = adapt_latents(net, coords, values, subsets, 0.2, create_graph=True, weights=weights)
+    ref = torch.autograd.grad(per_signal_mse(net(coords, phi_ref), values, weights).sum(), params)
+    projection = fused.projection_grad(net)
+    taken = []
+    take = projection.take
+    projection.take = lambda grads: taken.append(len(grads)) or take(grads)
+    phi, _ = adapt_latents(net, coords, values, subsets, 0.2, create_graph=True, weights=weights,
+                           projection=projection)
+    out = fused.outer_loss(net, coords, phi, values, weights, projection=projection)
+    got = torch.autograd.grad(out.sum(), params)
+    for (name, _), a, b in zip(net.named_parameters(), ref, got):
+        assert _rel(a, b) < 1e-11, name
+    assert len(taken) == 4  # the first step, two inner steps and the outer loss left factors
+    assert projection.us == [] and projection.vs == []
+    assert next(g for p, g in zip(params, got) if p is net.shift.weight).abs().max() > 0
+    net.shift.weight.requires_grad_(False)  # a frozen projection needs none
+    assert fused.projection_grad(net) is None
+    with torch.no_grad():
+        assert fused.projection_grad(_net(2)) is None
+
+
 def _float32_setup(micro=None, seed=0):
     torch.manual_seed(seed)
     cfg = FieldConfig(dim_in=2, channels=1, width=32, depth=5, latent_dim=16, omega_first=10.0, omega_last=60.0)

@@ -152,18 +152,83 @@ class _Inputs:
     weights: torch.Tensor | None  # (B, n) or None
     omegas: tuple[float, ...]     # omega_1 .. omega_S
     recompute: bool = False
+    projection: "ProjectionGrad | None" = None
 
 
-def _inputs(net: ModulatedSiren, coords, values, weights, recompute: bool = False) -> _Inputs:
-    return _Inputs(coords, values, weights, tuple(net.omegas[:net.num_sine_layers]), recompute)
+def _inputs(net: ModulatedSiren, coords, values, weights, recompute: bool = False,
+            projection: "ProjectionGrad | None" = None) -> _Inputs:
+    return _Inputs(coords, values, weights, tuple(net.omegas[:net.num_sine_layers]), recompute, projection)
+
+
+class ProjectionGrad:
+    """The latent projection's gradient of one graph of fused steps, as one product.
+
+    Each fused step's backward adds to ``A.grad`` a product of rank ``B`` (``sbar^T phi`` and
+    ``Tw^T gradbar``, ``(S L, P)`` from ``(B, S L)`` and ``(B, P)`` factors); formed step by step
+    these dense matrices cost more memory traffic than their matmuls (29 MB each at 64^2, width 256,
+    P 2048). The steps of one graph take :attr:`token` as an input instead and leave their factors
+    in :attr:`us` / :attr:`vs`; the token's own backward, which autograd runs after all of theirs,
+    forms the sum with one matmul (the same sum in another order of additions).
+    """
+
+    def __init__(self, net: ModulatedSiren) -> None:
+        self.us: list[torch.Tensor] = []
+        self.vs: list[torch.Tensor] = []
+        self.token = _ProjectionToken.apply(net.shift.weight, self)
+
+    def take(self, grads: list) -> list:
+        """``grads`` with the factor pair in A's slot (``grads[-2]``) moved here (None left)."""
+        u, v = grads[-2]
+        self.us.append(u)
+        self.vs.append(v)
+        return [*grads[:-2], None, grads[-1]]
+
+
+class _ProjectionToken(torch.autograd.Function):
+    """``(A, ProjectionGrad) -> ()`` zero token; backward: ``A``'s gradient ``U^T V`` from the factors."""
+
+    @staticmethod
+    def forward(ctx, A, projection: ProjectionGrad):
+        ctx.projection = projection
+        return A.new_zeros(())
+
+    @staticmethod
+    def backward(ctx, _tokenbar):
+        p = ctx.projection
+        if not p.us:
+            return None, None
+        U, V = torch.cat(p.us), torch.cat(p.vs)
+        p.us, p.vs = [], []
+        return torch.mm(U.t(), V), None
+
+
+def projection_grad(net: ModulatedSiren) -> ProjectionGrad | None:
+    """A :class:`ProjectionGrad` for one graph of fused steps, or None where nothing needs it (the
+    projection is frozen or gradients are off)."""
+    if not (torch.is_grad_enabled() and net.shift.weight.requires_grad):
+        return None
+    return ProjectionGrad(net)
+
+
+def _token(projection: ProjectionGrad | None):
+    return None if projection is None else projection.token
+
+
+def _finish(ctx, grads: list, token_index: int) -> tuple[list, torch.Tensor | None]:
+    """``(grads, token_bar)``: A's factors handed to the step's :class:`ProjectionGrad`, if it has one."""
+    projection = ctx.inp.projection
+    if projection is None or not ctx.needs_input_grad[token_index]:
+        return grads, None
+    return projection.take(grads), grads[-1].new_zeros(())
 
 
 class InnerStep(torch.autograd.Function):
-    """``(phi, lr, inputs, *params) -> (phi', loss)``; ``loss`` ``(B,)`` is the step's MSE at ``phi``
-    (not differentiable); the backward is exact second order."""
+    """``(phi, lr, inputs, token, *params) -> (phi', loss)``; ``loss`` ``(B,)`` is the step's MSE at
+    ``phi`` (not differentiable); the backward is exact second order. ``token``: that of the
+    inputs' :class:`ProjectionGrad`, or None."""
 
     @staticmethod
-    def forward(ctx, phi, lr, inp: _Inputs, *params):
+    def forward(ctx, phi, lr, inp: _Inputs, token, *params):
         phi_next, loss, saved = _K["inner_forward"](inp.coords, inp.values, inp.weights, inp.omegas, phi, lr, params)
         ctx.inp = inp
         ctx.saved = None if inp.recompute else saved
@@ -178,17 +243,20 @@ class InnerStep(torch.autograd.Function):
         saved = ctx.saved
         if saved is None:  # recompute the step's intermediates
             saved = _K["inner_forward"](inp.coords, inp.values, inp.weights, inp.omegas, phi, lr, tuple(params))[2]
+        factor = inp.projection is not None and ctx.needs_input_grad[3]
         phibar, lrbar, grads = _K["inner_backward"](inp.coords, inp.omegas, phibar_next, phi, lr, tuple(params), saved,
-                                                    ctx.needs_input_grad[1], ctx.needs_input_grad[3])
+                                                    ctx.needs_input_grad[1], ctx.needs_input_grad[4], factor)
         ctx.saved = None
-        return (phibar, lrbar, None, *grads)
+        grads, tokenbar = _finish(ctx, grads, 3)
+        return (phibar, lrbar, None, tokenbar, *grads)
 
 
 class FirstStep(torch.autograd.Function):
-    """``(lr, inputs, *params) -> (phi_1, loss)``: the inner step from ``phi = 0`` on one shared field."""
+    """``(lr, inputs, token, *params) -> (phi_1, loss)``: the inner step from ``phi = 0`` on one
+    shared field."""
 
     @staticmethod
-    def forward(ctx, lr, inp: _Inputs, *params):
+    def forward(ctx, lr, inp: _Inputs, token, *params):
         phi1, loss, saved = _K["first_forward"](inp.coords, inp.values, inp.weights, inp.omegas, lr, params)
         ctx.inp = inp
         ctx.saved = saved
@@ -200,17 +268,19 @@ class FirstStep(torch.autograd.Function):
     def backward(ctx, phibar1, _lossbar):
         inp = ctx.inp
         lr, *params = ctx.saved_tensors
+        factor = inp.projection is not None and ctx.needs_input_grad[2]
         lrbar, grads = _K["first_backward"](inp.coords, inp.omegas, phibar1, lr, tuple(params), ctx.saved,
-                                            ctx.needs_input_grad[0], ctx.needs_input_grad[2])
+                                            ctx.needs_input_grad[0], ctx.needs_input_grad[3], factor)
         ctx.saved = None
-        return (lrbar, None, *grads)
+        grads, tokenbar = _finish(ctx, grads, 2)
+        return (lrbar, None, tokenbar, *grads)
 
 
 class OuterLoss(torch.autograd.Function):
-    """``(phi, inputs, *params) -> loss (B,)``: the per-signal MSE of the fields at ``phi``."""
+    """``(phi, inputs, token, *params) -> loss (B,)``: the per-signal MSE of the fields at ``phi``."""
 
     @staticmethod
-    def forward(ctx, phi, inp: _Inputs, *params):
+    def forward(ctx, phi, inp: _Inputs, token, *params):
         loss, saved = _K["outer_forward"](inp.coords, inp.values, inp.weights, inp.omegas, phi, params)
         ctx.inp = inp
         ctx.saved = saved
@@ -221,10 +291,12 @@ class OuterLoss(torch.autograd.Function):
     def backward(ctx, lossbar):
         inp = ctx.inp
         phi, *params = ctx.saved_tensors
+        factor = inp.projection is not None and ctx.needs_input_grad[2]
         phibar, grads = _K["outer_backward"](inp.coords, inp.omegas, lossbar, phi, tuple(params), ctx.saved,
-                                             ctx.needs_input_grad[2])
+                                             ctx.needs_input_grad[3], factor)
         ctx.saved = None
-        return (phibar, None, *grads)
+        grads, tokenbar = _finish(ctx, grads, 2)
+        return (phibar, None, tokenbar, *grads)
 
 
 def _lr_tensor(lr: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -232,27 +304,31 @@ def _lr_tensor(lr: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def inner_step(net: ModulatedSiren, coords: torch.Tensor, phi: torch.Tensor, values: torch.Tensor,
-               lr: float | torch.Tensor, weights: torch.Tensor | None = None, recompute: bool = False
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               lr: float | torch.Tensor, weights: torch.Tensor | None = None, recompute: bool = False,
+               projection: ProjectionGrad | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(phi - lr * grad_phi MSE, MSE (B,))`` with an exact second-order backward.
 
     coords ``(n, d)``; phi ``(B, P)``; values ``(B, n, C)``; weights ``(B, n)`` or None; ``lr`` a
-    number or a tensor (Meta-SGD's ``(P,)`` rates).
+    number or a tensor (Meta-SGD's ``(P,)`` rates); ``projection``: the graph's
+    :class:`ProjectionGrad` (None: this step forms its own dense gradient of the projection).
     """
-    return InnerStep.apply(phi, _lr_tensor(lr, phi), _inputs(net, coords, values, weights, recompute),
-                           *flat_params(net))
+    return InnerStep.apply(phi, _lr_tensor(lr, phi), _inputs(net, coords, values, weights, recompute, projection),
+                           _token(projection), *flat_params(net))
 
 
 def first_step(net: ModulatedSiren, coords: torch.Tensor, values: torch.Tensor, lr: float | torch.Tensor,
-               weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               weights: torch.Tensor | None = None, projection: ProjectionGrad | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`inner_step` from ``phi = 0``, on one field shared by the batch (same results)."""
-    return FirstStep.apply(_lr_tensor(lr, values), _inputs(net, coords, values, weights), *flat_params(net))
+    return FirstStep.apply(_lr_tensor(lr, values), _inputs(net, coords, values, weights, projection=projection),
+                           _token(projection), *flat_params(net))
 
 
 def outer_loss(net: ModulatedSiren, coords: torch.Tensor, phi: torch.Tensor, values: torch.Tensor,
-               weights: torch.Tensor | None = None) -> torch.Tensor:
+               weights: torch.Tensor | None = None, projection: ProjectionGrad | None = None) -> torch.Tensor:
     """``per_signal_mse(net(coords, phi), values, weights)`` ``(B,)`` with a fused backward."""
-    return OuterLoss.apply(phi, _inputs(net, coords, values, weights), *flat_params(net))
+    return OuterLoss.apply(phi, _inputs(net, coords, values, weights, projection=projection), _token(projection),
+                           *flat_params(net))
 
 
 @torch.no_grad()

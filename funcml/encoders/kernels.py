@@ -234,14 +234,23 @@ def reverse_field(ybar, coords, omega1: float, xs, sins, coss, x_last, cbars, wp
     return torch.stack(sigbars, dim=1), wpbars, WKbar, bKbar, W1bar
 
 
-def param_grads(sigbar, om, phi, A, wpbars, W1bar, WKbar, bKbar, omegas, extra_A=None):
-    """``(phi_bar (B, P), grads in Params order)`` from the ``sigma``/``W'`` adjoints."""
+def param_grads(sigbar, om, phi, A, wpbars, W1bar, WKbar, bKbar, omegas, extra_A=None, factor_A: bool = False):
+    """``(phi_bar (B, P), grads in Params order)`` from the ``sigma``/``W'`` adjoints.
+
+    The latent projection's gradient is a sum of rank-``B`` products ``U^T V``: ``sbar^T phi`` and,
+    with ``extra_A = (U, V)``, ``U^T V``. They are formed with one matmul, or with ``factor_A`` left
+    as the pair ``(U (k, S L), V (k, P))`` in the slot of ``A`` (see :class:`fused.ProjectionGrad`):
+    a dense ``(S L, P)`` matrix per inner step costs more memory traffic than the whole product
+    over all steps."""
     B, S, L = sigbar.shape
     sbar = (sigbar * om).view(B, S * L)              # adjoint of s = A phi + a (+ b)
     vec = sbar.sum(dim=0)
-    Abar = torch.mm(sbar.t(), phi)
+    us, vs = ([sbar], [phi]) if phi is not None else ([], [])
     if extra_A is not None:
-        Abar = Abar + extra_A
+        us.append(extra_A[0])
+        vs.append(extra_A[1])
+    U, V = (us[0], vs[0]) if len(us) == 1 else (torch.cat(us), torch.cat(vs))
+    Abar = (U, V) if factor_A else torch.mm(U.t(), V)
     grads = []
     for k in range(S):
         grads += [W1bar if k == 0 else wpbars[k] * omegas[k], vec[k * L:(k + 1) * L]]
@@ -264,8 +273,9 @@ def inner_forward(coords, values, weights, omegas, phi, lr, params: Params):
     return phi - lr * grad, loss, saved
 
 
-def inner_backward(coords, omegas, phibar_next, phi, lr, params: Params, saved, want_lr: bool, want_W1: bool):
-    """Reverse of :func:`inner_forward`: ``(phi_bar, lr_bar, grads)``."""
+def inner_backward(coords, omegas, phibar_next, phi, lr, params: Params, saved, want_lr: bool, want_W1: bool,
+                   factor_A: bool = False):
+    """Reverse of :func:`inner_forward`: ``(phi_bar, lr_bar, grads)`` (``factor_A``: see :func:`param_grads`)."""
     wps, om, xs, sins, coss, x_last, gs, qs, e, factor, Tw, grad = saved
     if xs is None:
         xs, x_last = layer_inputs(sins)
@@ -276,7 +286,6 @@ def inner_backward(coords, omegas, phibar_next, phi, lr, params: Params, saved, 
     if want_lr:
         lrbar = -(phibar_next * grad)
         lrbar = lrbar.sum() if lr.dim() == 0 else lrbar.sum(dim=0)
-    A_from_grad = torch.mm(Tw.t(), gradbar)
     tbar = torch.mm(gradbar, A.t()).view(B, S, L).mul_(om)
     gbar, cbars, wpbars_g = reverse_closed_grad([tbar[:, k:k + 1] for k in range(S)], gs, qs, coss, wps, False)
     WK_from_g = gemm(e.reshape(-1, e.shape[-1]).t(), gbar.reshape(-1, L))
@@ -284,7 +293,8 @@ def inner_backward(coords, omegas, phibar_next, phi, lr, params: Params, saved, 
     sigbar, wpbars, WKbar, bKbar, W1bar = reverse_field(ybar, coords, omegas[0], xs, sins, coss, x_last, cbars,
                                                         wps, WK, want_W1)
     wpbars = [None] + [wpbars[k] + wpbars_g[k] for k in range(1, S)]
-    phibar, grads = param_grads(sigbar, om, phi, A, wpbars, W1bar, WKbar + WK_from_g, bKbar, omegas, A_from_grad)
+    phibar, grads = param_grads(sigbar, om, phi, A, wpbars, W1bar, WKbar + WK_from_g, bKbar, omegas, (Tw, gradbar),
+                                factor_A)
     return phibar + phibar_next, lrbar, grads
 
 
@@ -316,8 +326,9 @@ def first_forward(coords, values, weights, omegas, lr, params: Params):
     return grad * (-lr), loss, saved + (Tw, grad)
 
 
-def first_backward(coords, omegas, phibar1, lr, params: Params, saved, want_lr: bool, want_W1: bool):
-    """Reverse of :func:`first_forward`: ``(lr_bar, grads)``."""
+def first_backward(coords, omegas, phibar1, lr, params: Params, saved, want_lr: bool, want_W1: bool,
+                   factor_A: bool = False):
+    """Reverse of :func:`first_forward`: ``(lr_bar, grads)`` (``factor_A``: see :func:`param_grads`)."""
     wps, om, xs, sins, coss, x_last, gs, qs, Qcat, e, factor, zero, Tw, grad = saved
     WK, A = params[-4], params[-2]
     B, n, C = e.shape
@@ -327,7 +338,6 @@ def first_backward(coords, omegas, phibar1, lr, params: Params, saved, want_lr: 
     if want_lr:
         lrbar = -(phibar1 * grad)
         lrbar = lrbar.sum() if lr.dim() == 0 else lrbar.sum(dim=0)
-    A_from_grad = torch.mm(Tw.t(), gradbar)
     Tbar = torch.mm(gradbar, A.t()).view(B, S, L).mul_(om).view(B, S * L)
     Ebar = torch.mm(Tbar, Qcat.t()).view(B, n, C)
     Qbar = torch.mm(e.reshape(B, -1).t(), Tbar).view(n, C, S, L).permute(2, 1, 0, 3)     # (S, C, n, L)
@@ -337,7 +347,9 @@ def first_backward(coords, omegas, phibar1, lr, params: Params, saved, want_lr: 
     sigbar, wpbars, WKbar, bKbar, W1bar = reverse_field(ybar, coords, omegas[0], xs, sins, coss, x_last, cbars,
                                                         wps, WK, want_W1)
     wpbars = [None] + [wpbars[k] + wpbars_g[k] for k in range(1, S)]
-    _, grads = param_grads(sigbar, om, zero, A, wpbars, W1bar, WKbar + WK_from_g, bKbar, omegas, A_from_grad)
+    # phi = 0: the sbar^T phi term of A's gradient is zero (None leaves it out)
+    _, grads = param_grads(sigbar, om, None, A, wpbars, W1bar, WKbar + WK_from_g, bKbar, omegas, (Tw, gradbar),
+                           factor_A)
     return lrbar, grads
 
 
@@ -374,12 +386,12 @@ def outer_forward(coords, values, weights, omegas, phi, params: Params):
     return loss, (wps, om, xs, coss, x_last, e)
 
 
-def outer_backward(coords, omegas, lossbar, phi, params: Params, saved, want_W1: bool):
+def outer_backward(coords, omegas, lossbar, phi, params: Params, saved, want_W1: bool, factor_A: bool = False):
     wps, om, xs, coss, x_last, e = saved
     ybar = e * lossbar.view(-1, 1, 1)
     sigbar, wpbars, WKbar, bKbar, W1bar = reverse_field(ybar, coords, omegas[0], xs, None, coss, x_last, None,
                                                         wps, params[-4], want_W1)
-    return param_grads(sigbar, om, phi, params[-2], wpbars, W1bar, WKbar, bKbar, omegas)
+    return param_grads(sigbar, om, phi, params[-2], wpbars, W1bar, WKbar, bKbar, omegas, factor_A=factor_A)
 
 
 # -- no graph: the gradient in place (encoding, first-order inner loops) ------------------------------

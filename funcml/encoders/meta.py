@@ -47,7 +47,8 @@ def _subset(coords: torch.Tensor, values: torch.Tensor, weights: torch.Tensor | 
 def adapt_latents(net: ModulatedSiren, coords: torch.Tensor, values: torch.Tensor,
                   subsets: Sequence[torch.Tensor | None], inner_lr: float, *, create_graph: bool,
                   weights: torch.Tensor | None = None, latents: torch.Tensor | None = None,
-                  recompute: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                  recompute: bool = False, projection: "fused.ProjectionGrad | None" = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``len(subsets)`` inner SGD steps on phi from zero (or from ``latents``).
 
     Args:
@@ -57,6 +58,8 @@ def adapt_latents(net: ModulatedSiren, coords: torch.Tensor, values: torch.Tenso
         create_graph: keep the graph of each inner gradient (second order).
         recompute: keep only each inner step's inputs and recompute the rest in the backward
             (fused path only; less memory, about a third more inner-loop work).
+        projection: fused path with ``create_graph``: the graph's :class:`fused.ProjectionGrad`,
+            which forms the latent projection's gradient of all steps with one matmul.
 
     Returns:
         ``(phi, last_inner_loss)``: adapted latents ``(B, P)`` and the per-signal loss ``(B,)`` of
@@ -75,11 +78,11 @@ def adapt_latents(net: ModulatedSiren, coords: torch.Tensor, values: torch.Tenso
                 loss, grad, _ = fused.latent_grads(net, c, None if phi is None else phi.detach(), v, w)
                 phi = -lr * grad if phi is None else phi - lr * grad
             elif phi is None and fused.shared_first_step(net, b):
-                phi, loss = fused.first_step(net, c, v, lr, w)
+                phi, loss = fused.first_step(net, c, v, lr, w, projection=projection)
             else:
                 if phi is None:
                     phi = torch.zeros(b, net.config.latent_dim, device=values.device, dtype=values.dtype)
-                phi, loss = fused.inner_step(net, c, phi, v, lr, w, recompute=recompute)
+                phi, loss = fused.inner_step(net, c, phi, v, lr, w, recompute=recompute, projection=projection)
         if phi is None:
             phi = torch.zeros(b, net.config.latent_dim, device=values.device, dtype=values.dtype)
         return phi, loss.detach()
@@ -142,10 +145,12 @@ def meta_losses(net: ModulatedSiren, coords: torch.Tensor, signals: torch.Tensor
     :func:`adapt_latents`.
     """
     values = signals_to_values(signals)
+    use_fused = fused.enabled_for(net, coords, values)
+    projection = fused.projection_grad(net) if use_fused else None
     phi, inner = adapt_latents(net, coords, values, subsets, inner_lr, create_graph=not first_order,
-                               recompute=recompute)
-    if fused.enabled_for(net, coords, values):
-        outer = fused.outer_loss(net, coords, phi, values)
+                               recompute=recompute, projection=None if first_order else projection)
+    if use_fused:
+        outer = fused.outer_loss(net, coords, phi, values, projection=projection)
     else:
         outer = per_signal_mse(net(coords, phi), values)
     return outer, inner
