@@ -224,6 +224,34 @@ def test_meta_gradient_equals_plain_autograd(first_order):
     assert stats[0]["loss_inner"] == pytest.approx(stats[1]["loss_inner"], rel=1e-5)
 
 
+@pytest.mark.parametrize("meta_sgd", [False, True])
+@pytest.mark.parametrize("inner_steps", [1, 3])
+def test_micro_batches_from_one_shared_first_step_give_the_full_batch_gradient(meta_sgd, inner_steps):
+    """Micro-batched second-order meta-steps run the first inner step once for the whole batch and
+    its reverse once at the end: the same gradients and statistics as one pass and as autograd."""
+    from funcml.encoders import meta
+
+    net = _net(1, meta_sgd=meta_sgd)
+    coords = make_grid((4, 5)).double()
+    x = torch.rand(5, 1, 4, 5, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    subsets = draw_subsets(20, 0.5, inner_steps, torch.Generator().manual_seed(4))
+    assert meta._shares_first_step(net, coords, x, subsets, 2, first_order=False)
+    assert not meta._shares_first_step(net, coords, x, subsets, 5, first_order=False)
+    assert not meta._shares_first_step(net, coords, x, subsets, 2, first_order=True)
+    runs = []
+    for plain, micro in ((True, None), (False, None), (False, 1), (False, 2)):
+        net.zero_grad()
+        with (fused.plain_autograd() if plain else _nothing()):
+            st = accumulate_meta_gradient(net, coords, x, subsets, 0.2, first_order=False, loss_scale=0.2,
+                                          micro_batch_size=micro)
+        runs.append((st.means(), [p.grad.clone() for p in net.parameters()]))
+    ref_stats, ref = runs[0]
+    for stats, grads in runs[1:]:
+        assert stats == pytest.approx(ref_stats, rel=1e-12)
+        for (name, _), a, b in zip(net.named_parameters(), ref, grads):
+            assert _rel(a, b) < 1e-11, name
+
+
 class _nothing:
     def __enter__(self):
         return self

@@ -138,17 +138,18 @@ def draw_subsets(n_coords: int, ratio: float, steps: int, generator: torch.Gener
 
 def meta_losses(net: ModulatedSiren, coords: torch.Tensor, signals: torch.Tensor,
                 subsets: Sequence[torch.Tensor | None], inner_lr: float, first_order: bool = False, *,
-                recompute: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                recompute: bool = False, latents: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-signal outer losses ``(B,)`` (full context, after adaptation) and last inner losses.
 
     ``signals`` is ``(B, C, *spatial)`` on the grid ``coords`` ``(N, d)``; ``recompute`` see
-    :func:`adapt_latents`.
+    :func:`adapt_latents`; ``latents`` ``(B, P)``: start the inner loop there instead of at zero.
     """
     values = signals_to_values(signals)
     use_fused = fused.enabled_for(net, coords, values)
     projection = fused.projection_grad(net) if use_fused else None
     phi, inner = adapt_latents(net, coords, values, subsets, inner_lr, create_graph=not first_order,
-                               recompute=recompute, projection=None if first_order else projection)
+                               recompute=recompute, projection=None if first_order else projection,
+                               latents=latents)
     if use_fused:
         outer = fused.outer_loss(net, coords, phi, values, projection=projection)
     else:
@@ -165,14 +166,55 @@ def accumulate_meta_gradient(net: ModulatedSiren, coords: torch.Tensor, signals:
     The batch is processed ``micro_batch_size`` signals at a time; because each signal's inner
     loop only involves its own latent and the context subsets are fixed for the whole step, the
     accumulated gradient equals the full-batch gradient (up to float summation order). With
-    ``loss_scale = 1 / global_batch`` the result is the gradient of the mean outer loss.
+    ``loss_scale = 1 / global_batch`` the result is the gradient of the mean outer loss. Where the
+    fused first step applies, it runs once for the whole batch (:func:`_shares_first_step`).
     """
-    stats = MetaStats()
     b = signals.shape[0]
     step = b if not micro_batch_size else micro_batch_size
+    if _shares_first_step(net, coords, signals, subsets, step, first_order):
+        return _accumulate_from_one_first_step(net, coords, signals, subsets, inner_lr, loss_scale, step, recompute)
+    stats = MetaStats()
     for start in range(0, b, step):
         part = signals[start:start + step]
         outer, inner = meta_losses(net, coords, part, subsets, inner_lr, first_order, recompute=recompute)
         (outer.sum() * loss_scale).backward()
         stats.add(outer.detach(), inner)
+    return stats
+
+
+def _shares_first_step(net: ModulatedSiren, coords: torch.Tensor, signals: torch.Tensor,
+                       subsets: Sequence[torch.Tensor | None], step: int, first_order: bool) -> bool:
+    """Whether the micro-batches of a second-order fused meta-step share one first inner step.
+
+    From ``phi = 0`` every signal has the same field, so the first step's forward and reverse cost
+    about as much for the whole batch as for one micro-batch (:class:`fused.FirstStep`): run per
+    micro-batch they would be repeated, and at a micro-batch of one signal not shared at all.
+    """
+    b = signals.shape[0]
+    return (not first_order and len(subsets) > 0 and step < b
+            and fused.enabled_for(net, coords, signals) and fused.shared_first_step(net, b))
+
+
+def _accumulate_from_one_first_step(net: ModulatedSiren, coords: torch.Tensor, signals: torch.Tensor,
+                                    subsets: Sequence[torch.Tensor | None], inner_lr: float, loss_scale: float,
+                                    step: int, recompute: bool) -> MetaStats:
+    """:func:`accumulate_meta_gradient` with the first inner step run once for the whole batch: the
+    micro-batches start from their rows of ``phi_1`` and return their adjoints, which go through
+    the first step's reverse once at the end (the same gradient, another order of additions)."""
+    b = signals.shape[0]
+    values = signals_to_values(signals)
+    c, v, _ = _subset(coords, values, None, subsets[0])
+    phi1, loss1 = fused.first_step(net, c, v, net.inner_learning_rate(inner_lr),
+                                   projection=fused.projection_grad(net))
+    phi1bar = torch.zeros_like(phi1)
+    stats = MetaStats()
+    for start in range(0, b, step):
+        rows = slice(start, start + step)
+        start_latents = phi1[rows].detach().requires_grad_(True)
+        outer, inner = meta_losses(net, coords, signals[rows], subsets[1:], inner_lr, recompute=recompute,
+                                   latents=start_latents)
+        (outer.sum() * loss_scale).backward()
+        phi1bar[rows] = start_latents.grad
+        stats.add(outer.detach(), inner if len(subsets) > 1 else loss1[rows].detach())
+    phi1.backward(phi1bar)
     return stats
