@@ -152,3 +152,25 @@ def test_one_code_path_for_1d_2d_3d_and_multichannel(tmp_path, shape, tiny_train
     ls, stats = encode_signal_set(model, signals, tmp_path / "lat", model_dir=tmp_path / "m", progress=False)
     assert ls.latents.shape == (12, 6) and tuple(ls.signal_shape) == shape and stats["psnr_mean"] > 0
     assert model.decode(torch.zeros(2, 6)).shape == (2, *shape)
+
+
+def test_automatic_micro_batches_are_the_fewest_within_the_budget_split_evenly(monkeypatch):
+    from funcml.encoders.config import FieldConfig, TrainConfig
+
+    field = FieldConfig(dim_in=2, channels=1, width=128, depth=8, latent_dim=256, omega_first=20.0, omega_last=60.0)
+    cfg = TrainConfig(batch_size=32, inner_steps=3, context_ratio=0.25)
+    per_signal = 4 * 128 * 7 * (3 * 196 * 2 + 3 * 784)   # 3 tensors per sine layer, steps 2..G and the outer pass
+    cpu = torch.device("cpu")
+    for budget_signals in (1, 2, 5, 7, 16, 25, 31, 32, 40):
+        monkeypatch.setattr(trainer_mod, "AUTO_MICRO_BATCH_BYTES", budget_signals * per_signal + 3)
+        for batch in (1, 7, 32, 33):
+            micro = trainer_mod.auto_micro_batch(field, cfg, 784, batch, cpu)
+            cap = min(batch, budget_signals)
+            passes = -(-batch // micro)
+            assert micro <= cap and passes == -(-batch // cap), (budget_signals, batch)
+            assert micro * passes - batch < passes  # even: the passes differ by at most one signal
+    monkeypatch.setattr(trainer_mod, "AUTO_MICRO_BATCH_BYTES", 25 * per_signal)
+    assert trainer_mod.auto_micro_batch(field, cfg, 784, 32, cpu) == 16
+    monkeypatch.setattr(trainer_mod, "AUTO_MICRO_BATCH_BYTES", per_signal // 2)
+    assert trainer_mod.auto_micro_batch(field, cfg, 784, 32, cpu) == 1  # at least one signal
+    assert trainer_mod.auto_micro_batch(field, cfg, 784, 32, torch.device("meta")) == 32  # not a CPU: whole batch

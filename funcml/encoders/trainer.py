@@ -93,16 +93,20 @@ AUTO_MICRO_BATCH_BYTES = 256 << 20
 
 
 def auto_micro_batch(field: FieldConfig, cfg: TrainConfig, n_coords: int, batch: int, device: torch.device) -> int:
-    """Signals per pass when ``micro_batch_size`` is None: on CPU as many as keep the fused inner
-    loop's activations within :data:`AUTO_MICRO_BATCH_BYTES` (memory then no longer grows with the
-    meta-batch; the accumulated update is the same), on CUDA the whole batch."""
+    """Signals per pass when ``micro_batch_size`` is None: on CPU the fewest passes that keep the fused
+    inner loop's activations within :data:`AUTO_MICRO_BATCH_BYTES` (memory then no longer grows with
+    the meta-batch; the accumulated update is the same), with the batch split evenly over them (32
+    signals at a cap of 25: two passes of 16, not 25 and 7: the same passes with less memory), on
+    CUDA the whole batch."""
     if device.type != "cpu":
         return batch
     n_ctx = n_coords if cfg.context_ratio >= 1 else max(1, int(cfg.context_ratio * n_coords))
     # per signal and sine layer: 3 tensors kept per inner step after the first (shared) one (sin, cos
     # and g; kernels.inner_forward), 3 in the outer pass
     per_signal = 4 * field.width * (field.depth - 1) * (3 * n_ctx * max(cfg.inner_steps - 1, 0) + 3 * n_coords)
-    return int(min(batch, max(1, AUTO_MICRO_BATCH_BYTES // max(per_signal, 1))))
+    cap = int(min(batch, max(1, AUTO_MICRO_BATCH_BYTES // max(per_signal, 1))))
+    passes = -(-batch // cap)
+    return -(-batch // passes)
 
 
 def compute_meta_gradient(net: ModulatedSiren, optimizer: torch.optim.Optimizer, coords: torch.Tensor,
