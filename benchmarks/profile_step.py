@@ -5,10 +5,14 @@ subsets as there), then one under ``torch.profiler`` and prints the operators by
 matmuls' share of the step and their rate (counted matmul FLOPs / matmul time), next to this
 machine's dense float32 matmul rate measured right after. When the matmuls already run near the
 dense rate and take most of the step, a shorter step needs fewer FLOPs, not faster element-wise code.
+``--shapes`` lists the operators by input shapes as well; ``--faults N`` instead times N steps with
+their page faults (memory the allocator handed back to the kernel and faults in again), under
+glibc settings given with ``--mallopt``.
 
-Example::
+Examples::
 
     .venv/bin/python benchmarks/profile_step.py --config image-64 --threads 2
+    .venv/bin/python benchmarks/profile_step.py --config volume-32 --faults 3 --mallopt=-1=-1
 """
 
 from __future__ import annotations
@@ -34,10 +38,18 @@ def main() -> None:
     ap.add_argument("--micro-batch-size", type=int, default=None,
                     help="signals per pass (default: funcml's automatic choice)")
     ap.add_argument("--shapes", action="store_true", help="also list operators by input shapes")
+    ap.add_argument("--faults", type=int, default=0, metavar="N",
+                    help="only time N steps after the warm-up, each with its minor page faults, system time "
+                         "and peak RSS (no profile)")
+    ap.add_argument("--mallopt", action="append", default=[], metavar="PARAM=VALUE",
+                    help="glibc mallopt after funcml's tuning, e.g. -1=-1 (M_TRIM_THRESHOLD: never trim) or "
+                         "-4=0 (M_MMAP_MAX: no mmap blocks); repeatable")
     args = ap.parse_args()
 
+    import ctypes
     import dataclasses
     import math
+    import resource
 
     import torch
     from torch.profiler import ProfilerActivity, profile
@@ -50,6 +62,10 @@ def main() -> None:
     from funcml.seeding import generator
 
     tune_glibc_malloc()
+    for item in args.mallopt:
+        param, value = (int(v) for v in item.split("="))
+        ok = ctypes.CDLL("libc.so.6").mallopt(param, value)
+        print(f"mallopt({param}, {value}) -> {ok}")
     torch.set_num_threads(args.threads)
     field, cfg, spatial, _ = build_config(args.config)
     if args.micro_batch_size:
@@ -69,6 +85,14 @@ def main() -> None:
 
     for k in range(args.warmup):
         step(k)
+    if args.faults:
+        for k in range(args.faults):
+            r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+            step(args.warmup + k)
+            wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+            print(f"{args.config} step {k + 1}: {wall:.3f} s, {r1.ru_minflt - r0.ru_minflt} minor page faults, "
+                  f"system time {r1.ru_stime - r0.ru_stime:.2f} s, peak RSS {r1.ru_maxrss // 1024} MB")
+        return
     t0 = time.perf_counter()
     step(args.warmup)
     wall = time.perf_counter() - t0

@@ -126,6 +126,31 @@ def test_shared_first_gradient_only_where_it_saves_work_and_memory(monkeypatch):
         assert _rel(a, b) < 1e-12
 
 
+def test_second_order_first_step_shares_its_field_only_when_the_batch_has_more_signals_than_channels(monkeypatch):
+    """At ``batch <= channels`` the shared field's reverse runs once per channel, as much work as per
+    signal, and keeps more: adapt_latents then takes the ordinary inner step from zero (same result)."""
+    net = _net(2)
+    assert fused.shared_first_step(net, 3) and not fused.shared_first_step(net, 2)
+    assert not fused.shared_first_step(net, 1)
+    coords, values, _ = _problem(2, b=2)
+    taken = {"first": 0, "inner": 0}
+    for name, cls in (("first", fused.FirstStep), ("inner", fused.InnerStep)):
+        def counting(*args, _apply=cls.apply, _name=name):
+            taken[_name] += 1
+            return _apply(*args)
+        monkeypatch.setattr(cls, "apply", counting)
+    phi, _ = adapt_latents(net, coords, values, [None, None], 0.2, create_graph=True)
+    monkeypatch.undo()
+    assert taken == {"first": 0, "inner": 2}
+    params = list(net.parameters())
+    got = torch.autograd.grad(fused.outer_loss(net, coords, phi, values).sum(), params)
+    with fused.plain_autograd():
+        ref_phi, _ = adapt_latents(net, coords, values, [None, None], 0.2, create_graph=True)
+    ref = torch.autograd.grad(per_signal_mse(net(coords, ref_phi), values).sum(), params)
+    for (name, _), a, b in zip(net.named_parameters(), ref, got):
+        assert _rel(a, b) < 1e-11, name
+
+
 def test_recomputation_gives_identical_gradients_and_keeps_less():
     net = _net(1)
     coords, values, _ = _problem(1)
