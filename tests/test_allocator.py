@@ -42,6 +42,7 @@ REUSE_PROBE = """
 import resource, torch
 from funcml.allocator import tune_glibc_malloc
 assert tune_glibc_malloc()
+torch.set_num_threads(1)                             # the pages are touched by this thread only
 blocks = [torch.ones(2 << 20) for _ in range(150)]   # 8 MB each (heap blocks), 1.2 GB in all
 del blocks                                           # the heap top is now 1.2 GB of free memory
 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -59,4 +60,5 @@ def test_tuned_malloc_keeps_freed_memory_for_the_next_step_instead_of_faulting_i
     if out.returncode != 0 and "AssertionError" in out.stderr:
         pytest.skip("not glibc malloc")
     assert out.returncode == 0, out.stderr
-    assert int(out.stdout.strip()) < 5000   # 1.2 GB of fresh pages would be ~300,000 faults
+    faults = int(out.stdout.strip())
+    assert faults < 30_000, faults   # 1.2 GB faulted in again: ~300,000 (4 KB pages; 270,000 seen); kept: 8,000-16,000
