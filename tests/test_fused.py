@@ -151,6 +151,37 @@ def test_second_order_first_step_shares_its_field_only_when_the_batch_has_more_s
         assert _rel(a, b) < 1e-11, name
 
 
+def test_outer_loss_in_parts_of_coordinates_gives_the_same_loss_and_gradients(monkeypatch):
+    """On a CPU the outer loss runs over parts of the coordinates when one layer's tensor would pass
+    ``OUTER_PART_BYTES``: the parts' losses weighted by their shares give the whole loss and the same
+    gradients (float64), also through a :class:`fused.ProjectionGrad`; with weights it stays whole."""
+    net = _net(2)
+    coords, values, weights = _problem(2, b=3, n=17)
+    phi = torch.randn(3, 6, dtype=torch.float64, requires_grad=True)
+    params = [phi] + list(net.parameters())
+    whole = fused.outer_loss(net, coords, phi, values)
+    ref = torch.autograd.grad(whole.sum(), params)
+    assert fused.outer_part_rows(3, 17, 12, torch.device("cpu")) == 17
+    monkeypatch.setattr(fused, "OUTER_WHOLE_BYTES", 4 * 3 * 12 * 16)  # 17 rows are more than whole
+    monkeypatch.setattr(fused, "OUTER_PART_BYTES", 4 * 3 * 12 * 5)    # 5 rows per part at most
+    assert fused.outer_part_rows(3, 17, 12, torch.device("cpu")) == 5    # four parts: 5, 5, 5, 2
+    assert fused.outer_part_rows(3, 17, 12, torch.device("meta")) == 17  # not a CPU: whole
+    assert fused.outer_part_rows(3, 16, 12, torch.device("cpu")) == 16   # within OUTER_WHOLE_BYTES: whole
+    calls = []
+    apply = fused.OuterLoss.apply
+    monkeypatch.setattr(fused.OuterLoss, "apply", lambda *a: calls.append(a[1].coords.shape[0]) or apply(*a))
+    projection = fused.projection_grad(net)
+    parts = fused.outer_loss(net, coords, phi, values, projection=projection)
+    got = torch.autograd.grad(parts.sum(), params)
+    assert calls == [5, 5, 5, 2]
+    assert torch.allclose(parts, whole, rtol=1e-13, atol=0)
+    for (name, _), a, b in zip([("phi", None)] + list(net.named_parameters()), ref, got):
+        assert _rel(a, b) < 1e-12, name
+    calls.clear()
+    fused.outer_loss(net, coords, phi, values, weights=torch.ones(3, 17, dtype=torch.float64))
+    assert calls == [17]
+
+
 def test_recomputation_gives_identical_gradients_and_keeps_less():
     net = _net(1)
     coords, values, _ = _problem(1)

@@ -328,9 +328,47 @@ def first_step(net: ModulatedSiren, coords: torch.Tensor, values: torch.Tensor, 
 
 def outer_loss(net: ModulatedSiren, coords: torch.Tensor, phi: torch.Tensor, values: torch.Tensor,
                weights: torch.Tensor | None = None, projection: ProjectionGrad | None = None) -> torch.Tensor:
-    """``per_signal_mse(net(coords, phi), values, weights)`` ``(B,)`` with a fused backward."""
-    return OuterLoss.apply(phi, _inputs(net, coords, values, weights, projection=projection), _token(projection),
-                           *flat_params(net))
+    """``per_signal_mse(net(coords, phi), values, weights)`` ``(B,)`` with a fused backward.
+
+    On a CPU without ``weights`` the coordinates go through in parts whose per-layer tensors stay
+    within :data:`OUTER_PART_BYTES` (:func:`outer_part_rows`), the parts' losses weighted by their
+    share of the coordinates: the same loss and gradients, another order of additions.
+    """
+    n = coords.shape[0]
+    rows = n if weights is not None else outer_part_rows(phi.shape[0], n, net.config.width, values.device)
+    params = flat_params(net)
+    if rows >= n:
+        return OuterLoss.apply(phi, _inputs(net, coords, values, weights, projection=projection), _token(projection),
+                               *params)
+    loss = None
+    for start in range(0, n, rows):
+        part = slice(start, start + rows)
+        inp = _inputs(net, coords[part], values[:, part], None, projection=projection)
+        term = OuterLoss.apply(phi, inp, _token(projection), *params) * (inp.coords.shape[0] / n)
+        loss = term if loss is None else loss + term
+    return loss
+
+
+OUTER_WHOLE_BYTES = 16 << 20
+OUTER_PART_BYTES = 4 << 20
+
+
+def outer_part_rows(batch: int, n_coords: int, width: int, device: torch.device) -> int:
+    """Coordinates per part of :func:`outer_loss` on a CPU: all of them while one layer's
+    ``(batch, n, width)`` float32 tensor stays within :data:`OUTER_WHOLE_BYTES`, else the fewest parts
+    (all but the last of one size) within :data:`OUTER_PART_BYTES`; on CUDA all coordinates.
+
+    glibc malloc serves blocks of up to 32 MB from its heap, where freed memory is reused, and larger
+    ones with fresh ``mmap`` pages that fault in again at every step: at 32^3, width 256, batch 1 each
+    layer's tensors were 32 MB, 250-465k page faults per meta-step; in 4 MB parts the step took 0.91x
+    the time at 0.92x the peak RSS. Smaller tensors come from the heap anyway, and parts cost the
+    28^2 and 16^3 CPU presets (6 MB and 8 MB tensors) 2-8% of their step (docs/benchmarks.md).
+    """
+    whole = 4 * batch * width * n_coords
+    if device.type != "cpu" or whole <= OUTER_WHOLE_BYTES:
+        return n_coords
+    parts = -(-whole // OUTER_PART_BYTES)
+    return -(-n_coords // parts)
 
 
 @torch.no_grad()
