@@ -216,12 +216,16 @@ def _token(projection: ProjectionGrad | None):
     return None if projection is None else projection.token
 
 
-def _finish(ctx, grads: list, token_index: int) -> tuple[list, torch.Tensor | None]:
-    """``(grads, token_bar)``: A's factors handed to the step's :class:`ProjectionGrad`, if it has one."""
-    projection = ctx.inp.projection
-    if projection is None or not ctx.needs_input_grad[token_index]:
+def _defers_projection(ctx, token_index: int) -> bool:
+    """Whether this step's backward leaves A's factors to its :class:`ProjectionGrad`."""
+    return ctx.inp.projection is not None and ctx.needs_input_grad[token_index]
+
+
+def _finish(ctx, grads: list, factored: bool) -> tuple[list, torch.Tensor | None]:
+    """``(grads, token_bar)``: with ``factored``, A's factors handed to the step's :class:`ProjectionGrad`."""
+    if not factored:
         return grads, None
-    return projection.take(grads), grads[-1].new_zeros(())
+    return ctx.inp.projection.take(grads), grads[-1].new_zeros(())
 
 
 class InnerStep(torch.autograd.Function):
@@ -245,11 +249,11 @@ class InnerStep(torch.autograd.Function):
         saved = ctx.saved
         if saved is None:  # recompute the step's intermediates
             saved = _K["inner_forward"](inp.coords, inp.values, inp.weights, inp.omegas, phi, lr, tuple(params))[2]
-        factor = inp.projection is not None and ctx.needs_input_grad[3]
+        factor = _defers_projection(ctx, 3)
         phibar, lrbar, grads = _K["inner_backward"](inp.coords, inp.omegas, phibar_next, phi, lr, tuple(params), saved,
                                                     ctx.needs_input_grad[1], ctx.needs_input_grad[4], factor)
         ctx.saved = None
-        grads, tokenbar = _finish(ctx, grads, 3)
+        grads, tokenbar = _finish(ctx, grads, factor)
         return (phibar, lrbar, None, tokenbar, *grads)
 
 
@@ -270,11 +274,11 @@ class FirstStep(torch.autograd.Function):
     def backward(ctx, phibar1, _lossbar):
         inp = ctx.inp
         lr, *params = ctx.saved_tensors
-        factor = inp.projection is not None and ctx.needs_input_grad[2]
+        factor = _defers_projection(ctx, 2)
         lrbar, grads = _K["first_backward"](inp.coords, inp.omegas, phibar1, lr, tuple(params), ctx.saved,
                                             ctx.needs_input_grad[0], ctx.needs_input_grad[3], factor)
         ctx.saved = None
-        grads, tokenbar = _finish(ctx, grads, 2)
+        grads, tokenbar = _finish(ctx, grads, factor)
         return (lrbar, None, tokenbar, *grads)
 
 
@@ -293,11 +297,11 @@ class OuterLoss(torch.autograd.Function):
     def backward(ctx, lossbar):
         inp = ctx.inp
         phi, *params = ctx.saved_tensors
-        factor = inp.projection is not None and ctx.needs_input_grad[2]
+        factor = _defers_projection(ctx, 2)
         phibar, grads = _K["outer_backward"](inp.coords, inp.omegas, lossbar, phi, tuple(params), ctx.saved,
                                              ctx.needs_input_grad[3], factor)
         ctx.saved = None
-        grads, tokenbar = _finish(ctx, grads, 2)
+        grads, tokenbar = _finish(ctx, grads, factor)
         return (phibar, None, tokenbar, *grads)
 
 
