@@ -212,7 +212,15 @@ def test_inner_step_reverse_recomputes_x_and_q_bit_identically_to_keeping_them(c
         _, _, saved = kernels.inner_forward(coords, values, weights, omegas, phi, lr, params)
         assert saved[2] is None and saved[5] is None and saved[7] is None  # no xs, x_last, qs kept
         h, sigma, wps, _ = kernels.prepare(params, omegas, coords, phi)
-        xs, _, coss, x_last, _ = kernels.field_forward(h, sigma, wps, params[-4], params[-3], keep_sin=True)
+        xs, sins, coss, x_last, y = kernels.field_forward(h, sigma, wps, params[-4], params[-3], keep_sin=True)
+        # the forward without the xs (x_k = x_{k-1} + s_k in place, in the pass forming s_k) gives the same bits
+        no_xs, sins2, coss2, x_last2, y2 = kernels.field_forward(h, sigma, wps, params[-4], params[-3],
+                                                                 keep_sin=True, keep_xs=False)
+        assert no_xs is None and len(sins) == net.num_sine_layers >= 3
+        assert torch.equal(y, y2) and torch.equal(x_last, x_last2)
+        assert all(torch.equal(a, b) for a, b in zip(sins + coss, sins2 + coss2))
+        xs2, x_last3 = kernels.layer_inputs(sins2)
+        assert torch.equal(x_last3, x_last) and all(torch.equal(a, b) for a, b in zip(xs, xs2))
         gs = saved[6]
         _, qs, _ = kernels.closed_grad(gs[-1], coss, wps, keep_q=True)
         kept = saved[:2] + (xs, saved[3], saved[4], x_last, gs, qs) + saved[8:]

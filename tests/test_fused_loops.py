@@ -138,6 +138,26 @@ def test_shifted_activation_matches_sin_and_cos_of_the_sum(shared, with_acc):
     assert (c.double() - ref_c).abs().max().item() < 1.5e-7
 
 
+@pytest.mark.parametrize("huge_row", [False, True])
+def test_a_residual_sum_and_its_sines_in_one_pass_are_the_separate_ones_bit_for_bit(huge_row):
+    """``acc`` with ``keep_sin``: ``s = sin x`` and ``acc + s``, exactly what the pass without ``acc``
+    and a separate addition give (also on a row that takes libm for a huge argument)."""
+    g = torch.Generator().manual_seed(5)
+    B, n, L = 3, 257, 64
+    u = torch.randn(B, n, L, generator=g) * 40
+    if huge_row:
+        u[1, 7, 3] = 1.0e6
+    shift = torch.randn(B, L, generator=g) * 40
+    acc = torch.randn(B, n, L, generator=g)
+    x = (u + shift.unsqueeze(1)).double()          # the float32 argument the loop forms
+    ref_s, ref_c = loops.shifted_sin_cos(u.clone(), shift)
+    ref_acc = acc + ref_s
+    s, c = loops.shifted_sin_cos(u, shift, acc=acc, keep_sin=True)   # u's memory receives cos x
+    assert s is not acc and s.data_ptr() != acc.data_ptr()
+    assert torch.equal(s, ref_s) and torch.equal(c, ref_c) and torch.equal(acc, ref_acc)
+    assert (s.double() - x.sin()).abs().max() < 1.5e-7
+
+
 @pytest.mark.parametrize("with_context", [False, True])
 def test_mul_sum_is_the_product_and_its_sums_over_coordinates(with_context):
     g = torch.Generator().manual_seed(4)

@@ -75,8 +75,8 @@ static inline void sincos_poly(float x, float *S, float *C) {
     *C = as_f(as_u(c0) ^ (((uint32_t)(q + 1) & 2u) << 30));
 }
 
-/* One row of L columns: x = u + sh (sh may be NULL: x = u); c = cos x (c may be u); s = sin x, or
-   acc += sin x when acc is given. A row holding some |x| > limit (or a non-finite x) is computed with
+/* One row of L columns: x = u + sh (sh may be NULL: x = u); c = cos x (c may be u); s = sin x when s
+   is given, acc += sin x when acc is given (either or both). A row holding some |x| > limit (or a non-finite x) is computed with
    libm's sinf/cosf instead (returns 1); the check reads the row into the cache that the computation
    then reads it from. */
 /* always_inline: each caller's constant NULL arguments then select one loop at compile time */
@@ -93,9 +93,18 @@ static inline __attribute__((always_inline)) int sincos_row(const float *u, cons
     if (big) {
         for (int64_t l = 0; l < L; l++) {
             float x = u[l] + (sh ? sh[l] : 0.0f), S = sinf(x), C = cosf(x);
-            if (acc) acc[l] += S; else s[l] = S;
+            if (s) s[l] = S;
+            if (acc) acc[l] += S;
             c[l] = C;
         }
+    } else if (acc && s && sh) {
+        #pragma omp simd
+        for (int64_t l = 0; l < L; l++) {
+            float S, C; sincos_poly(u[l] + sh[l], &S, &C); s[l] = S; acc[l] += S; c[l] = C;
+        }
+    } else if (acc && s) {
+        #pragma omp simd
+        for (int64_t l = 0; l < L; l++) { float S, C; sincos_poly(u[l], &S, &C); s[l] = S; acc[l] += S; c[l] = C; }
     } else if (acc && sh) {
         #pragma omp simd
         for (int64_t l = 0; l < L; l++) { float S, C; sincos_poly(u[l] + sh[l], &S, &C); acc[l] += S; c[l] = C; }
@@ -114,7 +123,7 @@ static inline __attribute__((always_inline)) int sincos_row(const float *u, cons
 
 /* For rows r = b n + i (b < B, i < n) and columns l < L, with x = u[row] + shift[b] (u: B n rows,
    or n rows shared by every b; shift: B x L, or NULL):
-   c = cos x (c may be u when u is not shared), and s = sin x, or acc += sin x when acc is given.
+   c = cos x (c may be u when u is not shared), s = sin x when s is given, acc += sin x when acc is given.
    Returns 1 when some row took libm's sinf/cosf (see sincos_row), else 0. */
 int funcml_sincos(const float *u, int shared, const float *shift, float *s, float *c, float *acc,
                   int64_t B, int64_t n, int64_t L, int nt, float limit) {
@@ -435,14 +444,15 @@ def sin_cos_into(u: torch.Tensor, sin_out: torch.Tensor, cos_out: torch.Tensor) 
                           torch.get_num_threads(), LIMIT)
 
 
-def shifted_sin_cos(u: torch.Tensor, shift: torch.Tensor, acc: torch.Tensor | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def shifted_sin_cos(u: torch.Tensor, shift: torch.Tensor, acc: torch.Tensor | None = None,
+                    keep_sin: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sin x, cos x)`` of ``x = u + shift`` without forming ``x``: a SIREN layer's activation.
 
     ``u`` ``(B, n, L)`` (its memory then receives ``cos x``) or ``(n, L)`` shared by the batch (then
     ``cos x`` is a new ``(B, n, L)`` tensor); ``shift`` ``(B, L)`` or ``(B, 1, L)``, one row per
     signal. With ``acc`` ``(B, n, L)``, ``sin x`` is added to it in place and ``acc`` is returned
-    in its place.
+    in its place, or, with ``keep_sin``, ``sin x`` as well (a residual sum and the sines it adds,
+    in one pass).
     """
     shared = u.dim() == 2
     b, length = shift.shape[0], shift.shape[-1]
@@ -452,12 +462,14 @@ def shifted_sin_cos(u: torch.Tensor, shift: torch.Tensor, acc: torch.Tensor | No
         x = u.unsqueeze(0) + shift2.unsqueeze(1) if shared else u.add_(shift2.unsqueeze(1))
         s = torch.sin(x)
         x.cos_()
-        return (s if acc is None else acc.add_(s)), x
+        if acc is not None:
+            acc.add_(s)
+        return (s if acc is None or keep_sin else acc), x
     c = torch.empty(b, n, length, dtype=u.dtype) if shared else u
-    s = torch.empty(b, n, length, dtype=u.dtype) if acc is None else None
+    s = torch.empty(b, n, length, dtype=u.dtype) if acc is None or keep_sin else None
     _load().funcml_sincos(u.data_ptr(), int(shared), shift2.data_ptr(), _ptr(s), c.data_ptr(), _ptr(acc), b, n,
                           length, torch.get_num_threads(), LIMIT)
-    return (s if acc is None else acc), c
+    return (s if acc is None or keep_sin else acc), c
 
 
 def context_mask(context: torch.Tensor, n: int, like: torch.Tensor) -> torch.Tensor:

@@ -65,17 +65,20 @@ def linear_shift(x: torch.Tensor, w: torch.Tensor, shift: torch.Tensor) -> torch
     return mm(x, w).add_(shift)
 
 
-def sine_layer(x: torch.Tensor, w: torch.Tensor, shift: torch.Tensor, acc: torch.Tensor | None = None
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+def sine_layer(x: torch.Tensor, w: torch.Tensor, shift: torch.Tensor, acc: torch.Tensor | None = None,
+               keep_sin: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sin u, cos u)`` of ``u = x (B, n, i) @ w (i, j) + shift (B, j)``; with ``acc`` ``sin u`` is
-    added to it in place and ``acc`` returned instead. On a CPU the shift, sine and cosine are one
-    fused loop after a plain matmul; elsewhere the shift is added inside the matmul (``baddbmm``)."""
+    added to it in place and ``acc`` returned instead (with ``keep_sin``: still ``sin u``). On a CPU
+    the shift, sine, cosine (and the addition) are one fused loop after a plain matmul; elsewhere the
+    shift is added inside the matmul (``baddbmm``)."""
     if x.dtype == torch.float32 and fused_loops.enabled_on(x.device):
-        return shifted_sin_cos(mm(x, w), shift, acc=acc)
+        return shifted_sin_cos(mm(x, w), shift, acc=acc, keep_sin=keep_sin)
     u = linear_shift(x, w, shift.unsqueeze(1))
     s = torch.sin(u)
     u.cos_()
-    return (s if acc is None else acc.add_(s)), u
+    if acc is not None:
+        acc.add_(s)
+    return (s if acc is None or keep_sin else acc), u
 
 
 def split(params: Params):
@@ -105,21 +108,28 @@ def prepare(params: Params, omegas: tuple[float, ...], coords: torch.Tensor, phi
     return h, sigma, wps, om
 
 
-def field_forward(h, sigma, wps, WK, bK, keep_sin: bool):
-    """Forward pass keeping what a backward needs: layer inputs ``xs`` (x_1..x_{S-1}), ``sins``
-    (if asked), ``coss``, the last features and the output ``y (B, n, C)``."""
-    xs, sins, coss = [], [], []
+def field_forward(h, sigma, wps, WK, bK, keep_sin: bool, keep_xs: bool = True):
+    """Forward pass keeping what a backward needs: layer inputs ``xs`` (x_1..x_{S-1}; None without
+    ``keep_xs``: :func:`layer_inputs` forms them again from the ``sins``), ``sins`` (if asked),
+    ``coss``, the last features and the output ``y (B, n, C)``."""
+    xs, sins, coss = ([] if keep_xs else None), [], []
     x = None
     for k in range(sigma.shape[1]):
         if k == 0:
             s, c = shifted_sin_cos(h, sigma[:, 0])
-        else:
-            xs.append(x)
+        elif keep_xs or k == 1:             # x_1 is sins[0] itself: x_2 a new tensor
+            if keep_xs:
+                xs.append(x)
             s, c = sine_layer(x, wps[k].t(), sigma[:, k])
+        else:                               # x_k = x_{k-1} + s_k in place, in the pass that forms s_k
+            s, c = sine_layer(x, wps[k].t(), sigma[:, k], acc=x, keep_sin=keep_sin)
         coss.append(c)
         if keep_sin:
             sins.append(s)
-        x = s if x is None else x + s
+        if k == 0:
+            x = s
+        elif keep_xs or k == 1:
+            x = x + s
     y = gemm_add(bK + 0.5, x.reshape(-1, x.shape[-1]), WK.t()).view(*x.shape[:-1], WK.shape[0])
     return xs, sins, coss, x, y
 
@@ -263,7 +273,7 @@ def inner_forward(coords, values, weights, omegas, phi, lr, params: Params):
     """``(phi', loss, saved)``: one closed-form inner SGD step and what its reverse needs."""
     h, sigma, wps, om = prepare(params, omegas, coords, phi)
     WK, bK, A = params[-4], params[-3], params[-2]
-    xs, sins, coss, x_last, y = field_forward(h, sigma, wps, WK, bK, keep_sin=True)
+    _, sins, coss, x_last, y = field_forward(h, sigma, wps, WK, bK, keep_sin=True, keep_xs=False)
     loss, e, factor = loss_and_error(y, values, weights)
     gs, _, T = closed_grad(output_grad(e, WK), coss, wps, keep_q=False)
     Tw = T.mul_(om).view(phi.shape[0], -1)
