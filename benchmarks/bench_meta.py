@@ -241,6 +241,12 @@ def train_child(job, net, official, coords, train, spatial, device, opts) -> dic
     from funcml.encoders.trainer import apply_meta_update, compute_meta_gradient
     from funcml.seeding import generator
 
+    try:
+        from funcml.encoders.trainer import make_optimizer
+    except ImportError:  # a checkout from before it (bench_checkouts.py): the plain AdamW it trained with
+        def make_optimizer(params, cfg):
+            return torch.optim.AdamW(params, lr=cfg.outer_lr, weight_decay=cfg.weight_decay)
+
     cfg = train
     import dataclasses
 
@@ -249,7 +255,9 @@ def train_child(job, net, official, coords, train, spatial, device, opts) -> dic
     x = torch.rand(b, 1, *spatial, generator=torch.Generator().manual_seed(1)).to(device)
     n_coords = coords.shape[0]
     params = list(official.parameters()) if official else list(net.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.outer_lr, weight_decay=cfg.weight_decay)
+    # each implementation's own optimizer: plain AdamW in the official train.py, funcml's fused one
+    optimizer = (torch.optim.AdamW(params, lr=cfg.outer_lr, weight_decay=cfg.weight_decay) if official
+                 else make_optimizer(params, cfg))
 
     def subsets_for(step):
         subs = draw_subsets(n_coords, cfg.context_ratio, cfg.inner_steps, generator(0, "context", step), device)

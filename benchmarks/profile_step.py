@@ -58,7 +58,7 @@ def main() -> None:
     from funcml.encoders.coords import make_grid
     from funcml.encoders.meta import draw_subsets
     from funcml.encoders.siren import ModulatedSiren
-    from funcml.encoders.trainer import apply_meta_update, compute_meta_gradient
+    from funcml.encoders.trainer import apply_meta_update, compute_meta_gradient, make_optimizer
     from funcml.seeding import generator
 
     tune_glibc_malloc()
@@ -75,7 +75,7 @@ def main() -> None:
     coords = make_grid(spatial)
     x = torch.rand(cfg.batch_size, 1, *spatial, generator=torch.Generator().manual_seed(1))
     params = list(net.parameters())
-    optimizer = torch.optim.AdamW(params, lr=cfg.outer_lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(params, cfg)
 
     def step(k: int) -> None:
         subsets = draw_subsets(math.prod(spatial), cfg.context_ratio, cfg.inner_steps,

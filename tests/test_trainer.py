@@ -174,3 +174,44 @@ def test_automatic_micro_batches_are_the_fewest_within_the_budget_split_evenly(m
     monkeypatch.setattr(trainer_mod, "AUTO_MICRO_BATCH_BYTES", per_signal // 2)
     assert trainer_mod.auto_micro_batch(field, cfg, 784, 32, cpu) == 1  # at least one signal
     assert trainer_mod.auto_micro_batch(field, cfg, 784, 32, torch.device("meta")) == 32  # not a CPU: whole batch
+
+
+def test_fused_outer_optimizer_updates_like_plain_adamw_and_resumes_a_plain_checkpoint(tmp_path, tiny_field, tiny_train):
+    """``make_optimizer`` is AdamW's fused kernel: the same updates as the plain AdamW up to float
+    rounding (cosine-scheduled lr, weight decay), and a checkpoint written by a plain AdamW resumes
+    into it with the saved state and hyper-parameters, still fused."""
+    from funcml.encoders.checkpoint import load_checkpoint, save_checkpoint
+    from funcml.encoders.siren import ModulatedSiren
+
+    torch.manual_seed(0)
+    nets = [ModulatedSiren(tiny_field, inner_lr=tiny_train.inner_lr) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    start = [p.detach().clone() for p in nets[0].parameters()]
+    fused_opt = trainer_mod.make_optimizer(list(nets[0].parameters()), tiny_train)
+    plain_opt = torch.optim.AdamW(nets[1].parameters(), lr=tiny_train.outer_lr, weight_decay=tiny_train.weight_decay)
+    assert fused_opt.param_groups[0]["fused"] is True and not plain_opt.param_groups[0]["fused"]
+    g = torch.Generator().manual_seed(1)
+    for step in range(6):
+        lr = cosine_lr(step, tiny_train)
+        for opt, net in ((fused_opt, nets[0]), (plain_opt, nets[1])):
+            opt.param_groups[0]["lr"] = lr
+        for p, q in zip(nets[0].parameters(), nets[1].parameters()):
+            p.grad = torch.randn(p.shape, generator=g)
+            q.grad = p.grad.clone()
+        fused_opt.step()
+        plain_opt.step()
+    apart = max((p - q).abs().max().item() for p, q in zip(nets[0].parameters(), nets[1].parameters()))
+    moved = max((q - s).abs().max().item() for q, s in zip(nets[1].parameters(), start))
+    assert moved > 1e-3 and apart < 1e-6, (moved, apart)   # six steps of lr ~1e-3 apart; float rounding
+
+    meta = {"step": 6, "finished": False, "best_val_psnr": None, "best_step": None, "history": [],
+            "config": {"field": {}, "train": {}, "data_fingerprint": "x"}}
+    save_checkpoint(tmp_path, nets[1], plain_opt, meta)
+    resumed = ModulatedSiren(tiny_field, inner_lr=tiny_train.inner_lr)
+    opt = trainer_mod.make_optimizer(list(resumed.parameters()), tiny_train)
+    load_checkpoint(tmp_path, resumed, opt)
+    assert opt.param_groups[0]["fused"] is True and opt.param_groups[0]["lr"] == plain_opt.param_groups[0]["lr"]
+    for p, q in zip(resumed.parameters(), nets[1].parameters()):
+        assert torch.equal(opt.state[p]["exp_avg"], plain_opt.state[q]["exp_avg"])
+        assert torch.equal(opt.state[p]["exp_avg_sq"], plain_opt.state[q]["exp_avg_sq"])
+        assert float(opt.state[p]["step"]) == 6

@@ -41,6 +41,9 @@ LAST_SCHEMA = Obj({
 }, optional={"window"}, extra=True)
 
 
+IMPLEMENTATION_KEYS = ("fused", "foreach")  # optimizer settings that choose a kernel, not the update
+
+
 def save_checkpoint(out: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer, meta: dict[str, Any]) -> Path:
     """Write a checkpoint for ``meta['step']`` and point ``last.json`` at it."""
     directory = out / CHECKPOINT_DIR
@@ -102,7 +105,13 @@ def load_checkpoint(out: Path, net: torch.nn.Module, optimizer: torch.optim.Opti
                 raise ArtifactError(f"checkpoint {path}: optimizer state {key!r} has shape {tuple(value.shape)}, "
                                     f"the parameter {tuple(params[i].shape)}")
             state.setdefault(i, {})[name] = value
-    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
+    if len(meta["param_groups"]) != len(optimizer.param_groups):
+        raise ArtifactError(f"checkpoint {path} has {len(meta['param_groups'])} optimizer parameter groups, "
+                            f"this model {len(optimizer.param_groups)}")
+    # hyper-parameters from the checkpoint; how the step is computed (fused, foreach) from this optimizer
+    groups = [{**{k: (tuple(v) if k == "betas" else v) for k, v in g.items()},
+               **{k: current[k] for k in IMPLEMENTATION_KEYS if k in current}}
+              for g, current in zip(meta["param_groups"], optimizer.param_groups)]
     try:
         optimizer.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError) as exc:

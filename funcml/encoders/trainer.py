@@ -127,6 +127,16 @@ def accumulate_batch_meta_gradient(net: ModulatedSiren, coords: torch.Tensor, x:
                                     recompute=cfg.recompute)
 
 
+def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
+    """The outer AdamW on theta; its fused implementation (one pass over each parameter instead of
+    about ten: 11 against 223 ms a step for the 3D preset's 29M-entry latent projection on two CPU
+    cores; the same update up to float rounding) where this torch and device have it."""
+    try:
+        return torch.optim.AdamW(params, lr=cfg.outer_lr, weight_decay=cfg.weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):   # e.g. no fused kernel for this device in this torch
+        return torch.optim.AdamW(params, lr=cfg.outer_lr, weight_decay=cfg.weight_decay)
+
+
 def apply_meta_update(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> None:
     """Clip the global gradient norm (if set) and take the AdamW step."""
     if cfg.grad_clip > 0:
@@ -304,7 +314,7 @@ class MetaTrainer:
         torch.manual_seed(derive_seed(cfg.seed, "init"))
         net = ModulatedSiren(self.field, inner_lr=cfg.inner_lr).to(self.device)
         params = [p for p in net.parameters()]
-        optimizer = torch.optim.AdamW(params, lr=cfg.outer_lr, weight_decay=cfg.weight_decay)
+        optimizer = make_optimizer(params, cfg)
         meta = self._resume_decision
         history: list[dict] = []
         best_val, best_step, start = None, None, 0
