@@ -158,6 +158,52 @@ def test_a_residual_sum_and_its_sines_in_one_pass_are_the_separate_ones_bit_for_
     assert (s.double() - x.sin()).abs().max() < 1.5e-7
 
 
+@needs_compiler
+@pytest.mark.parametrize("case", ["factored", "factored-row", "cbar", "none"])
+def test_field_adjoint_is_the_products_and_their_coordinate_sums_in_one_pass(case, monkeypatch):
+    """``ubar = c xbar - s (qbar g)`` (qbar per coordinate, or one row per signal as a strided view
+    of a (B, S, L) tensor), ``c xbar - s cbar``, or ``c xbar``, with the sums over coordinates:
+    float64 references, a reused output buffer, and the loop really ran (not ATen's kernels)."""
+    g = torch.Generator().manual_seed(11)
+    B, n, L = 3, 301, 64
+    c, xbar, s, gg = (torch.randn(B, n, L, generator=g) for _ in range(4))
+    tbar = torch.randn(B, 5, L, generator=g)
+    cbar, gk = {"factored": (torch.randn(B, n, L, generator=g), gg), "factored-row": (tbar[:, 2:3], gg),
+                "cbar": (torch.randn(B, n, L, generator=g), None), "none": (None, None)}[case]
+    ref = c.double() * xbar.double()
+    if cbar is not None:
+        ref = ref - s.double() * cbar.double() * (1.0 if gk is None else gk.double())
+    lib, calls = loops._load(), []
+
+    class Counting:  # the compiled library, counting the calls of its two loops
+        def __getattr__(self, name):
+            calls.append(name)
+            return getattr(lib, name)
+
+    monkeypatch.setattr(loops, "_load", lambda: Counting())
+    out = torch.full((B, n, L), float("nan"))
+    ubar, t = loops.field_adjoint(c, xbar, None if cbar is None else s, cbar, gk, out=out)
+    assert calls == ["funcml_mul_sum" if cbar is None else "funcml_field_adjoint"]
+    assert ubar is out and t.shape == (B, L)
+    assert (ubar.double() - ref).abs().max().item() < 1e-5
+    assert (t.double() - ref.sum(dim=1)).abs().max().item() < 1e-4
+
+
+@needs_compiler
+def test_field_adjoint_falls_back_to_aten_and_is_deterministic_for_a_thread_count(monkeypatch):
+    g = torch.Generator().manual_seed(12)
+    B, n, L = 2, 500, 32
+    c, xbar, s, gg, q = (torch.randn(B, n, L, generator=g) for _ in range(5))
+    fused = loops.field_adjoint(c, xbar, s, q, gg)
+    again = loops.field_adjoint(c, xbar, s, q, gg)
+    assert torch.equal(fused[0], again[0]) and torch.equal(fused[1], again[1])
+    monkeypatch.setenv("FUNCML_FUSED_LOOPS", "0")
+    aten = loops.field_adjoint(c, xbar, s, q, gg)
+    assert torch.equal(aten[0], (c * xbar).addcmul_(s, q * gg, value=-1.0))
+    assert torch.equal(aten[1], aten[0].sum(dim=1))
+    assert (fused[0] - aten[0]).abs().max() < 1e-5 and (fused[1] - aten[1]).abs().max() < 1e-4
+
+
 @pytest.mark.parametrize("with_context", [False, True])
 def test_mul_sum_is_the_product_and_its_sums_over_coordinates(with_context):
     g = torch.Generator().manual_seed(4)

@@ -138,12 +138,18 @@ int funcml_sincos(const float *u, int shared, const float *shift, float *s, floa
     return (int)(exact_rows > 0);
 }
 
-/* q = c g (q may be c), t[b] = sum_i q[b n + i] and, with mask, sub[b] = sum_i mask[i] q[b n + i]
-   (rows of L columns). Each thread sums its rows in float blocks of at most 32 rows, blocks in
-   double; the threads' partials are combined in thread order (deterministic for a thread count). */
+/* The rows r = b n + i (b < B, i < n) of L columns of v = a b, or, with s, v = a b - s (qb g) (without
+   g: v = a b - s qb; qb: one row of L per (b, i) at qb + b qsb + i qsi; qsi = 0: one row per signal),
+   written to out (out may be
+   a), and the sums over i: t[b] = sum_i v[b n + i] and, with mask, sub[b] = sum_i mask[i] v[b n + i].
+   Each thread sums its rows in float blocks of at most 32 rows, blocks in double; the threads'
+   partials are combined in thread order (deterministic for a thread count). Returns -1 when out of
+   memory for the partial sums. always_inline: each caller's NULL arguments select its loop. */
 #define BLOCK_ROWS 32
-int funcml_mul_sum(const float *c, const float *g, float *q, const float *mask, float *t, float *sub,
-                   int64_t B, int64_t n, int64_t L, int nt) {
+static inline __attribute__((always_inline)) int rows_and_sums(
+        const float *a, const float *bb, const float *s, const float *qb, int64_t qsb, int64_t qsi,
+        const float *g, float *out, const float *mask, float *t, float *sub, int64_t B, int64_t n, int64_t L,
+        int nt) {
     int64_t width = (mask ? 2 : 1) * B * L;
     double *work = (double *)calloc((size_t)(nt * width), sizeof(double));
     float *blocks = (float *)malloc((size_t)(nt * 2 * L) * sizeof(float));
@@ -159,24 +165,36 @@ int funcml_mul_sum(const float *c, const float *g, float *q, const float *mask, 
         int64_t lo = rows * tid / nth, hi = rows * (tid + 1) / nth;
         int64_t cur = lo < hi ? lo / n : 0;
         int cnt = 0;
+        int64_t b = cur, i = lo - cur * n;      /* row r = b n + i, advanced without a division per row */
         for (int64_t l = 0; l < L; l++) { bt[l] = 0.0f; bs[l] = 0.0f; }
-        for (int64_t r = lo; r < hi; r++) {
-            int64_t b = r / n, i = r - b * n;
+        for (int64_t r = lo; r < hi; r++, i++) {
+            if (i == n) { i = 0; b++; }
             if (b != cur || cnt == BLOCK_ROWS) {
                 for (int64_t l = 0; l < L; l++) { pt[cur * L + l] += bt[l]; bt[l] = 0.0f; }
                 if (mask) for (int64_t l = 0; l < L; l++) { ps[cur * L + l] += bs[l]; bs[l] = 0.0f; }
                 cur = b;
                 cnt = 0;
             }
-            const float *cr = c + r * L, *gr = g + r * L;
-            float *qr = q + r * L;
-            if (mask) {
+            const float *ar = a + r * L, *br = bb + r * L;
+            float *vr = out + r * L;
+            if (s && g) {
+                const float *sr = s + r * L, *gr = g + r * L, *qr = qb + b * qsb + i * qsi;
+                #pragma omp simd
+                for (int64_t l = 0; l < L; l++) {
+                    float v = ar[l] * br[l] - sr[l] * (qr[l] * gr[l]);
+                    vr[l] = v; bt[l] += v;
+                }
+            } else if (s) {
+                const float *sr = s + r * L, *qr = qb + b * qsb + i * qsi;
+                #pragma omp simd
+                for (int64_t l = 0; l < L; l++) { float v = ar[l] * br[l] - sr[l] * qr[l]; vr[l] = v; bt[l] += v; }
+            } else if (mask) {
                 float m = mask[i];
                 #pragma omp simd
-                for (int64_t l = 0; l < L; l++) { float v = cr[l] * gr[l]; qr[l] = v; bt[l] += v; bs[l] += m * v; }
+                for (int64_t l = 0; l < L; l++) { float v = ar[l] * br[l]; vr[l] = v; bt[l] += v; bs[l] += m * v; }
             } else {
                 #pragma omp simd
-                for (int64_t l = 0; l < L; l++) { float v = cr[l] * gr[l]; qr[l] = v; bt[l] += v; }
+                for (int64_t l = 0; l < L; l++) { float v = ar[l] * br[l]; vr[l] = v; bt[l] += v; }
             }
             cnt++;
         }
@@ -186,13 +204,28 @@ int funcml_mul_sum(const float *c, const float *g, float *q, const float *mask, 
         }
     }
     for (int64_t j = 0; j < width; j++) {
-        double a = 0.0;
-        for (int k = 0; k < used; k++) a += work[k * width + j];
-        if (j < B * L) t[j] = (float)a; else sub[j - B * L] = (float)a;
+        double acc = 0.0;
+        for (int k = 0; k < used; k++) acc += work[k * width + j];
+        if (j < B * L) t[j] = (float)acc; else sub[j - B * L] = (float)acc;
     }
     free(work);
     free(blocks);
     return 0;
+}
+
+/* q = c g (q may be c), t[b] = sum_i q[b n + i] and, with mask, sub[b] = sum_i mask[i] q[b n + i]. */
+int funcml_mul_sum(const float *c, const float *g, float *q, const float *mask, float *t, float *sub,
+                   int64_t B, int64_t n, int64_t L, int nt) {
+    return rows_and_sums(c, g, NULL, NULL, 0, 0, NULL, q, mask, t, sub, B, n, L, nt);
+}
+
+/* A sine layer's pre-activation adjoint in a second-order reverse: ubar = c xbar - s (qbar g), with
+   the adjoint qbar of q = c g (rows at qbar + b qsb + i qsi; g NULL: qbar is the cos adjoint itself),
+   and its sums over coordinates t[b]. */
+int funcml_field_adjoint(const float *c, const float *xbar, const float *s, const float *qbar, int64_t qsb,
+                         int64_t qsi, const float *g, float *ubar, float *t, int64_t B, int64_t n, int64_t L,
+                         int nt) {
+    return rows_and_sums(c, xbar, s, qbar, qsb, qsi, g, ubar, NULL, t, NULL, B, n, L, nt);
 }
 
 /* ---- the whole latent-gradient pass in coordinate tiles (see funcml/encoders/tiled.py) ---- */
@@ -387,6 +420,8 @@ def _load():
                 fn.funcml_sincos.argtypes = [p, i32, p, p, p, p, i64, i64, i64, i32, ctypes.c_float]
                 fn.funcml_mul_sum.restype = i32
                 fn.funcml_mul_sum.argtypes = [p, p, p, p, p, p, i64, i64, i64, i32]
+                fn.funcml_field_adjoint.restype = i32
+                fn.funcml_field_adjoint.argtypes = [p, p, p, p, i64, i64, p, p, p, i64, i64, i64, i32]
                 fn.funcml_tiled_init.restype = None
                 fn.funcml_tiled_init.argtypes = [p, p]
                 fn.funcml_latent_grads.restype = i32
@@ -496,3 +531,38 @@ def mul_sum_(c: torch.Tensor, g: torch.Tensor, context: torch.Tensor | None = No
     if rc != 0:
         raise MemoryError("funcml_mul_sum: out of memory for its partial sums")
     return t, sub
+
+
+def field_adjoint(c: torch.Tensor, xbar: torch.Tensor, s: torch.Tensor | None = None,
+                  cbar: torch.Tensor | None = None, g: torch.Tensor | None = None,
+                  out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A sine layer's pre-activation adjoint ``ubar = c * xbar - s * cbar`` ``(B, n, L)`` and its sum
+    over coordinates ``(B, L)``, in one pass where the fused loop applies.
+
+    ``c``, ``s``: the layer's cos and sin; ``xbar``: the adjoint of its output; ``cbar``: the adjoint
+    of ``c`` (None: no such term), given as ``cbar * g`` when ``g`` is given (the adjoint of
+    ``q = c g``: then ``cbar`` is never formed), ``(B, n, L)`` or one row per signal ``(B, 1, L)``
+    (any strides with contiguous rows). ``out``: a buffer for ``ubar`` (reused layer after layer).
+    """
+    B, n, L = c.shape
+    rows_ok = cbar is None or (cbar.dim() == 3 and cbar.shape[0] == B and cbar.shape[1] in (1, n)
+                               and cbar.shape[2] == L and cbar.stride(2) == 1 and cbar.dtype == torch.float32
+                               and cbar.device.type == "cpu" and not cbar.requires_grad)
+    same = xbar.shape == c.shape and all(t is None or t.shape == c.shape for t in (s, g, out))
+    if not (rows_ok and same and (cbar is None or s is not None) and _applies(c.numel(), c, xbar, s, g, out)):
+        ubar = torch.mul(c, xbar) if out is None else torch.mul(c, xbar, out=out)
+        if cbar is not None:
+            ubar.addcmul_(s, cbar if g is None else cbar * g, value=-1.0)
+        return ubar, ubar.sum(dim=1)
+    ubar = torch.empty_like(c) if out is None else out
+    t = torch.empty(B, L, dtype=c.dtype)
+    nt = torch.get_num_threads()
+    if cbar is None:
+        rc = _load().funcml_mul_sum(c.data_ptr(), xbar.data_ptr(), ubar.data_ptr(), 0, t.data_ptr(), 0, B, n, L, nt)
+    else:
+        qsi = 0 if cbar.shape[1] == 1 else cbar.stride(1)
+        rc = _load().funcml_field_adjoint(c.data_ptr(), xbar.data_ptr(), s.data_ptr(), cbar.data_ptr(),
+                                          cbar.stride(0), qsi, _ptr(g), ubar.data_ptr(), t.data_ptr(), B, n, L, nt)
+    if rc != 0:
+        raise MemoryError("funcml_field_adjoint: out of memory for its partial sums")
+    return ubar, t

@@ -193,12 +193,14 @@ def closed_grad(g, coss, wps, keep_q: bool = True):
     return gs, (qs if keep_q else None), torch.stack(ts, dim=1)
 
 
-def reverse_closed_grad(qbar0, gs, qs, coss, wps, reduce_channels: bool):
+def reverse_closed_grad(qbar0, gs, qs, coss, wps, reduce_channels: bool, factored: bool = False):
     """Reverse of :func:`closed_grad`. ``qbar0[k]`` is the direct adjoint of ``q_k`` (the ``t_k``
     adjoint broadcast over coordinates, or per-coordinate adjoints); ``qs`` None: the ``q_k = c_k g_k``
     are recomputed into one reused buffer. Returns ``(gbar_S, cbars, W'bars)``; with
     ``reduce_channels`` the ``c_k`` adjoints are summed over dim 0 (one field shared by one-hot
-    channel backwards)."""
+    channel backwards); with ``factored`` (and not ``reduce_channels``) ``cbars`` holds the ``q_k``
+    adjoints instead (the ``c_k`` adjoints are ``cbars[k] * gs[k]``: :func:`reverse_field` with
+    ``gs`` forms them inside its pass)."""
     S = len(coss)
     cbars, wpbars = [None] * S, [None] * S
     gbar = None
@@ -212,14 +214,20 @@ def reverse_closed_grad(qbar0, gs, qs, coss, wps, reduce_channels: bool):
             else:
                 q = qs[k]
             wpbars[k] = gemm(q.reshape(-1, q.shape[-1]).t(), gbar.reshape(-1, gbar.shape[-1]))
-        cbar = qbar * gs[k]
-        cbars[k] = cbar.sum(dim=0, keepdim=True) if reduce_channels else cbar
+        if factored and not reduce_channels:
+            cbars[k] = qbar
+        else:
+            cbar = qbar * gs[k]
+            cbars[k] = cbar.sum(dim=0, keepdim=True) if reduce_channels else cbar
         gbar = coss[k] * qbar if gbar is None else gbar.addcmul_(coss[k], qbar)
     return gbar, cbars, wpbars
 
 
-def reverse_field(ybar, coords, omega1: float, xs, sins, coss, x_last, cbars, wps, WK, want_W1: bool = True):
-    """Reverse of :func:`field_forward` from ``ybar`` (and ``c_k`` adjoints ``cbars`` or None).
+def reverse_field(ybar, coords, omega1: float, xs, sins, coss, x_last, cbars, wps, WK, want_W1: bool = True,
+                  gs=None):
+    """Reverse of :func:`field_forward` from ``ybar`` (and ``c_k`` adjoints ``cbars`` or None; with
+    ``gs``, ``cbars`` are the factored adjoints of :func:`reverse_closed_grad`). Each layer's ``ubar``
+    and its coordinate sum are one pass (:func:`fused_loops.field_adjoint`) into one reused buffer.
 
     Returns ``(sigma_bar (B, S, L), W'bars [S] (entry 0 None), W_K bar, b_K bar, W_1 bar)``.
     """
@@ -231,11 +239,11 @@ def reverse_field(ybar, coords, omega1: float, xs, sins, coss, x_last, cbars, wp
     sigbars = [None] * S
     wpbars = [None] * S
     W1bar = None
+    ubar = None
     for k in range(S - 1, -1, -1):
-        ubar = coss[k] * xbar
-        if cbars is not None:
-            ubar.addcmul_(sins[k], cbars[k], value=-1.0)
-        sigbars[k] = ubar.sum(dim=1)
+        ubar, sigbars[k] = fused_loops.field_adjoint(coss[k], xbar, None if cbars is None else sins[k],
+                                                     None if cbars is None else cbars[k],
+                                                     None if gs is None else gs[k], out=ubar)
         if k > 0:
             wpbars[k] = gemm(ubar.reshape(-1, L).t(), xs[k - 1].reshape(-1, L))
             gemm_add_(xbar.view(-1, L), ubar.reshape(-1, L), wps[k])
@@ -297,11 +305,12 @@ def inner_backward(coords, omegas, phibar_next, phi, lr, params: Params, saved, 
         lrbar = -(phibar_next * grad)
         lrbar = lrbar.sum() if lr.dim() == 0 else lrbar.sum(dim=0)
     tbar = torch.mm(gradbar, A.t()).view(B, S, L).mul_(om)
-    gbar, cbars, wpbars_g = reverse_closed_grad([tbar[:, k:k + 1] for k in range(S)], gs, qs, coss, wps, False)
+    gbar, qbars, wpbars_g = reverse_closed_grad([tbar[:, k:k + 1] for k in range(S)], gs, qs, coss, wps, False,
+                                                factored=True)
     WK_from_g = gemm(e.reshape(-1, e.shape[-1]).t(), gbar.reshape(-1, L))
     ybar = mm(gbar, WK.t()).mul_(factor)
-    sigbar, wpbars, WKbar, bKbar, W1bar = reverse_field(ybar, coords, omegas[0], xs, sins, coss, x_last, cbars,
-                                                        wps, WK, want_W1)
+    sigbar, wpbars, WKbar, bKbar, W1bar = reverse_field(ybar, coords, omegas[0], xs, sins, coss, x_last, qbars,
+                                                        wps, WK, want_W1, gs=gs)
     wpbars = [None] + [wpbars[k] + wpbars_g[k] for k in range(1, S)]
     phibar, grads = param_grads(sigbar, om, phi, A, wpbars, W1bar, WKbar + WK_from_g, bKbar, omegas, (Tw, gradbar),
                                 factor_A)
