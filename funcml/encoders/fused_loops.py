@@ -76,9 +76,9 @@ static inline void sincos_poly(float x, float *S, float *C) {
 }
 
 /* One row of L columns: x = u + sh (sh may be NULL: x = u); c = cos x (c may be u); s = sin x when s
-   is given, acc += sin x when acc is given (either or both). A row holding some |x| > limit (or a non-finite x) is computed with
-   libm's sinf/cosf instead (returns 1); the check reads the row into the cache that the computation
-   then reads it from. */
+   is given, acc += sin x when acc is given (either or both). A row holding some |x| > limit (or a
+   non-finite x) is computed with libm's sinf/cosf instead (returns 1); the check reads the row into
+   the cache that the computation then reads it from. */
 /* always_inline: each caller's constant NULL arguments then select one loop at compile time */
 static inline __attribute__((always_inline)) int sincos_row(const float *u, const float *sh, float *s,
                                                             float *acc, float *c, int64_t L, float limit) {
@@ -140,8 +140,8 @@ int funcml_sincos(const float *u, int shared, const float *shift, float *s, floa
 
 /* The rows r = b n + i (b < B, i < n) of L columns of v = a b, or, with s, v = a b - s (qb g) (without
    g: v = a b - s qb; qb: one row of L per (b, i) at qb + b qsb + i qsi; qsi = 0: one row per signal),
-   written to out (out may be
-   a), and the sums over i: t[b] = sum_i v[b n + i] and, with mask, sub[b] = sum_i mask[i] v[b n + i].
+   written to out (out may be a), and the sums over i: t[b] = sum_i v[b n + i] and, with mask,
+   sub[b] = sum_i mask[i] v[b n + i].
    Each thread sums its rows in float blocks of at most 32 rows, blocks in double; the threads'
    partials are combined in thread order (deterministic for a thread count). Returns -1 when out of
    memory for the partial sums. always_inline: each caller's NULL arguments select its loop. */

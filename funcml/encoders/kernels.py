@@ -281,7 +281,7 @@ def inner_forward(coords, values, weights, omegas, phi, lr, params: Params):
     """``(phi', loss, saved)``: one closed-form inner SGD step and what its reverse needs."""
     h, sigma, wps, om = prepare(params, omegas, coords, phi)
     WK, bK, A = params[-4], params[-3], params[-2]
-    _, sins, coss, x_last, y = field_forward(h, sigma, wps, WK, bK, keep_sin=True, keep_xs=False)
+    _, sins, coss, _, y = field_forward(h, sigma, wps, WK, bK, keep_sin=True, keep_xs=False)
     loss, e, factor = loss_and_error(y, values, weights)
     gs, _, T = closed_grad(output_grad(e, WK), coss, wps, keep_q=False)
     Tw = T.mul_(om).view(phi.shape[0], -1)
