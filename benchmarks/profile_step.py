@@ -7,7 +7,9 @@ machine's dense float32 matmul rate measured right after. When the matmuls alrea
 dense rate and take most of the step, a shorter step needs fewer FLOPs, not faster element-wise code.
 ``--shapes`` lists the operators by input shapes as well; ``--faults N`` instead times N steps with
 their page faults (memory the allocator handed back to the kernel and faults in again), under
-glibc settings given with ``--mallopt``.
+glibc settings given with ``--mallopt``. The profiler itself slows the large element-wise operators
+of the paper presets (10-13 ms instead of about 1 ms per 8 MB operator at volume-32): for their
+share of the step use ``time_kernels.py``, which times the kernels' calls with plain timers.
 
 Examples::
 
