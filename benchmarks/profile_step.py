@@ -31,6 +31,39 @@ from bench_meta import CONFIGS, MatmulFlops, build_config, matmul_rate  # noqa: 
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::baddbmm", "aten::bmm")
 
 
+def meta_step_runner(config: str, micro_batch_size: int | None = None):
+    """``step(k)``: runs meta-step ``k`` of a ``bench_meta.py`` configuration (its random data, the
+    context subsets of step ``k``) on one funcml model with its outer optimizer."""
+    import dataclasses
+    import math
+
+    import torch
+
+    from funcml.encoders.coords import make_grid
+    from funcml.encoders.meta import draw_subsets
+    from funcml.encoders.siren import ModulatedSiren
+    from funcml.encoders.trainer import apply_meta_update, compute_meta_gradient, make_optimizer
+    from funcml.seeding import generator
+
+    field, cfg, spatial, _ = build_config(config)
+    if micro_batch_size:
+        cfg = dataclasses.replace(cfg, micro_batch_size=micro_batch_size)
+    torch.manual_seed(0)
+    net = ModulatedSiren(field, inner_lr=cfg.inner_lr)
+    coords = make_grid(spatial)
+    x = torch.rand(cfg.batch_size, 1, *spatial, generator=torch.Generator().manual_seed(1))
+    params = list(net.parameters())
+    optimizer = make_optimizer(params, cfg)
+
+    def step(k: int) -> None:
+        subsets = draw_subsets(math.prod(spatial), cfg.context_ratio, cfg.inner_steps,
+                               generator(0, "context", k), None)
+        compute_meta_gradient(net, optimizer, coords, x, subsets, cfg)
+        apply_meta_update(params, optimizer, cfg)
+
+    return step
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="image-64", choices=sorted(CONFIGS))
@@ -49,19 +82,12 @@ def main() -> None:
     args = ap.parse_args()
 
     import ctypes
-    import dataclasses
-    import math
     import resource
 
     import torch
     from torch.profiler import ProfilerActivity, profile
 
     from funcml.allocator import tune_glibc_malloc
-    from funcml.encoders.coords import make_grid
-    from funcml.encoders.meta import draw_subsets
-    from funcml.encoders.siren import ModulatedSiren
-    from funcml.encoders.trainer import apply_meta_update, compute_meta_gradient, make_optimizer
-    from funcml.seeding import generator
 
     tune_glibc_malloc()
     for item in args.mallopt:
@@ -69,21 +95,7 @@ def main() -> None:
         ok = ctypes.CDLL("libc.so.6").mallopt(param, value)
         print(f"mallopt({param}, {value}) -> {ok}")
     torch.set_num_threads(args.threads)
-    field, cfg, spatial, _ = build_config(args.config)
-    if args.micro_batch_size:
-        cfg = dataclasses.replace(cfg, micro_batch_size=args.micro_batch_size)
-    torch.manual_seed(0)
-    net = ModulatedSiren(field, inner_lr=cfg.inner_lr)
-    coords = make_grid(spatial)
-    x = torch.rand(cfg.batch_size, 1, *spatial, generator=torch.Generator().manual_seed(1))
-    params = list(net.parameters())
-    optimizer = make_optimizer(params, cfg)
-
-    def step(k: int) -> None:
-        subsets = draw_subsets(math.prod(spatial), cfg.context_ratio, cfg.inner_steps,
-                               generator(0, "context", k), None)
-        compute_meta_gradient(net, optimizer, coords, x, subsets, cfg)
-        apply_meta_update(params, optimizer, cfg)
+    step = meta_step_runner(args.config, args.micro_batch_size)
 
     for k in range(args.warmup):
         step(k)

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import argparse
 import collections
-import math
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_meta import CONFIGS, build_config  # noqa: E402
+from bench_meta import CONFIGS  # noqa: E402
+from profile_step import meta_step_runner  # noqa: E402
 
 MATMULS = ("gemm", "gemm_add", "gemm_add_", "linear_shift")
 LOOPS = ("shifted_sin_cos", "_mul_into", "layer_inputs", "field_forward", "reverse_field", "reverse_closed_grad",
@@ -43,11 +43,6 @@ def main() -> None:
 
     from funcml.allocator import tune_glibc_malloc
     from funcml.encoders import fused, kernels
-    from funcml.encoders.coords import make_grid
-    from funcml.encoders.meta import draw_subsets
-    from funcml.encoders.siren import ModulatedSiren
-    from funcml.encoders.trainer import apply_meta_update, compute_meta_gradient, make_optimizer
-    from funcml.seeding import generator
 
     seconds: collections.Counter = collections.Counter()
     calls: collections.Counter = collections.Counter()
@@ -78,19 +73,7 @@ def main() -> None:
 
     tune_glibc_malloc()
     torch.set_num_threads(args.threads)
-    field, cfg, spatial, _ = build_config(args.config)
-    torch.manual_seed(0)
-    net = ModulatedSiren(field, inner_lr=cfg.inner_lr)
-    coords = make_grid(spatial)
-    x = torch.rand(cfg.batch_size, 1, *spatial, generator=torch.Generator().manual_seed(1))
-    params = list(net.parameters())
-    optimizer = make_optimizer(params, cfg)
-
-    def step(k: int) -> None:
-        subsets = draw_subsets(math.prod(spatial), cfg.context_ratio, cfg.inner_steps,
-                               generator(0, "context", k), None)
-        compute_meta_gradient(net, optimizer, coords, x, subsets, cfg)
-        apply_meta_update(params, optimizer, cfg)
+    step = meta_step_runner(args.config)
 
     step(0)
     seconds.clear(), calls.clear(), flops.clear()
