@@ -193,7 +193,7 @@ def test_fused_outer_optimizer_updates_like_plain_adamw_and_resumes_a_plain_chec
     g = torch.Generator().manual_seed(1)
     for step in range(6):
         lr = cosine_lr(step, tiny_train)
-        for opt, net in ((fused_opt, nets[0]), (plain_opt, nets[1])):
+        for opt in (fused_opt, plain_opt):
             opt.param_groups[0]["lr"] = lr
         for p, q in zip(nets[0].parameters(), nets[1].parameters()):
             p.grad = torch.randn(p.shape, generator=g)

@@ -115,21 +115,21 @@ def field_forward(h, sigma, wps, WK, bK, keep_sin: bool, keep_xs: bool = True):
     xs, sins, coss = ([] if keep_xs else None), [], []
     x = None
     for k in range(sigma.shape[1]):
+        # without xs, x_k = x_{k-1} + s_k in place, in the pass that forms s_k (x_1 is sins[0] itself,
+        # so x_2 is a new tensor)
+        in_place = not keep_xs and k >= 2
         if k == 0:
             s, c = shifted_sin_cos(h, sigma[:, 0])
-        elif keep_xs or k == 1:             # x_1 is sins[0] itself: x_2 a new tensor
+        elif in_place:
+            s, c = sine_layer(x, wps[k].t(), sigma[:, k], acc=x, keep_sin=keep_sin)
+        else:
             if keep_xs:
                 xs.append(x)
             s, c = sine_layer(x, wps[k].t(), sigma[:, k])
-        else:                               # x_k = x_{k-1} + s_k in place, in the pass that forms s_k
-            s, c = sine_layer(x, wps[k].t(), sigma[:, k], acc=x, keep_sin=keep_sin)
         coss.append(c)
         if keep_sin:
             sins.append(s)
-        if k == 0:
-            x = s
-        elif keep_xs or k == 1:
-            x = x + s
+        x = s if k == 0 else x if in_place else x + s
     y = gemm_add(bK + 0.5, x.reshape(-1, x.shape[-1]), WK.t()).view(*x.shape[:-1], WK.shape[0])
     return xs, sins, coss, x, y
 

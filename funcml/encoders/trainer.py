@@ -129,8 +129,9 @@ def accumulate_batch_meta_gradient(net: ModulatedSiren, coords: torch.Tensor, x:
 
 def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
     """The outer AdamW on theta; its fused implementation (one pass over each parameter instead of
-    about ten: 11 against 223 ms a step for the 3D preset's 29M-entry latent projection on two CPU
-    cores; the same update up to float rounding) where this torch and device have it."""
+    about ten: 14-17 against 104-194 ms a step for the 3D preset's 30M parameters on two CPU cores,
+    ``benchmarks/bench_pieces.py``; the same update up to float rounding) where this torch and device
+    have it."""
     try:
         return torch.optim.AdamW(params, lr=cfg.outer_lr, weight_decay=cfg.weight_decay, fused=True)
     except (RuntimeError, TypeError, ValueError):   # e.g. no fused kernel for this device in this torch
