@@ -78,19 +78,30 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def write_result(name: str, results: Any, *, argv: list[str] | None = None, notes: str | None = None,
-                 directory: Path | None = None) -> Path:
+def table(title: str, columns: list[str], rows: list[list[Any]], caption: str | None = None) -> dict[str, Any]:
+    """One table for the docs: ``rows`` of ``len(columns)`` cells (numbers or strings)."""
+    bad = [r for r in rows if len(r) != len(columns)]
+    if bad:
+        raise ValueError(f"table {title!r}: {len(bad)} row(s) do not have {len(columns)} cells: {bad[0]}")
+    return {"title": title, "columns": list(columns), "rows": [list(r) for r in rows], "caption": caption}
+
+
+def write_result(name: str, results: Any, *, task: str, tables: list[dict[str, Any]] | None = None,
+                 argv: list[str] | None = None, notes: str | None = None, directory: Path | None = None) -> Path:
     """Write ``results`` (JSON-serialisable) as ``benchmarks/results/{name}.json`` with its provenance.
 
-    ``notes``: one line on conditions a reader should know (for example, other jobs were running).
-    Returns the path written. The write is atomic (temporary file, then rename).
+    ``task``: the docs section it belongs to (for example ``fidelity``, ``query``, ``classification``,
+    ``performance``, ``gpu``). ``tables``: what the docs show of it (see :func:`table`), rendered
+    with the command under them. ``notes``: one line on conditions a reader should know (for
+    example, that other jobs were running). Returns the path written. The write is atomic
+    (temporary file, then rename).
     """
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"result name must be a plain file stem, got {name!r}")
     record = {
-        "name": name, "command": command_line(argv), "script": Path((argv or sys.argv)[0]).name,
+        "name": name, "task": task, "command": command_line(argv), "script": Path((argv or sys.argv)[0]).name,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
-        "environment": environment(), "notes": notes, "results": results,
+        "environment": environment(), "notes": notes, "tables": tables or [], "results": results,
     }
     text = portable(json.dumps(record, indent=2, allow_nan=False)) + "\n"
     out = (directory or RESULTS_DIR) / f"{name}.json"
