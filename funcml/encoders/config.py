@@ -98,7 +98,15 @@ class TrainConfig:
         checkpoint_minutes: time-based checkpoint interval.
         log_every: record training metrics every this many steps.
         seed: seeds every random choice (batches, context subsets, initialisation).
-        max_minutes: stop (and keep a resumable checkpoint) after this much wall time.
+        max_minutes: stop (and keep a resumable checkpoint) after this much wall time; the
+            schedule still spans ``steps``.
+        budget_minutes: a time budget that is the schedule: warm-up, then cosine decay over the
+            wall time, and training ends when the budget is spent (``steps`` is then only an upper
+            bound). None: the schedule spans ``steps``.
+        guard_drop_db: the collapse guard rolls back to the last good checkpoint when the logged
+            training PSNR falls this far below its best (0: only non-finite values trigger it).
+        max_rollbacks: rollbacks allowed before the run stops as diverged.
+        rollback_lr_factor: each rollback multiplies the learning-rate schedule by this factor.
         recompute: keep only each inner step's inputs and recompute its intermediates in the
             backward (same result; less memory for about a third more inner-loop work).
         compile: run the fused kernels through ``torch.compile`` (same result; minutes of compile
@@ -128,6 +136,10 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     max_minutes: float | None = None
+    budget_minutes: float | None = None
+    guard_drop_db: float = 5.0
+    max_rollbacks: int = 3
+    rollback_lr_factor: float = 0.5
     recompute: bool = False
     compile: bool = False
     precision: str = "fp32"
@@ -135,7 +147,9 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         _finite(inner_lr=self.inner_lr, context_ratio=self.context_ratio, outer_lr=self.outer_lr,
                 weight_decay=self.weight_decay, grad_clip=self.grad_clip, min_lr_ratio=self.min_lr_ratio,
-                checkpoint_minutes=self.checkpoint_minutes, max_minutes=self.max_minutes)
+                checkpoint_minutes=self.checkpoint_minutes, max_minutes=self.max_minutes,
+                budget_minutes=self.budget_minutes, guard_drop_db=self.guard_drop_db,
+                rollback_lr_factor=self.rollback_lr_factor)
         _check(self.steps >= 1, f"--steps must be >= 1; got {self.steps}")
         _check(self.batch_size >= 1, f"--batch-size must be >= 1; got {self.batch_size}")
         _check(self.micro_batch_size is None or self.micro_batch_size >= 1,
@@ -154,6 +168,11 @@ class TrainConfig:
         _check(self.checkpoint_minutes > 0, f"checkpoint_minutes must be > 0; got {self.checkpoint_minutes}")
         _check(self.log_every >= 1, f"log_every must be >= 1; got {self.log_every}")
         _check(self.max_minutes is None or self.max_minutes > 0, f"--max-minutes must be > 0; got {self.max_minutes}")
+        _check(self.budget_minutes is None or self.budget_minutes > 0,
+               f"--max-minutes (the budget) must be > 0; got {self.budget_minutes}")
+        _check(self.guard_drop_db >= 0, f"--guard-drop-db must be >= 0; got {self.guard_drop_db}")
+        _check(self.max_rollbacks >= 0, f"--max-rollbacks must be >= 0; got {self.max_rollbacks}")
+        _check(0 < self.rollback_lr_factor <= 1, f"rollback_lr_factor must be in (0, 1]; got {self.rollback_lr_factor}")
         _check(self.precision in ("fp32", "tf32", "bf16"),
                f"--precision must be fp32, tf32 or bf16; got {self.precision!r}")
         return self
