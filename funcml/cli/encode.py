@@ -8,13 +8,20 @@ import click
 
 from funcml.cli.common import (data_options, device_option, emit_json, info, json_option, load_data,
                                overwrite_option, parse_resolution)
+from funcml.errors import ConfigError
 
 
 @click.command("encode")
 @click.argument("data")
 @click.option("--model", "model_dir", required=True, type=click.Path(), help="Model directory from `funcml train`.")
 @click.option("--out", required=True, type=click.Path(), help="Output latent-set directory.")
-@click.option("--steps", type=int, default=None, help="Test-time steps H (default: the model's).")
+@click.option("--steps", default=None, metavar="H|auto",
+              help="Test-time steps H (default: the model's), or `auto`: each signal stops when its loss stops "
+                   "improving (at most --max-steps).")
+@click.option("--max-steps", type=click.IntRange(1), default=500, show_default=True, help="With --steps auto: the most steps.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default=None,
+              help="Test-time optimiser of the latents: sgd (the model's rate or its meta-learnt rates) or adam.")
+@click.option("--adam-lr", type=float, default=None, help="Adam's learning rate (with --optimizer adam; default 0.01).")
 @click.option("--batch-size", type=int, default=None, help="Signals encoded together (default 64).")
 @click.option("--inner-lr", type=float, default=None, help="Test-time learning rate (default: the model's).")
 @click.option("--context-ratio", type=float, default=None, help="Context fraction for the rescaling norm.")
@@ -33,7 +40,7 @@ from funcml.cli.common import (data_options, device_option, emit_json, info, jso
 @device_option
 @json_option
 @data_options
-def encode_command(data, model_dir, out, steps, batch_size, inner_lr, context_ratio, grad_rescale, split, seed,
+def encode_command(data, model_dir, out, steps, max_steps, optimizer, adam_lr, batch_size, inner_lr, context_ratio, grad_rescale, split, seed,
                    embed_model, compile_, observed, observed_seed, overwrite, device, as_json, resolution, channels,
                    split_seed, val_fraction, test_fraction, data_option):
     """Encode DATA with the model in --model into the latent set --out.
@@ -50,8 +57,9 @@ def encode_command(data, model_dir, out, steps, batch_size, inner_lr, context_ra
     model = FieldModel.load(model_dir, device=dev)
     res = parse_resolution(resolution) or model.signal_shape[1:]
     signals = load_data(data, res, channels, split_seed, val_fraction, test_fraction, data_option)
-    cfg = replace(model.encode_defaults, steps=steps, inner_lr=inner_lr, context_ratio=context_ratio,
-                  grad_rescale=grad_rescale, seed=seed)
+    cfg = replace(model.encode_defaults, **parse_steps(steps, max_steps), inner_lr=inner_lr,
+                  context_ratio=context_ratio, grad_rescale=grad_rescale, seed=seed, optimizer=optimizer,
+                  adam_lr=adam_lr)
     cfg = dataclasses.replace(cfg, batch_size=cfg.batch_size if batch_size is None else batch_size).validate()
     indices = None if split == "all" else signals.indices(split)
     info(f"encoding {signals.name} ({len(signals) if indices is None else len(indices)} signals, "
@@ -67,10 +75,26 @@ def encode_command(data, model_dir, out, steps, batch_size, inner_lr, context_ra
                                           overwrite=overwrite, progress=not as_json, compile=compile_)
     info(f"done: {len(latent_set)} latents of dimension {latent_set.latent_dim}, mean PSNR {stats['psnr_mean']:.2f} dB, "
          f"{stats['signals_per_second']:.1f} signals/s -> {out}")
+    if cfg.auto_stop and "steps_per_signal" in stats:
+        info(f"test-time steps per signal: {stats['steps_per_signal']:.1f} on average ({stats['steps_min']} to "
+             f"{stats['steps_max']}), {1000 * stats['seconds_per_signal']:.1f} ms per signal")
     if as_json:
         emit_json({**stats, "out": str(out), "count": len(latent_set), "latent_dim": latent_set.latent_dim,
                    "psnr_by_split": latent_set.manifest["metrics"].get("psnr_by_split"),
                    "latent_checksum": latent_set.manifest["latent_checksum"], "model_id": model.id})
+
+
+def parse_steps(steps: str | None, max_steps: int) -> dict:
+    """``--steps``: None (the model's H), a number H, or ``auto`` (at most ``max_steps``, stopping each
+    signal when it converges)."""
+    if steps is None:
+        return {}
+    if str(steps).strip().lower() == "auto":
+        return {"steps": max_steps, "auto_stop": True}
+    try:
+        return {"steps": int(steps), "auto_stop": False}
+    except ValueError:
+        raise ConfigError(f"--steps takes a number of test-time steps or `auto`; got {steps!r}") from None
 
 
 def register(cli: click.Group) -> None:

@@ -191,6 +191,11 @@ class EncodeConfig:
             rescaled per signal to the norm of the subsampled one.
         batch_size: signals encoded together.
         seed: seeds the context subsets (encoding is deterministic for a given seed and batch size).
+        optimizer: "sgd" (steps of ``inner_lr``, or of the meta-learnt rates of a meta-SGD model)
+            or "adam" (Adam on phi with learning rate ``adam_lr``, fed the same gradients).
+        adam_lr: Adam's learning rate.
+        auto_stop: stop each signal when its loss has not improved by ``stop_tol`` (relative) for
+            ``stop_patience`` steps, keeping its best latent; ``steps`` is then the most it takes.
     """
 
     steps: int = 20
@@ -199,14 +204,27 @@ class EncodeConfig:
     grad_rescale: bool = True
     batch_size: int = 64
     seed: int = 0
+    optimizer: str = "sgd"
+    adam_lr: float = 1e-2
+    auto_stop: bool = False
+    stop_tol: float = 1e-3
+    stop_patience: int = 5
 
     def validate(self) -> "EncodeConfig":
-        _finite(inner_lr=self.inner_lr, context_ratio=self.context_ratio)
+        _finite(inner_lr=self.inner_lr, context_ratio=self.context_ratio, adam_lr=self.adam_lr, stop_tol=self.stop_tol)
+        _check(self.optimizer in ("sgd", "adam"), f"--optimizer must be sgd or adam; got {self.optimizer!r}")
+        _check(self.adam_lr > 0, f"--adam-lr must be > 0; got {self.adam_lr}")
+        _check(self.stop_tol >= 0 and self.stop_patience >= 1,
+               f"stop_tol must be >= 0 and stop_patience >= 1; got {self.stop_tol}, {self.stop_patience}")
         _check(self.steps >= 0, f"--steps must be >= 0; got {self.steps}")
         _check(self.inner_lr > 0, f"--inner-lr must be > 0; got {self.inner_lr}")
         _check(0 < self.context_ratio <= 1, f"--context-ratio must be in (0, 1]; got {self.context_ratio}")
         _check(self.batch_size >= 1, f"--batch-size must be >= 1; got {self.batch_size}")
         return self
+
+
+# EncodeConfig fields that models written before them lack (read as these defaults)
+ENCODE_ADDED = {"optimizer": "sgd", "adam_lr": 1e-2, "auto_stop": False, "stop_tol": 1e-3, "stop_patience": 5}
 
 
 def to_dict(cfg: Any) -> dict:

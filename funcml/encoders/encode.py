@@ -22,7 +22,7 @@ from funcml.allocator import tune_glibc_malloc
 from funcml.data.base import SignalSet
 from funcml.encoders import fused
 from funcml.encoders.config import EncodeConfig
-from funcml.encoders.fitting import fit_latents, reconstruction_psnr
+from funcml.encoders.fitting import fit_latents_counted, reconstruction_psnr
 from funcml.encoders.model import FieldModel
 from funcml.errors import ArtifactError, DataError, OutputExistsError
 from funcml.io import atomic_write_json, canonical_json, read_json, sha256_bytes
@@ -58,7 +58,8 @@ def encode_signal_set(model: FieldModel, signals: SignalSet, out: str | Path, co
 
     Returns:
         ``(latent_set, stats)`` with stats ``{"signals", "seconds", "signals_per_second",
-        "psnr_mean", "resumed_rows"}``.
+        "psnr_mean", "resumed_rows"}`` and the cost per signal of this run's encodes
+        (``steps_per_signal``, ``steps_min``, ``steps_max``, ``seconds_per_signal``).
     """
     out = Path(out)
     tune_glibc_malloc()
@@ -155,6 +156,7 @@ def _encode_locked(model: FieldModel, signals: SignalSet, out: Path, cfg: Encode
     start_chunk = rows_done // bs
     t0 = time.perf_counter()
     encoded = 0
+    steps_taken: list[torch.Tensor] = []   # test-time steps per signal (this run's chunks)
     bar = tqdm(total=len(idx), initial=rows_done, desc="encode", unit="sig", disable=not progress, leave=False)
     execution = fused.execution(compile=compile_kernels, device=device)
     execution.__enter__()
@@ -168,7 +170,9 @@ def _encode_locked(model: FieldModel, signals: SignalSet, out: Path, cfg: Encode
             weights = None
             if observed is not None:
                 weights = torch.as_tensor(observed(part), dtype=x.dtype, device=device)
-            phi = fit_latents(model.net, x, cfg, generator=generator(cfg.seed, "encode", chunk), weights=weights)
+            phi, taken = fit_latents_counted(model.net, x, cfg, generator=generator(cfg.seed, "encode", chunk),
+                                             weights=weights)
+            steps_taken.append(taken.cpu())
             psnr = reconstruction_psnr(model.net, phi, x)
             writer.write_rows(chunk * bs, latents=phi.cpu().numpy(), psnr=psnr.cpu().numpy())
             writer.flush()
@@ -204,5 +208,14 @@ def _encode_locked(model: FieldModel, signals: SignalSet, out: Path, cfg: Encode
             p.unlink()
     stats = {"signals": encoded, "seconds": seconds,
              "signals_per_second": encoded / seconds if seconds > 0 else float("nan"),
-             "psnr_mean": metrics["psnr_mean"], "resumed_rows": rows_done}
+             "psnr_mean": metrics["psnr_mean"], "resumed_rows": rows_done, **_step_cost(steps_taken, seconds)}
     return latent_set, stats
+
+
+def _step_cost(steps_taken: list[torch.Tensor], seconds: float) -> dict:
+    """What the test-time fit cost per signal: steps (mean, min, max) and seconds."""
+    if not steps_taken:
+        return {}
+    steps = torch.cat(steps_taken).double()
+    return {"steps_per_signal": float(steps.mean()), "steps_min": int(steps.min()), "steps_max": int(steps.max()),
+            "seconds_per_signal": seconds / len(steps)}
