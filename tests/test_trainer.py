@@ -337,3 +337,22 @@ def test_fused_outer_optimizer_updates_like_plain_adamw_and_resumes_a_plain_chec
         assert torch.equal(opt.state[p]["exp_avg"], plain_opt.state[q]["exp_avg"])
         assert torch.equal(opt.state[p]["exp_avg_sq"], plain_opt.state[q]["exp_avg_sq"])
         assert float(opt.state[p]["step"]) == 6
+
+
+def test_omega_scaled_learning_rates_give_each_sine_layer_omega_1_over_omega_k(tmp_path, tiny_images, tiny_field,
+                                                                                tiny_train):
+    from funcml.encoders.siren import ModulatedSiren
+
+    net = ModulatedSiren(tiny_field)
+    groups = trainer_mod.param_groups(net, dataclasses.replace(tiny_train, omega_lr=True))
+    scale = {id(p): g["layer_scale"] for g in groups for p in g["params"]}
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters())) and groups[0]["layer_scale"] == 1.0
+    for k, layer in enumerate([net.first, *net.hidden, net.out]):
+        assert scale[id(layer.weight)] == scale[id(layer.bias)] == pytest.approx(net.omegas[0] / net.omegas[k])
+    assert scale[id(net.shift.weight)] == 1.0
+    cfg = dataclasses.replace(tiny_train, omega_lr=True, steps=4, val_every=0)
+    trainer = MetaTrainer(tiny_field, cfg, tiny_images, tmp_path / "m", progress=False)
+    trainer.run()
+    _, meta = _weights(tmp_path / "m")
+    lrs = sorted(g["lr"] / cosine_lr(3, cfg) for g in meta["param_groups"])
+    assert lrs == pytest.approx(sorted(g["layer_scale"] for g in groups))

@@ -31,6 +31,8 @@ from funcml.errors import ConfigError
 @click.option("--inner-lr", type=float, default=None, help="Inner learning rate alpha.")
 @click.option("--context-ratio", type=float, default=None, help="Context fraction gamma per inner step.")
 @click.option("--outer-lr", type=float, default=None, help="Peak AdamW learning rate (cosine schedule).")
+@click.option("--omega-lr/--no-omega-lr", default=None,
+              help="Scale each sine layer's learning rate by omega_1/omega_k (the same phase change per step).")
 @click.option("--weight-decay", type=float, default=None)
 @click.option("--grad-clip", type=float, default=None, help="Clip the outer gradient norm (0: off).")
 @click.option("--guard-drop-db", type=float, default=None,
@@ -38,6 +40,8 @@ from funcml.errors import ConfigError
                    "this far below its best (default 5; 0: only on non-finite values).")
 @click.option("--warmup-steps", type=int, default=None)
 @click.option("--first-order/--second-order", default=None, help="Drop second-order terms of the meta-gradient.")
+@click.option("--first-order-warmup", type=float, default=None,
+              help="Run this fraction of the schedule (steps or budget) first-order, then second-order.")
 @click.option("--meta-sgd/--no-meta-sgd", default=None, help="Learn per-dimension inner learning rates.")
 @click.option("--val-every", type=int, default=None, help="Validation PSNR every N steps (0: at the end only).")
 @click.option("--val-signals", type=int, default=None, help="Held-out signals used for validation.")
@@ -66,11 +70,11 @@ from funcml.errors import ConfigError
 @json_option
 @data_options
 def train_command(data, preset, out, steps, max_minutes, batch_size, micro_batch_size, width, depth, latent_dim,
-                  omega_first, omega_last, inner_steps, inner_lr, context_ratio, outer_lr, weight_decay, grad_clip,
-                  guard_drop_db, warmup_steps, first_order, meta_sgd, val_every, val_signals, test_steps, grad_rescale,
-                  checkpoint_every, recompute, compile_, precision, seed, target_data, downsample, target_coords,
-                  resume, overwrite, device, as_json,
-                  resolution, channels, split_seed, val_fraction, test_fraction, data_option):
+                  omega_first, omega_last, inner_steps, inner_lr, context_ratio, outer_lr, omega_lr, weight_decay,
+                  grad_clip, guard_drop_db, warmup_steps, first_order, first_order_warmup, meta_sgd, val_every,
+                  val_signals, test_steps, grad_rescale, checkpoint_every, recompute, compile_, precision, seed, target_data,
+                  downsample, target_coords, resume, overwrite, device, as_json, resolution, channels, split_seed,
+                  val_fraction, test_fraction, data_option):
     """Meta-learn a neural-field model on DATA (its train split) and write it to --out.
 
     DATA is a path (MedMNIST npz, WFDB folder, UCR file, NIfTI, image folder) or
@@ -90,11 +94,10 @@ def train_command(data, preset, out, steps, max_minutes, batch_size, micro_batch
         signals.dim, signals.channels, width=width, depth=depth, latent_dim=latent_dim, omega_first=omega_first,
         omega_last=omega_last, meta_sgd=meta_sgd, **p.schedule_overrides(steps, max_minutes), batch_size=batch_size,
         micro_batch_size=micro_batch_size, inner_steps=inner_steps, inner_lr=inner_lr, context_ratio=context_ratio,
-        outer_lr=outer_lr, weight_decay=weight_decay, grad_clip=grad_clip, guard_drop_db=guard_drop_db,
-        warmup_steps=warmup_steps,
-        first_order=first_order, val_every=val_every, val_signals=val_signals, test_steps=test_steps,
-        grad_rescale=grad_rescale, checkpoint_every=checkpoint_every, seed=seed, recompute=recompute,
-        compile=compile_, precision=precision)
+        outer_lr=outer_lr, omega_lr=omega_lr, weight_decay=weight_decay, grad_clip=grad_clip, guard_drop_db=guard_drop_db,
+        warmup_steps=warmup_steps, first_order=first_order, first_order_warmup=first_order_warmup, val_every=val_every,
+        val_signals=val_signals, test_steps=test_steps, grad_rescale=grad_rescale, checkpoint_every=checkpoint_every,
+        seed=seed, recompute=recompute, compile=compile_, precision=precision)
     dev = resolve_device(device)
     if target_data is not None or downsample is not None:
         from funcml.encoders.multires import multires_trainer

@@ -84,7 +84,11 @@ class TrainConfig:
         context_ratio: gamma, the fraction of coordinates each inner step sees (a fresh random
             subset at every step); the outer loss always uses all coordinates.
         first_order: drop second-order terms (gradients do not flow through the inner updates).
+        first_order_warmup: the first this fraction of the schedule (of ``steps``, or of the time
+            budget) runs first-order, the rest second-order.
         outer_lr: peak AdamW learning rate of the shared weights theta.
+        omega_lr: each sine layer's weights learn at ``omega_1 / omega_k`` times ``outer_lr`` (the
+            same phase change per step in every layer; see ``trainer.param_groups``).
         weight_decay: AdamW weight decay.
         grad_clip: clip the global gradient norm of theta to this value (0 disables).
         warmup_steps: linear warm-up before the cosine decay.
@@ -122,7 +126,9 @@ class TrainConfig:
     inner_lr: float = 1e-2
     context_ratio: float = 0.25
     first_order: bool = False
+    first_order_warmup: float = 0.0
     outer_lr: float = 3e-6
+    omega_lr: bool = False
     weight_decay: float = 1e-2
     grad_clip: float = 1.0
     warmup_steps: int = 0
@@ -146,6 +152,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         _finite(inner_lr=self.inner_lr, context_ratio=self.context_ratio, outer_lr=self.outer_lr,
+                first_order_warmup=self.first_order_warmup,
                 weight_decay=self.weight_decay, grad_clip=self.grad_clip, min_lr_ratio=self.min_lr_ratio,
                 checkpoint_minutes=self.checkpoint_minutes, max_minutes=self.max_minutes,
                 budget_minutes=self.budget_minutes, guard_drop_db=self.guard_drop_db,
@@ -173,6 +180,7 @@ class TrainConfig:
         _check(self.guard_drop_db >= 0, f"--guard-drop-db must be >= 0; got {self.guard_drop_db}")
         _check(self.max_rollbacks >= 0, f"--max-rollbacks must be >= 0; got {self.max_rollbacks}")
         _check(0 < self.rollback_lr_factor <= 1, f"rollback_lr_factor must be in (0, 1]; got {self.rollback_lr_factor}")
+        _check(0 <= self.first_order_warmup <= 1, f"--first-order-warmup must be in [0, 1]; got {self.first_order_warmup}")
         _check(self.precision in ("fp32", "tf32", "bf16"),
                f"--precision must be fp32, tf32 or bf16; got {self.precision!r}")
         return self

@@ -128,7 +128,22 @@ def accumulate_batch_meta_gradient(net: ModulatedSiren, coords: torch.Tensor, x:
                                     recompute=cfg.recompute)
 
 
-def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
+def param_groups(net: ModulatedSiren, cfg: TrainConfig) -> list[dict]:
+    """The outer optimizer's parameter groups. With ``cfg.omega_lr`` each sine layer's weights (and
+    the output layer's) learn at ``omega_1 / omega_k`` times the learning rate (key ``layer_scale``):
+    a weight change moves layer k's phase ``omega_k`` times as much, so every layer moves its phase
+    by the same amount per step; the first layer and the shift map keep the full rate."""
+    if not cfg.omega_lr:
+        return [{"params": list(net.parameters()), "layer_scale": 1.0}]
+    layers = [net.first, *net.hidden, net.out]
+    scale = {id(p): net.omegas[0] / net.omegas[k] for k, layer in enumerate(layers) for p in layer.parameters()}
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for p in net.parameters():
+        groups.setdefault(scale.get(id(p), 1.0), []).append(p)
+    return [{"params": ps, "layer_scale": s} for s, ps in sorted(groups.items(), key=lambda kv: -kv[0])]
+
+
+def make_optimizer(params: list[torch.nn.Parameter] | list[dict], cfg: TrainConfig) -> torch.optim.AdamW:
     """The outer AdamW on theta; its fused implementation (one pass over each parameter instead of
     about ten: 14-17 against 104-194 ms a step for the 3D preset's 30M parameters on two CPU cores,
     ``benchmarks/bench_pieces.py``; the same update up to float rounding) where this torch and device
@@ -256,6 +271,7 @@ class MetaTrainer:
                  device: torch.device | str = "cpu", *, resume: bool | None = None, overwrite: bool = False,
                  progress: bool = True, clock: Callable[[], float] = time.perf_counter) -> None:
         self.clock = clock
+        self.step_cfg = train   # the settings of the step in progress (see _step_config)
         self.field = field.validate()
         self.cfg = train.validate()
         self.signals = signals
@@ -380,7 +396,7 @@ class MetaTrainer:
         torch.manual_seed(derive_seed(cfg.seed, "init"))
         net = ModulatedSiren(self.field, inner_lr=cfg.inner_lr).to(self.device)
         params = list(net.parameters())
-        optimizer = make_optimizer(params, cfg)
+        optimizer = make_optimizer(param_groups(net, cfg), cfg)
         meta = self._resume_decision
         if meta is not None:
             meta = load_checkpoint(self.out, net, optimizer)
@@ -463,8 +479,9 @@ class MetaTrainer:
         """One meta-step; its statistics stay on the device (no host sync)."""
         cfg, dist_info, step = self.cfg, self.dist, r.step
         t0 = r.clock.clock()
+        lr = self._learning_rate(r)
         for g in r.optimizer.param_groups:
-            g["lr"] = self._learning_rate(r)
+            g["lr"] = lr * g.get("layer_scale", 1.0)
         batch = self.train_idx[epoch_batch(step, len(self.train_idx), cfg.batch_size, cfg.seed)]
         local = batch[dist_info.rank::dist_info.world_size] if dist_info.enabled else batch
         if r.train_cache is not None:
@@ -475,6 +492,7 @@ class MetaTrainer:
         subsets = draw_subsets(r.coords.shape[0], cfg.context_ratio, cfg.inner_steps,
                                generator(cfg.seed, "context", step), self.device)
         r.optimizer.zero_grad(set_to_none=True)
+        self.step_cfg = self._step_config(r)
         stats = self.meta_gradient(r.net, r.coords, x, subsets, local, step)
         if dist_info.enabled:
             ddp.all_reduce_gradients(r.params)
@@ -484,6 +502,16 @@ class MetaTrainer:
         r.step += 1
         r.step_times.append(r.clock.clock() - t0)
         r.bar.update(1)
+
+    def _step_config(self, r: _Run) -> TrainConfig:
+        """The settings of the next step: first-order during ``first_order_warmup`` (a fraction of
+        the steps, or of the time budget)."""
+        cfg = self.cfg
+        if not cfg.first_order_warmup or cfg.first_order:
+            return cfg
+        done = (r.step / cfg.steps if cfg.budget_minutes is None
+                else r.clock.elapsed() / (cfg.budget_minutes * 60))
+        return dataclasses.replace(cfg, first_order=True) if done < cfg.first_order_warmup else cfg
 
     def _sync_point(self, r: _Run) -> None:
         """After a step: log, validate and checkpoint when due, each after a collapse check."""
@@ -613,7 +641,7 @@ class MetaTrainer:
 
         ``x`` ``(b, C, *spatial)`` holds the signals ``indices`` of the data on the grid ``coords``.
         """
-        return accumulate_batch_meta_gradient(net, coords, x, subsets, self.cfg)
+        return accumulate_batch_meta_gradient(net, coords, x, subsets, self.step_cfg)
 
     def validation_score(self, net: ModulatedSiren, val_signals: torch.Tensor, enc_cfg: EncodeConfig) -> float:
         """The number the best model is chosen by (higher is better): validation PSNR."""
