@@ -63,6 +63,10 @@ CONFIGS: dict[str, dict] = {
     "fo-warm": {"first_order_warmup": 0.25},
     "clip0.1": {"grad_clip": 0.1},
     "omlr": {"omega_lr": True},
+    "p93": {"latent_dim": 93},
+    "msgd-p93": {"meta_sgd": True, "latent_dim": 93},
+    "msgd-p93-w128": {"meta_sgd": True, "latent_dim": 93, "width": 128},
+    "msgd-p93-om200": {"meta_sgd": True, "latent_dim": 93, "omega_last": 200.0},
     "msgd-omlr": {"meta_sgd": True, "omega_lr": True},
 }
 WORK = REPO / "runs" / "fidelity"

@@ -121,6 +121,11 @@ def train_command(data, preset, out, steps, max_minutes, batch_size, micro_batch
     result = trainer.run()
     if not trainer.dist.is_main:
         return
+    _report(result, out, as_json, field_cfg, train_cfg)
+
+
+def _report(result, out, as_json: bool, field_cfg, train_cfg) -> None:
+    """The closing lines: steps, stop reason, validation, rollbacks; the JSON with --json."""
     s = result.summary()
     val = "n/a" if s["val_psnr"] is None else f"{s['val_psnr']:.2f} dB"
     median = "n/a" if result.median_step_seconds is None else f"{result.median_step_seconds:.3f} s"
