@@ -68,6 +68,8 @@ CONFIGS: dict[str, dict] = {
     "msgd-p93-w128": {"meta_sgd": True, "latent_dim": 93, "width": 128},
     "msgd-p93-om200": {"meta_sgd": True, "latent_dim": 93, "omega_last": 200.0},
     "msgd-omlr": {"meta_sgd": True, "omega_lr": True},
+    "msgd-p392-omlr": {"meta_sgd": True, "latent_dim": 392, "omega_lr": True},
+    "msgd-p93-omlr": {"meta_sgd": True, "latent_dim": 93, "omega_lr": True},
 }
 WORK = REPO / "runs" / "fidelity"
 
@@ -86,7 +88,7 @@ def build(data: str, name: str, signals, steps: int):
     over = dict(CONFIGS[name])
     preset = get_preset(over.pop("preset", DATA[data][2]))
     return preset.build(signals.dim, signals.channels, **{
-        "steps": steps, "val_every": 0, "val_signals": 64, "checkpoint_every": 10 ** 6, "log_every": 25, **over})
+        "steps": steps, "val_every": 0, "val_signals": 64, "checkpoint_every": 250, "log_every": 25, **over})
 
 
 class StepTimer:
@@ -188,6 +190,20 @@ def calibrated_step_seconds(data: str, name: str, signals, work: Path) -> tuple[
     return anchor * ratio, {"base_now": base_now, "config_now": cfg_now, "ratio_to_base": ratio, "base_anchor": anchor}
 
 
+def plan(data: str, name: str, minutes: float, signals, work: Path, run_dir: Path) -> tuple[float, dict, int]:
+    """(step seconds, timing, steps) of a run: calibrated once and kept in ``run_dir/plan.json``, so a
+    resumed run keeps its step count (and so its schedule)."""
+    path = run_dir / "plan.json"
+    if path.exists():
+        p = json.loads(path.read_text())
+        return p["step_seconds"], p["timing"], p["steps"]
+    t_step, timing = calibrated_step_seconds(data, name, signals, work)
+    steps = max(1, int(round(minutes * 60 / t_step)))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"step_seconds": t_step, "timing": timing, "steps": steps}, indent=1))
+    return t_step, timing, steps
+
+
 def run_one(data: str, name: str, minutes: float, work: Path, do_classify: bool, threads: int) -> dict:
     from funcml.encoders.trainer import MetaTrainer
 
@@ -195,16 +211,18 @@ def run_one(data: str, name: str, minutes: float, work: Path, do_classify: bool,
     if (run_dir / "run.json").exists():
         return json.loads((run_dir / "run.json").read_text())
     signals = load(data)
-    t_step, timing = calibrated_step_seconds(data, name, signals, work)
-    steps = max(1, int(round(minutes * 60 / t_step)))
+    t_step, timing, steps = plan(data, name, minutes, signals, work, run_dir)
     field, train = build(data, name, signals, steps)
     torch.set_num_threads(threads)
     print(f"[{data} {name} {minutes:g} min] {t_step:.3f} s/step (2 threads, fastest) -> {steps} steps", flush=True)
     t0 = time.perf_counter()
-    result = MetaTrainer(field, train, signals, run_dir / "model", overwrite=True, progress=False).run()
+    # resumes an interrupted run of the same plan from its last checkpoint
+    result = MetaTrainer(field, train, signals, run_dir / "model", progress=False).run()
     wall = time.perf_counter() - t0
+    t_one = step_seconds(field, train, signals, threads=1)
     test = encode_split(run_dir / "model", signals, run_dir / "test-latents", "test")
     record = {"data": data, "config": name, "minutes": minutes, "step_seconds_2threads": t_step, "timing": timing,
+              "step_seconds_1thread_fastest": t_one,
               "steps": steps,
               "field": dataclasses.asdict(field), "train": dataclasses.asdict(train),
               "wall_minutes_under_load": wall / 60, "threads": threads,

@@ -4,16 +4,18 @@
    rate of 3e-4: still 2.5e-4 at step 2,800) and the collapse guard on, stopped after ``--until``
    steps; a copy of the checkpoint is kept every ``--snap-every`` steps. Logged every 25 steps:
    training PSNR, the outer gradient norm before clipping and the guard's rollbacks.
-2. ``replay``: from the last copy before the first rollback, the same steps again (same batches,
-   context subsets and schedule, guard off) with variants: ``same`` (the trajectory that collapsed),
-   ``lr-half`` (outer learning rate halved), ``omega-lr`` (each sine layer's learning rate scaled by
+2. ``replay``: from a copy (``--from-step``; default the last one before the decline that ended in
+   the first rollback), the same steps again (same batches, context subsets and schedule, guard off)
+   with variants: ``same`` (the trajectory that collapsed), ``lr-half`` / ``lr-quarter`` (outer
+   learning rate halved / quartered), ``omega-lr`` (each sine layer's learning rate scaled by
    omega_1 / omega_k, ``TrainConfig.omega_lr``); per step: training PSNR, outer gradient norm per
    layer, and the latent gradient norm at phi = 0 (how sensitive the field is to its latent).
 
 Writes ``benchmarks/results/fidelity_collapse.json`` and ``docs/figures/fidelity_collapse.png``.
 
     nice -n 5 python benchmarks/fidelity_collapse.py train --until 4000
-    nice -n 5 python benchmarks/fidelity_collapse.py replay --steps 800
+    nice -n 5 python benchmarks/fidelity_collapse.py replay --steps 600 --from-step 2000
+    nice -n 5 python benchmarks/fidelity_collapse.py replay --steps 600
     python benchmarks/fidelity_collapse.py report
 """
 
@@ -34,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from results import REPO, shared_data, table, write_result  # noqa: E402
 
 WORK = REPO / "runs" / "fidelity-collapse"
-VARIANTS = {"same": {}, "lr-half": {"lr_mult": 0.5}, "omega-lr": {"omega_lr": True}}
+VARIANTS = {"same": {}, "lr-half": {"lr_mult": 0.5}, "lr-quarter": {"lr_mult": 0.25}, "omega-lr": {"omega_lr": True}}
 
 
 def setup():
@@ -73,15 +75,22 @@ def train(until: int, snap_every: int) -> None:
     print(f"{result.steps_done} steps, rollbacks: {result.rollbacks}")
 
 
-def _snapshot_before_collapse() -> Path:
+def default_start() -> int:
+    """The last checkpoint before the first rollback at which the training PSNR was still within 1 dB
+    of its best (before the decline that ended in the collapse)."""
     info = json.loads((WORK / "train.json").read_text())
     limit = info["rollbacks"][0]["to_step"] if info["rollbacks"] else info["steps_done"]
-    steps = sorted(int(p.name) for p in (WORK / "snapshots").iterdir() if int(p.name) <= limit)
-    return WORK / "snapshots" / str(steps[-1])
+    logged = {h["step"]: h["psnr_outer"] for h in info["history"] if "psnr_outer" in h and h["step"] <= limit}
+    best, sound = float("-inf"), 0
+    for step in sorted(logged):
+        best = max(best, logged[step])
+        if logged[step] >= best - 1.0 and (WORK / "snapshots" / str(step)).exists():
+            sound = step
+    return sound
 
 
-def replay(name: str, steps: int) -> list[dict]:
-    """Continue from the snapshot with variant ``name``; one record per step."""
+def replay(name: str, steps: int, start_step: int) -> list[dict]:
+    """Continue from the checkpoint copy at ``start_step`` with variant ``name``; one record per step."""
     from funcml.encoders import fused
     from funcml.encoders.checkpoint import load_checkpoint
     from funcml.encoders.coords import make_grid, signals_to_values
@@ -92,7 +101,7 @@ def replay(name: str, steps: int) -> list[dict]:
 
     signals, field, cfg = setup()
     variant = VARIANTS[name]
-    snap = _snapshot_before_collapse()
+    snap = WORK / "snapshots" / str(start_step)
     tmp = WORK / f"replay-{name}"
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(snap, tmp / "checkpoints")
@@ -133,8 +142,7 @@ def replay(name: str, steps: int) -> list[dict]:
 
 def report() -> None:
     info = json.loads((WORK / "train.json").read_text())
-    replays = {name: json.loads((WORK / f"replay-{name}.json").read_text())
-               for name in VARIANTS if (WORK / f"replay-{name}.json").exists()}
+    replays = {p.stem[len("replay-"):]: json.loads(p.read_text()) for p in sorted(WORK.glob("replay-*.json"))}
     rows = []
     for name, recs in replays.items():
         best = max(r["psnr_outer"] for r in recs)
@@ -191,14 +199,17 @@ def main() -> None:
     r = sub.add_parser("replay")
     r.add_argument("--steps", type=int, default=800)
     r.add_argument("--variants", default=",".join(VARIANTS))
+    r.add_argument("--from-step", type=int, default=None,
+                   help="the checkpoint copy to start from (default: the last one before the decline)")
     sub.add_parser("report")
     a = ap.parse_args()
     if a.cmd == "train":
         train(a.until, a.snap_every)
     elif a.cmd == "replay":
+        start = default_start() if a.from_step is None else a.from_step
         for name in a.variants.split(","):
-            recs = replay(name, a.steps)
-            (WORK / f"replay-{name}.json").write_text(json.dumps(recs))
+            recs = replay(name, a.steps, start)
+            (WORK / f"replay-{name}-from{start}.json").write_text(json.dumps(recs))
     else:
         report()
 
