@@ -2,6 +2,8 @@
 
 Files are written to a temporary sibling, flushed, fsynced and renamed over the target
 (``os.replace`` is atomic on POSIX). Directories are built under ``NAME.partial`` and renamed at the end.
+What these functions write has the permissions of any other new file or folder of the process
+(``0o666`` or ``0o777`` less the umask), not the private ``0o600`` of a temporary file.
 """
 
 from __future__ import annotations
@@ -30,12 +32,31 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where ``/proc`` tells it (Linux), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode a plain ``open``/``mkdir`` would give a new file (``0o666``) or folder (``0o777``) under the umask."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder + rename)."""
+    """Write ``data`` to ``path`` atomically (temp file in the same folder + rename), with the umask's mode."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, default_mode())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -99,6 +120,7 @@ def atomic_dir(path: str | Path, overwrite: bool = False, keep_partial: bool = F
         raise OutputExistsError(f"output path exists: {path} (pass --overwrite to replace it)")
     partial = path.with_name(path.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
+    os.chmod(partial, default_mode(directory=True))
     try:
         yield partial
     except BaseException:
