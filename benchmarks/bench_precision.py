@@ -23,6 +23,7 @@ import dataclasses
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 
 def gradient_error(precision: str, omega_first: float, omega_last: float) -> float:
