@@ -23,9 +23,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from funcml.cli import demo, encode, evaluate, import_mednf, info, presets, train
+    from funcml.cli import datasets, demo, encode, evaluate, import_mednf, info, presets, train
 
-    for module in (train, encode, evaluate, info, import_mednf, presets, demo):
+    for module in (train, encode, evaluate, info, import_mednf, presets, datasets, demo):
         module.register(cli)
     from funcml.cli import tasks
 

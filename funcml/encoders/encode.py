@@ -16,7 +16,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from funcml.progress import progress_bar
 
 from funcml.allocator import tune_glibc_malloc
 from funcml.data.base import SignalSet
@@ -155,7 +155,7 @@ def _encode_locked(model: FieldModel, signals: SignalSet, out: Path, cfg: Encode
     start_chunk = rows_done // bs
     t0 = time.perf_counter()
     encoded = 0
-    bar = tqdm(total=len(idx), initial=rows_done, desc="encode", unit="sig", disable=not progress, leave=False)
+    bar = progress_bar(total=len(idx), initial=rows_done, desc="encode", unit="sig", disable=not progress, leave=False)
     execution = fused.execution(compile=compile_kernels, device=device)
     execution.__enter__()
     try:

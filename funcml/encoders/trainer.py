@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from funcml.progress import progress_bar
 
 from funcml.allocator import tune_glibc_malloc
 from funcml.data.base import SignalSet
@@ -344,7 +344,7 @@ class MetaTrainer:
         stopped_by = "steps"
         last_train_psnr = next((h["psnr_outer"] for h in reversed(history) if "psnr_outer" in h), None)
         last_ckpt_step = start
-        bar = tqdm(total=cfg.steps, initial=start, desc="meta-train", unit="step",
+        bar = progress_bar(total=cfg.steps, initial=start, desc="meta-train", unit="step",
                    disable=not (self.progress and dist_info.is_main), leave=False)
 
         def checkpoint(step: int, finished: bool = False) -> None:

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from funcml.progress import progress_bar
 
 from funcml.errors import ConfigError, DataError, OutputExistsError
 from funcml.tasks.baseline.resnet import ResNet18
@@ -127,7 +127,7 @@ def train_pixel_baseline(signals, *, width: int = 64, epochs: int = 30, batch_si
 
     t0 = time.perf_counter() - elapsed
     deadline = None if max_minutes is None else time.perf_counter() + 60 * max_minutes
-    bar = tqdm(total=epochs, initial=start, desc="baseline", unit="epoch", disable=not progress, leave=False)
+    bar = progress_bar(total=epochs, initial=start, desc="baseline", unit="epoch", disable=not progress, leave=False)
     stopped = "epochs"
     for epoch in range(start, epochs):
         for group in opt.param_groups:

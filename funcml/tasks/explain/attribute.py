@@ -18,7 +18,7 @@ import math
 from typing import Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
+from funcml.progress import progress_bar
 
 from funcml.errors import ConfigError
 
@@ -84,7 +84,7 @@ def attribute(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, targe
     chunks = range(0, n, bs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        for start in tqdm(chunks, desc=desc, disable=not progress or len(chunks) < 2, leave=False):
+        for start in progress_bar(chunks, desc=desc, disable=not progress or len(chunks) < 2, leave=False):
             sl = slice(start, start + bs)
             xi, ti, bi = x[sl], targets[sl], baselines[sl]
             if method == "ig":

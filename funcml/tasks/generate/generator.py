@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from funcml.progress import progress_bar
 
 from funcml.encoders.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from funcml.errors import ArtifactError, ConfigError, DataError
@@ -74,7 +74,7 @@ class LatentGenerator:
     Args: see :class:`GeneratorConfig` (``method`` ``"flow"`` or ``"diffusion"``), plus
         ``device``, ``n_threads`` (CPU threads while fitting and sampling, see
         :mod:`~funcml.tasks.generate.threads`; None keeps torch's setting) and ``progress``
-        (tqdm bar while fitting).
+        (a progress bar, or log lines without a terminal, while fitting).
 
     Attributes (after :meth:`fit`):
         mean_, scale_: ``(P,)`` the per-dimension standardisation.
@@ -181,7 +181,7 @@ class LatentGenerator:
                 if log:
                     log(f"resuming generator training at step {start}/{cfg.steps}")
         t0 = time.perf_counter()
-        bar = tqdm(total=cfg.steps, initial=start, desc=f"generate {cfg.method}", unit="step",
+        bar = progress_bar(total=cfg.steps, initial=start, desc=f"generate {cfg.method}", unit="step",
                    disable=not self.progress, leave=False)
         running, done = [], start
         self.finished_ = True

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from funcml.progress import progress_bar
 
 from funcml.errors import ConfigError, DataError
 from funcml.io import atomic_dir, atomic_write_json, save_tensors
@@ -110,7 +110,7 @@ class UNetSegmenter:
         total = self.epochs * steps_per_epoch
         history = []
         t0 = time.perf_counter()
-        bar = tqdm(total=total, desc="u-net", unit="step", disable=not self.progress, leave=False)
+        bar = progress_bar(total=total, desc="u-net", unit="step", disable=not self.progress, leave=False)
         step = 0
         for epoch in range(self.epochs):
             gen = torch.Generator().manual_seed(derive_seed(self.seed, "batch", epoch))
