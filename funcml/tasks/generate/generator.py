@@ -33,7 +33,6 @@ from funcml.seeding import derive_seed
 from funcml.tasks.generate.denoiser import ResidualMLPDenoiser, default_hidden
 from funcml.tasks.generate.config import GeneratorConfig
 from funcml.tasks.generate.processes import make_process
-from funcml.tasks.generate.threads import limit_threads
 
 FORMAT = "funcml.generator"
 VERSION = 1
@@ -64,9 +63,9 @@ class LatentGenerator:
     """Class-conditional generative model of latent vectors (scikit-learn conventions).
 
     Args: see :class:`GeneratorConfig` (``method`` ``"flow"`` or ``"diffusion"``), plus
-        ``device``, ``n_threads`` (CPU threads while fitting and sampling, see
-        :mod:`~funcml.tasks.generate.threads`; None keeps torch's setting) and ``progress``
-        (tqdm bar while fitting).
+        ``device`` and ``progress`` (a bar while fitting). The generator's networks are small: on a
+        busy CPU one thread can be faster than several (``torch.set_num_threads`` in your script,
+        ``funcml --threads 1`` on the command line).
 
     Attributes (after :meth:`fit`):
         mean_, scale_: ``(P,)`` the per-dimension standardisation.
@@ -79,7 +78,7 @@ class LatentGenerator:
     def __init__(self, method: str = "flow", hidden: int | None = None, blocks: int = 3, dropout: float = 0.0,
                  steps: int = 3000, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 0.0,
                  warmup_steps: int = 100, p_uncond: float = 0.15, ema_decay: float = 0.999, sample_steps: int = 50,
-                 eta: float = 0.0, seed: int = 0, device: str | torch.device = "cpu", n_threads: int | None = 1,
+                 eta: float = 0.0, seed: int = 0, device: str | torch.device = "cpu",
                  progress: bool = False) -> None:
         self.method = method
         self.hidden = hidden
@@ -96,7 +95,6 @@ class LatentGenerator:
         self.eta = eta
         self.seed = seed
         self.device = device
-        self.n_threads = n_threads
         self.progress = progress
 
     # -- configuration --------------------------------------------------------------------------
@@ -130,8 +128,7 @@ class LatentGenerator:
         With ``checkpoint_dir`` the run is checkpointed every ``checkpoint_every`` steps and a
         later ``fit`` with the same data and settings continues from the last checkpoint.
         """
-        with limit_threads(self.n_threads):
-            return self._fit(X, y, checkpoint_dir, checkpoint_every, max_minutes, log)
+        return self._fit(X, y, checkpoint_dir, checkpoint_every, max_minutes, log)
 
     def _fit(self, X, y, checkpoint_dir, checkpoint_every, max_minutes, log) -> "LatentGenerator":
         from funcml.engine import Checkpoints, Plan, fit
@@ -265,8 +262,7 @@ class LatentGenerator:
         Returns:
             ``(latents (n, P) float32, labels (n,) int64 or None)`` like ``GaussianMixture.sample``.
         """
-        with limit_threads(self.n_threads):
-            return self._sample(n, labels, guidance, seed, steps)
+        return self._sample(n, labels, guidance, seed, steps)
 
     def _sample(self, n, labels, guidance, seed, steps) -> tuple[np.ndarray, np.ndarray | None]:
         self._check_fitted()
@@ -324,8 +320,7 @@ class LatentGenerator:
         return gen_id
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device = "cpu",
-             n_threads: int | None = 1) -> "LatentGenerator":
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> "LatentGenerator":
         """Load and verify a saved generator (raises :class:`ArtifactError` when anything is off)."""
         directory = Path(directory)
         meta = read_artifact_config(directory, CONFIG_FILE, FORMAT, VERSION, "generator")
@@ -334,7 +329,7 @@ class LatentGenerator:
             cfg = GeneratorConfig(**meta["config"]).validate()
         except (TypeError, ConfigError) as exc:
             raise ArtifactError(f"{directory}/{CONFIG_FILE}: invalid config ({exc})") from None
-        gen = cls(**asdict(cfg), device=device, n_threads=n_threads)
+        gen = cls(**asdict(cfg), device=device)
         tensors = load_tensors(weights)
         classes = meta.get("classes")
         gen.n_features_in_ = int(meta["latent_dim"])
