@@ -204,7 +204,7 @@ def child(job: dict) -> dict:
     if job["alloc"] == "tuned" or (job["alloc"] == "default" and opts["kind"] != "official"):
         from funcml.allocator import tune_glibc_malloc
 
-        tune_glibc_malloc()  # what funcml's trainer and encoder do
+        tune_glibc_malloc()  # what the funcml command does
     if opts["micro"]:
         import dataclasses
 

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from funcml.progress import progress_bar
 
-from funcml.allocator import tune_glibc_malloc
 from funcml.data.base import SignalSet
 from funcml.encoders import fused
 from funcml.encoders.config import EncodeConfig
@@ -61,7 +60,6 @@ def encode_signal_set(model: FieldModel, signals: SignalSet, out: str | Path, co
         "psnr_mean", "resumed_rows"}``.
     """
     out = Path(out)
-    tune_glibc_malloc()
     cfg = (config or model.encode_defaults).validate()
     if model.id is None:
         raise ArtifactError("save the model before encoding with it (the latent set records its id)")

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 from funcml.progress import progress_bar
 
-from funcml.allocator import tune_glibc_malloc
 from funcml.data.base import SignalSet
 from funcml.devices import peak_memory_bytes
 from funcml.encoders import distributed as ddp
@@ -300,7 +299,6 @@ class MetaTrainer:
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         """Meta-train (resuming when decided so); returns the run's summary."""
-        tune_glibc_malloc()
         try:
             with fused.execution(compile=self.cfg.compile, precision=self.cfg.precision, device=self.device):
                 return self._run()

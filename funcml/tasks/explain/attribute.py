@@ -41,6 +41,20 @@ def auto_window(spatial: Sequence[int]) -> tuple[int, ...]:
     return tuple(max(1, math.ceil(int(s) / parts)) for s in spatial)
 
 
+def _occlusion_window(shape: tuple[int, ...], window: Sequence[int] | None,
+                      stride: Sequence[int] | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Occlusion window and stride over inputs of ``shape`` (signals: the channel axis whole)."""
+    if len(shape) == 1:
+        win = tuple(window or (1,))
+        step = tuple(stride or win)
+    else:
+        win = (shape[0], *(window or auto_window(shape[1:])))
+        step = (shape[0], *(stride or win[1:]))
+    if len(win) != len(shape) or len(step) != len(shape):
+        raise ConfigError(f"occlusion window {tuple(window or ())} does not fit inputs of shape {shape}")
+    return win, step
+
+
 def attribute(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, targets: torch.Tensor, method: str, *,
               baselines: torch.Tensor | None = None, reference: torch.Tensor | None = None, n_steps: int = 16,
               n_samples: int = 8, window: Sequence[int] | None = None, stride: Sequence[int] | None = None,
@@ -69,14 +83,7 @@ def attribute(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, targe
     gaps = torch.zeros(n, dtype=x.dtype) if method == "ig" else None
     shape = tuple(x.shape[1:])
     if method == "occlusion":
-        if len(shape) == 1:
-            win = tuple(window or (1,))
-            step = tuple(stride or win)
-        else:
-            win = (shape[0], *(window or auto_window(shape[1:])))
-            step = (shape[0], *(stride or win[1:]))
-        if len(win) != len(shape) or len(step) != len(shape):
-            raise ConfigError(f"occlusion window {tuple(window or ())} does not fit inputs of shape {shape}")
+        win, step = _occlusion_window(shape, window, stride)
     latent = len(shape) == 1
     bs = max(1, int(batch_size))
     if method == "gradshap" and not latent:  # captum runs n_samples copies of each input at once
