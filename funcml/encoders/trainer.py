@@ -25,7 +25,7 @@ from funcml.allocator import tune_glibc_malloc
 from funcml.data.base import SignalSet
 from funcml.devices import peak_memory_bytes
 from funcml.encoders import distributed as ddp
-from funcml.encoders import fused, fused_loops
+from funcml.encoders import fused, fused_loops, precision
 from funcml.encoders.checkpoint import CHECKPOINT_DIR, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from funcml.encoders.config import EncodeConfig, FieldConfig, TrainConfig
 from funcml.encoders.coords import make_grid
@@ -76,6 +76,7 @@ class _StopRequests:
 _RESUME_FREE = {"max_minutes", "checkpoint_minutes", "checkpoint_every", "log_every", "val_every", "val_signals",
                 "recompute", "compile"}
 _TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+_TRAIN_DEFAULTS["precision"] = "fp32"  # what runs recorded before the field existed used
 CACHE_BYTES = 4 << 30
 
 
@@ -143,6 +144,12 @@ def apply_meta_update(params: list[torch.nn.Parameter], optimizer: torch.optim.O
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     optimizer.step()
+
+
+def resolve_precision(cfg: TrainConfig, device: torch.device) -> TrainConfig:
+    """``cfg`` with ``precision="auto"`` made concrete for ``device`` (tf32 on CUDA, fp32 elsewhere), so
+    that checkpoints record what ran and a run resumes only at the precision it started with."""
+    return dataclasses.replace(cfg, precision=precision.resolve(cfg.precision, device))
 
 
 def encode_config_for(train: TrainConfig, batch_size: int = 64) -> EncodeConfig:
@@ -214,6 +221,7 @@ class MetaTrainer:
         self.dist = ddp.init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
+        self.cfg = resolve_precision(self.cfg, self.device)
         if (field.dim_in, field.channels) != (signals.dim, signals.channels):
             raise ConfigError(f"the model takes {field.channels}-channel {field.dim_in}-D signals but {signals.spec} "
                               f"holds {signals.channels}-channel {signals.dim}-D signals")
