@@ -255,7 +255,7 @@ def _encode_one_process(job: EncodeJob) -> tuple[LatentSet | None, dict]:
     t0 = time.perf_counter()
     with _bar(job, len(job.idx), rows_done) as bar:
         encoded, finished = _encode_chunks(job, FileRows(writer, job.partial / PROGRESS_FILE),
-                                           range(rows_done // bs, job.n_chunks), bar)
+                                           range(-(-rows_done // bs), job.n_chunks), bar)
     if not finished:
         return None, {"signals": encoded, "rows_done": rows_done + encoded}
     return _publish(job, writer, encoded, time.perf_counter() - t0, rows_done)
@@ -303,7 +303,8 @@ def _encode_shard(job: EncodeJob, record: dict, is_main: bool) -> tuple[int, boo
         return 0, True
     bs = job.cfg.batch_size
     shard = encode_shards.open_shard(job.partial, record, job.model.config.latent_dim, bs)
-    chunks = range(shard.rows_done // bs, -(-record["end"] // bs))
+    # rows_done is a multiple of the batch size or the end: a complete shard is never encoded again
+    chunks = range(-(-shard.rows_done // bs), -(-record["end"] // bs))
     try:
         with _bar(job, record["end"] - record["start"], shard.rows_done - record["start"], is_main) as bar:
             return _encode_chunks(job, shard, chunks, bar)
