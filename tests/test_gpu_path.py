@@ -150,3 +150,18 @@ def test_host_copies_round_trip_and_stay_on_the_cpu_without_a_gpu():
     assert torch.equal(y, x)
     host, event = to_host({"a": x, "b": x[0]})
     assert event is None and torch.equal(host["a"], x) and torch.equal(host["b"], x[0])
+
+
+def test_a_batch_gathered_for_the_device_is_the_batch_the_loop_reads():
+    from conftest import make_signal_set
+
+    from funcml.encoders.trainer import gather_batch
+
+    signals = make_signal_set(12, (1, 4, 4), seed=2)
+    train_idx = signals.indices("train")
+    local = train_idx[[3, 0, 5]]
+    cache = torch.from_numpy(signals.get(train_idx))
+    expected = torch.from_numpy(signals.get(local))
+    for source in (cache, None):
+        got = gather_batch(source, signals, train_idx, local, torch.device("cpu"))
+        assert torch.equal(got, expected)

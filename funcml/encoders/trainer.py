@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from funcml.allocator import tune_glibc_malloc
 from funcml.data.base import SignalSet
-from funcml.devices import peak_memory_bytes
+from funcml.devices import peak_memory_bytes, to_device
 from funcml.encoders import distributed as ddp
 from funcml.encoders import fused, fused_loops, precision
 from funcml.encoders.checkpoint import CHECKPOINT_DIR, load_checkpoint, read_checkpoint_meta, save_checkpoint
@@ -150,6 +150,20 @@ def resolve_precision(cfg: TrainConfig, device: torch.device) -> TrainConfig:
     """``cfg`` with ``precision="auto"`` made concrete for ``device`` (tf32 on CUDA, fp32 elsewhere), so
     that checkpoints record what ran and a run resumes only at the precision it started with."""
     return dataclasses.replace(cfg, precision=precision.resolve(cfg.precision, device))
+
+
+def gather_batch(cache: torch.Tensor | None, signals: SignalSet, train_idx: np.ndarray, local: np.ndarray,
+                 device: torch.device) -> torch.Tensor:
+    """The signals ``local`` (ids in ``train_idx``) ``(b, C, *spatial)`` on ``device`` without waiting
+    for the GPU: from ``cache`` (the train signals in ``train_idx`` order, on the host or the device)
+    by positions copied through pinned memory, else read from ``signals``; host data go to a GPU
+    through pinned memory (:func:`funcml.devices.to_device`)."""
+    if cache is None:
+        return to_device(signals.get(local), device)
+    pos = torch.from_numpy(np.searchsorted(train_idx, local))
+    if cache.device.type == "cpu":
+        return to_device(cache[pos], device)
+    return cache[to_device(pos, cache.device)].to(device)
 
 
 def encode_config_for(train: TrainConfig, batch_size: int = 64) -> EncodeConfig:
