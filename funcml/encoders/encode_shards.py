@@ -21,7 +21,7 @@ from funcml.io import atomic_write_json, create_tensor_file, open_tensors_mmap, 
 from funcml.latents.latentset import LatentSetWriter, all_finite
 
 SHARD_DIR = "shards"
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.1
 _IDENTITY = ("job", "world_size", "rank", "start", "end")
 
 
