@@ -31,6 +31,7 @@ Sections that would not fit in ``--budget`` seconds are skipped and listed. ``--
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -49,6 +50,7 @@ for path in (HERE, HERE.parent):
         sys.path.insert(0, str(path))
 
 from funcml.data.base import ArraySignalSet  # noqa: E402
+from funcml.devices import to_device  # noqa: E402
 from funcml.encoders import fused  # noqa: E402
 from funcml.encoders.config import EncodeConfig, FieldConfig, TrainConfig  # noqa: E402
 from funcml.encoders.coords import make_grid  # noqa: E402
@@ -162,7 +164,7 @@ def timed_steps(name: str, precision: str, steps: int, device: torch.device, red
         for step in range(steps):
             sync(device)
             t0 = time.perf_counter()
-            batch = x_all[torch.from_numpy(epoch_batch(step, len(x_all), train.batch_size, 0)).to(device)]
+            batch = x_all[to_device(epoch_batch(step, len(x_all), train.batch_size, 0), device)]
             subsets = draw_subsets(coords.shape[0], train.context_ratio, train.inner_steps,
                                    generator(0, "context", step), device)
             stats = compute_meta_gradient(net, optimizer, coords, batch, subsets, train)
@@ -261,8 +263,7 @@ def trainer_syncs(device: torch.device, reduced: bool) -> dict:
     counts = {}
     with tempfile.TemporaryDirectory() as tmp:
         for steps in (2, 12):
-            cfg = TrainConfig(**{**train.__dict__, "steps": steps, "val_every": 0, "checkpoint_every": 1000,
-                                 "log_every": 10})
+            cfg = dataclasses.replace(train, steps=steps, val_every=0, checkpoint_every=1000, log_every=10)
             with count_syncs(device) as syncs:
                 MetaTrainer(field, cfg, signals, Path(tmp) / f"m{steps}", device, progress=False).run()
             counts[steps] = syncs
@@ -291,40 +292,64 @@ class Budget:
         return time.perf_counter() - self.t0
 
 
+def section(name: str, fn, *args):
+    """``fn(*args)``, or ``{"error": ...}`` when it fails (one failing section keeps the others' numbers)."""
+    log(name)
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - reported in the JSON, the check goes on
+        log(f"{name} failed: {type(exc).__name__}: {exc}")
+        return {"error": f"{type(exc).__name__}: {exc}"[:500]}
+
+
+def compile_section(device: torch.device, reduced: bool, compile_steps: int, steps_rows) -> dict:
+    compiled = timed_steps("image-64", "tf32", compile_steps, device, reduced, compile=True)
+    eager = next((r for r in steps_rows if isinstance(r, dict) and r.get("config") == "image-64"
+                  and r.get("precision") == "tf32" and "error" not in r), None) if isinstance(steps_rows, list) else None
+    compiled["eager_median_step_seconds"] = eager["median_step_seconds"] if eager else None
+    return compiled
+
+
 def run(device: torch.device, reduced: bool, steps: int, budget: Budget, compile_steps: int) -> dict:
     results: dict = {"device": str(device), "reduced": reduced, "gpu": torch.cuda.get_device_name(device)
                      if device.type == "cuda" else None}
-    log("fused against autograd")
-    results["equivalence"] = equivalence(device)
+    results["equivalence"] = section("fused against autograd", equivalence, device)
     if budget.allows("syncs"):
-        log("syncs per meta-step of MetaTrainer")
-        results["syncs"] = trainer_syncs(device, reduced)
-    results["steps"] = meta_steps(device, reduced, steps, budget)
-    results["encode"] = encoding(device, reduced, budget)
+        results["syncs"] = section("syncs per meta-step of MetaTrainer", trainer_syncs, device, reduced)
+    results["steps"] = section("meta-steps", meta_steps, device, reduced, steps, budget)
+    results["encode"] = section("encoding", encoding, device, reduced, budget)
     if reduced:
         results["compile"] = {"skipped": "reduced mode (compiling takes minutes on a CPU)"}
     elif budget.allows("compile"):
-        log(f"{compile_steps} compiled steps of image-64 at tf32")
-        eager = next((r for r in results["steps"] if r.get("config") == "image-64" and r.get("precision") == "tf32"
-                      and "error" not in r), None)
-        compiled = timed_steps("image-64", "tf32", compile_steps, device, reduced, compile=True)
-        compiled["eager_median_step_seconds"] = eager and eager["median_step_seconds"]
-        results["compile"] = compiled
+        results["compile"] = section(f"{compile_steps} compiled steps of image-64 at tf32", compile_section, device,
+                                     reduced, compile_steps, results["steps"])
     results["skipped"] = budget.skipped
     results["seconds"] = budget.elapsed
-    return results
+    return clean(results)
+
+
+def clean(obj):
+    """JSON-safe: non-finite floats become None."""
+    if isinstance(obj, dict):
+        return {k: clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def tables(results: dict) -> list:
     from results import table
 
+    rows = results["steps"] if isinstance(results["steps"], list) else []
     steps = [[r["config"], r["precision"], round(r["median_step_seconds"], 4),
-              round((r["max_memory_allocated"] or 0) / 2**30, 2), round(r.get("speedup_vs_fp32", 1.0), 2),
-              f"{r['loss_last']:.3g}", r["finite"] and r["not_diverging"]]
-             for r in results["steps"] if "error" not in r]
+              round((r["max_memory_allocated"] or 0) / 2**30, 2), round(r.get("speedup_vs_fp32") or 1.0, 2),
+              f"{r['loss_last']:.3g}", bool(r["finite"] and r["not_diverging"])]
+             for r in rows if "error" not in r]
     enc = [[r["precision"], r["signals"], r["steps_H"], round(r["signals_per_second"], 1), r["syncs_per_chunk"]]
-           for r in results["encode"]]
-    return [table("Meta-steps on the GPU (40 steps, synthetic signals)",
+           for r in (results["encode"] if isinstance(results["encode"], list) else [])]
+    return [table("Meta-steps (synthetic signals of the presets' shapes)",
                   ["config", "precision", "median s/step", "peak GB", "x fp32", "loss", "sane"], steps),
             table("Encoding (image-64, untrained model)", ["precision", "signals", "H", "signals/s", "syncs/chunk"],
                   enc)]
@@ -345,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["FUNCML_FUSED_LOOPS"] = "0"
     steps = args.steps or (4 if reduced else 40)
     results = run(device, reduced, steps, Budget(args.budget), args.compile_steps)
-    print(json.dumps(results, sort_keys=True, default=float))
+    print(json.dumps(results, sort_keys=True, default=float, allow_nan=False))
     if args.write_result:
         from results import write_result
 
