@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from funcml.cli.common import (data_options, device_option, emit_json, info, json_option, load_data,
                                overwrite_option, parse_resolution, precision_option)
+
+if TYPE_CHECKING:
+    import torch
+
+    from funcml.encoders.distributed import DistInfo
 
 
 @click.command("encode")
@@ -53,7 +60,8 @@ def encode_command(**opts):
         _encode(dev, dist_info, opts)
 
 
-def _encode(dev: torch.device, rank, o: dict) -> None:
+def _encode(dev: torch.device, rank: DistInfo, o: dict) -> None:
+    """The encode of one process (all of it, or its share under torchrun); ``o``: the command's options."""
     from funcml.encoders.config import replace
     from funcml.encoders.encode import encode_signal_set
     from funcml.encoders.model import FieldModel
