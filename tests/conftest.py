@@ -75,3 +75,13 @@ def tiny_train() -> TrainConfig:
 def _deterministic_threads():
     torch.set_num_threads(1)
     yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` run on a GPU when there is one and are skipped otherwise."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
