@@ -76,29 +76,25 @@ def part_bytes(n: int, num_layers: int, width: int, masked: bool) -> int:
 
 def applies(coords, values, weights, omegas, phi, params, context) -> bool:
     """:meth:`TiledPass.latent_grads` takes these arguments: float32 CPU tensors and one signal's per-tile
-    sums within :data:`PART_BYTES`."""
+    sums within :data:`PART_BYTES`; and a BLAS was found (:func:`blas`, looked for at the first call)."""
     tensors = (coords, values, weights, phi, *params)
     if not all(t is None or (t.device.type == "cpu" and t.dtype == torch.float32) for t in tensors):
         return False
     width = params[0].shape[0]
-    return part_bytes(coords.shape[0], len(omegas), width, context is not None) <= PART_BYTES
+    return part_bytes(coords.shape[0], len(omegas), width, context is not None) <= PART_BYTES and blas() is not None
 
 
 @dataclass(frozen=True)
 class TiledPass:
-    """The tiled pass with the C loops ``lib`` and the BLAS of :func:`blas` (build it with :meth:`here`)."""
+    """The tiled pass with the C loops ``lib``; SciPy's BLAS (:func:`blas`) is loaded at its first use, so
+    that work without an encoding step (a meta-training step) does not import it."""
 
     lib: ctypes.CDLL
-    sgemm: int
-    blas_libraries: object
 
     @classmethod
     def here(cls) -> "TiledPass | None":
-        """The pass on this machine, or None where it is not :func:`available`."""
-        if not available():
-            return None
-        sgemm, libraries = blas()
-        return cls(native.library(), sgemm, libraries)
+        """The pass on this machine, or None where the C loops are not built."""
+        return cls(native.library()) if native.available() else None
 
     def latent_grads(self, coords, values, weights, omegas, phi, params: kernels.Params,
                      context: torch.Tensor | None):
@@ -119,8 +115,9 @@ class TiledPass:
         width = 1 + S * L * (1 if mask is None else 2)
         group = max(1, PART_BYTES // part_bytes(n, S, L, mask is not None))
         total = torch.empty(B, width, dtype=torch.float64)
-        args = (h, wp, WK.contiguous(), (bK + 0.5).contiguous(), 2.0 / norm, mask, tile_rows(S, L))
-        with self.blas_libraries.limit(limits=1):
+        sgemm, libraries = blas()
+        args = (sgemm, h, wp, WK.contiguous(), (bK + 0.5).contiguous(), 2.0 / norm, mask, tile_rows(S, L))
+        with libraries.limit(limits=1):
             for s in range(0, B, group):
                 e = min(B, s + group)
                 self._run(args, sigma[s:e], values[s:e], None if w is None else w[s:e], s, e, total[s:e])
@@ -131,11 +128,11 @@ class TiledPass:
 
     def _run(self, args, sigma, values, weights, s: int, e: int, out: torch.Tensor) -> None:
         """One C call for the signals ``s:e``; their sums over tiles go to ``out`` ``(e - s, width)``."""
-        h, wp, WK, bK, efac, mask, T = args
+        sgemm, h, wp, WK, bK, efac, mask, T = args
         B, S, L = sigma.shape
         n, C = h.shape[0], WK.shape[0]
         part = torch.empty(B, -(-n // T), out.shape[1], dtype=torch.float64)
-        rc = self.lib.funcml_latent_grads(self.sgemm, h.data_ptr(), sigma.data_ptr(), wp.data_ptr(), WK.data_ptr(),
+        rc = self.lib.funcml_latent_grads(sgemm, h.data_ptr(), sigma.data_ptr(), wp.data_ptr(), WK.data_ptr(),
                                           bK.data_ptr(), values.data_ptr(), native.ptr(weights), native.ptr(mask),
                                           efac[s:e].data_ptr(), part.data_ptr(), B, n, L, S, C, T,
                                           torch.get_num_threads(), native.LIMIT)
