@@ -7,7 +7,9 @@ seeds) that imports funcml from one checkout (``PYTHONPATH``); children alternat
 for ``--rounds`` rounds. Printed per configuration and phase: the medians over rounds of the
 meta-step time (or the encoding throughput) and of the peak RSS, the ratios B / A (of the medians,
 and the median and range of the ratios of the two children of each round, which cancel slow drifts
-of a shared machine's load; rounds alternate A, B and B, A), and the largest relative difference
+of a shared machine's load; rounds alternate A, B and B, A), the same per-round ratios of CPU time
+(process time of the child's steps: on a loaded machine less disturbed by the other jobs than the
+wall time, with ``--omp-wait-policy passive`` nearly the work itself), and the largest relative difference
 between the two checkouts' outer-loss trajectories (or latents): float rounding only, if the change
 keeps the math. Both checkouts must provide the funcml API that
 ``bench_meta.py`` of the checkout running this script uses.
@@ -45,6 +47,12 @@ def _deviation(a: dict, b: dict, phase: str) -> float:
     la = torch.load(a["latents_file"], weights_only=True)
     lb = torch.load(b["latents_file"], weights_only=True)
     return float(((la - lb).abs().max() / la.abs().max().clamp_min(1e-30)).item())
+
+
+def _paired(runs: dict, key: str) -> str:
+    """``median (min-max)`` of the ratios B / A of ``key`` within each round."""
+    ratios = sorted(b[key] / a[key] for a, b in zip(runs["A"], runs["B"]))
+    return f"{statistics.median(ratios):.3f} ({ratios[0]:.3f}-{ratios[-1]:.3f})"
 
 
 def main(argv=None) -> int:
@@ -96,16 +104,16 @@ def main(argv=None) -> int:
             peak = {k: statistics.median(x["peak_bytes"] / 2**20 for x in v) for k, v in runs.items()}
             unit = "s/step" if phase == "train" else "signals/s"
             dev = _deviation(runs["A"][0], runs["B"][0], phase)
-            paired = sorted(b[key] / a[key] for a, b in zip(runs["A"], runs["B"]))
-            spread = f"{statistics.median(paired):.3f} ({paired[0]:.3f}-{paired[-1]:.3f})"
+            spread = _paired(runs, key)
+            cpu = _paired(runs, "cpu_s" if phase == "train" else "cpu_signals_per_s")
             print(f"{config} {phase}: A {med['A']:.4f} {unit}, B {med['B']:.4f} {unit}, B/A {med['B'] / med['A']:.3f}, "
-                  f"per round {spread}; peak RSS A {peak['A']:.0f} MB, B {peak['B']:.0f} MB, "
+                  f"per round {spread}, CPU time per round {cpu}; peak RSS A {peak['A']:.0f} MB, B {peak['B']:.0f} MB, "
                   f"B/A {peak['B'] / peak['A']:.3f}; deviation {dev:.1e}")
             rows.append([config, phase, f"{med['A']:.4g} -> {med['B']:.4g} {unit}", round(med["B"] / med["A"], 3),
-                         spread, f"{peak['A']:.0f} -> {peak['B']:.0f} MB", round(peak["B"] / peak["A"], 3),
+                         spread, cpu, f"{peak['A']:.0f} -> {peak['B']:.0f} MB", round(peak["B"] / peak["A"], 3),
                          f"{dev:.1e}"])
-    columns = ["config", "phase", "A -> B", "B / A", "B / A per round: median (range)", "peak RSS A -> B", "B / A",
-               "deviation"]
+    columns = ["config", "phase", "A -> B", "B / A", "B / A per round: median (range)",
+               "CPU-time B / A per round: median (range)", "peak RSS A -> B", "B / A", "deviation"]
     import torch
 
     torch.set_num_threads(args.threads)  # the children's thread count, for the result's environment
