@@ -2,8 +2,8 @@
 
 On a CUDA GPU (the default when there is one):
 
-* ``equivalence``: the fused meta-gradients and encodings against plain autograd (the reference) on
-  the GPU, in float64 and float32 (TF32 off), largest relative difference;
+* ``equivalence``: the fused backend's meta-gradients and encodings against the reference (plain
+  autograd) on the GPU, in float64 and float32 (TF32 off), largest relative difference;
 * ``steps``: 40 meta-steps each of the paper presets ``image-64``, ``ecg`` and ``volume-32`` (synthetic
   smooth signals of their shapes) at fp32, tf32 and bf16: median step time (steps 6 on, each timed
   between two ``torch.cuda.synchronize``), ``max_memory_allocated``, and loss sanity (finite, not
@@ -19,7 +19,9 @@ On a CUDA GPU (the default when there is one):
 
 Without a GPU (``--device cpu``, or no CUDA) it runs in a reduced mode: tiny configurations, a few
 steps, no compile, syncs counted as the operations that would synchronise on a GPU
-(:class:`funcml.syncs.HostSyncOps`); the test suite runs it so that it cannot rot.
+(:class:`funcml.syncs.HostSyncOps`); the test suite runs it so that it cannot rot. Everything runs the
+``fused`` backend, the one that runs on a GPU (on a CPU: ATen's element-wise operations, not the cpu
+backend's C loops).
 
 Sections that would not fit in ``--budget`` seconds are skipped and listed. ``--write-result`` writes
 ``benchmarks/results/gpu_check.json`` (``gpu_check_reduced.json`` in reduced mode), task ``gpu``.
@@ -34,7 +36,6 @@ import argparse
 import dataclasses
 import json
 import math
-import os
 import statistics
 import sys
 import tempfile
@@ -45,13 +46,15 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
+BACKEND = "fused"  # the backend of a GPU (on a CPU: ATen's element-wise work, as on a GPU)
 for path in (HERE, HERE.parent):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
 from funcml.data.base import ArraySignalSet  # noqa: E402
 from funcml.devices import to_device  # noqa: E402
-from funcml.encoders import fused  # noqa: E402
+from funcml.backends import Execution  # noqa: E402
+from funcml.backends import precision as precision_mod  # noqa: E402
 from funcml.encoders.config import EncodeConfig, FieldConfig, TrainConfig  # noqa: E402
 from funcml.encoders.coords import make_grid  # noqa: E402
 from funcml.encoders.encode import encode_signal_set  # noqa: E402
@@ -97,7 +100,7 @@ def config(name: str, reduced: bool) -> tuple[FieldConfig, TrainConfig, tuple[in
     """A preset's field and train configuration (shrunk in reduced mode) and its signal shape."""
     shape = (REDUCED_SHAPES if reduced else SHAPES)[name]
     overrides = {**REDUCED_ARCH, **REDUCED_TRAIN} if reduced else {}
-    field, train = get_preset(name).build(len(shape) - 1, shape[0], **overrides)
+    field, train = get_preset(name).build(len(shape) - 1, shape[0], backend=BACKEND, **overrides)
     return field, train, shape
 
 
@@ -132,12 +135,13 @@ def equivalence(device: torch.device) -> dict:
         subsets = draw_subsets(256, 0.25, 3, torch.Generator().manual_seed(5), device)
         enc = EncodeConfig(steps=5, inner_lr=1e-2, context_ratio=0.25)
         grads, latents = [], []
-        with fused.execution(precision="fp32", device=device):
-            for plain in (True, False):
+        with precision_mod.scoped("fp32", device):
+            for backend in ("reference", BACKEND):
                 net.zero_grad()
-                with (fused.plain_autograd() if plain else torch.enable_grad()):
-                    accumulate_meta_gradient(net, coords, x, subsets, 1e-2, first_order=False, loss_scale=1 / 6)
-                    latents.append(fit_latents(net, x, enc, generator=torch.Generator().manual_seed(2)))
+                accumulate_meta_gradient(net, coords, x, subsets, 1e-2, first_order=False, loss_scale=1 / 6,
+                                         execution=Execution(backend=backend))
+                latents.append(fit_latents(net, x, dataclasses.replace(enc, backend=backend, precision="fp32"),
+                                           generator=torch.Generator().manual_seed(2)))
                 grads.append([p.grad.detach().clone() for p in net.parameters()])
         grad_err = max(_rel(a, b) for a, b in zip(*grads))
         latent_err = _rel(*latents)
@@ -152,6 +156,7 @@ def timed_steps(name: str, precision: str, steps: int, device: torch.device, red
     """``steps`` meta-steps of the trainer's pieces (batch, subsets, meta-gradient, AdamW), each timed
     between two device synchronisations."""
     field, train, shape = config(name, reduced)
+    train = dataclasses.replace(train, precision=precision, compile=compile)
     x_all = torch.from_numpy(smooth_signals(max(2 * train.batch_size, 8), shape)).to(device)
     torch.manual_seed(0)
     net = ModulatedSiren(field, inner_lr=train.inner_lr).to(device)
@@ -160,7 +165,7 @@ def timed_steps(name: str, precision: str, steps: int, device: torch.device, red
     coords = make_grid(shape[1:], device=device)
     times, losses = [], []
     peak_reset(device)
-    with fused.execution(compile=compile, precision=precision, device=device):
+    with precision_mod.scoped(precision, device):
         for step in range(steps):
             sync(device)
             t0 = time.perf_counter()
@@ -212,7 +217,7 @@ def encoding(device: torch.device, reduced: bool, budget: "Budget") -> list[dict
         torch.manual_seed(0)
         model = FieldModel(ModulatedSiren(field, inner_lr=train.inner_lr), shape,
                            EncodeConfig(steps=train.test_steps, inner_lr=train.inner_lr,
-                                        context_ratio=train.context_ratio, batch_size=batch))
+                                        context_ratio=train.context_ratio, batch_size=batch, backend=BACKEND))
         model.save(Path(tmp) / "m")
         model = FieldModel.load(Path(tmp) / "m", device=device)
         for k, precision in enumerate(("auto", "fp32")):
@@ -220,8 +225,9 @@ def encoding(device: torch.device, reduced: bool, budget: "Budget") -> list[dict
                 continue
             log(f"encoding {n} image-64 signals at {precision}")
             with count_syncs(device) as syncs:
-                _, stats = encode_signal_set(model, signals, Path(tmp) / f"lat{k}", model_dir=Path(tmp) / "m",
-                                             progress=False, precision=precision)
+                cfg = dataclasses.replace(model.encode_defaults, precision=precision)
+                _, stats = encode_signal_set(model, signals, Path(tmp) / f"lat{k}", cfg, model_dir=Path(tmp) / "m",
+                                             progress=False)
             rows.append({"precision": precision, "signals": n, "batch_size": batch, "steps_H": train.test_steps,
                          "signals_per_second": stats["signals_per_second"], "syncs": syncs.kinds,
                          "syncs_per_chunk": syncs.count / -(-n // batch), "psnr_mean": stats["psnr_mean"]})
@@ -366,8 +372,6 @@ def main(argv: list[str] | None = None) -> int:
     name = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     reduced = device.type != "cuda"
-    if reduced:  # the element-wise work in ATen, as on a GPU (not the CPU's fused C loops)
-        os.environ["FUNCML_FUSED_LOOPS"] = "0"
     steps = args.steps or (4 if reduced else 40)
     results = run(device, reduced, steps, Budget(args.budget), args.compile_steps)
     print(json.dumps(results, sort_keys=True, default=float, allow_nan=False))
