@@ -107,7 +107,7 @@ class StepTimer:
         self.k = 0
 
     def times(self, steps: int, threads: int = 2) -> list[float]:
-        from funcml.encoders import fused
+        from funcml.backends import precision
         from funcml.encoders.meta import draw_subsets
         from funcml.encoders.trainer import apply_meta_update, compute_meta_gradient
         from funcml.seeding import epoch_batch, generator
@@ -116,7 +116,7 @@ class StepTimer:
         torch.set_num_threads(threads)
         out, tr = [], self.train
         try:
-            with fused.execution(compile=False, precision="fp32", device=torch.device("cpu")):
+            with precision.scoped("fp32", torch.device("cpu")):
                 for _ in range(steps):
                     x = torch.from_numpy(self.signals.get(self.idx[epoch_batch(self.k, len(self.idx), tr.batch_size, 0)]))
                     subsets = draw_subsets(self.coords.shape[0], tr.context_ratio, tr.inner_steps,

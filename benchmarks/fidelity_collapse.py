@@ -91,7 +91,7 @@ def default_start() -> int:
 
 def replay(name: str, steps: int, start_step: int) -> list[dict]:
     """Continue from the checkpoint copy at ``start_step`` with variant ``name``; one record per step."""
-    from funcml.encoders import fused
+    from funcml.backends import precision
     from funcml.encoders.checkpoint import load_checkpoint
     from funcml.encoders.coords import make_grid, signals_to_values
     from funcml.encoders.meta import draw_subsets, per_signal_mse
@@ -119,7 +119,7 @@ def replay(name: str, steps: int, start_step: int) -> list[dict]:
     names = [n for n, _ in net.named_parameters()]
     torch.set_num_threads(1)
     records = []
-    with fused.execution(compile=False, precision="fp32", device=torch.device("cpu")):
+    with precision.scoped("fp32", torch.device("cpu")):
         for step in range(start, start + steps):
             lr = cosine_lr(step, cfg) * variant.get("lr_mult", 1.0)
             for g in opt.param_groups:

@@ -74,12 +74,12 @@ def encode_psnr(model, signals, cfg) -> tuple[float, float, float]:
 
 
 def measure(name: str, model_dir: Path, signals, adam_lrs: list[float], h_values=H_VALUES) -> dict:
-    from funcml.encoders import fused
+    from funcml.backends import precision
     from funcml.encoders.model import FieldModel
 
     model = FieldModel.load(model_dir)
     out = {"model": name, "latent_dim": model.config.latent_dim, "meta_sgd": model.config.meta_sgd}
-    with fused.execution(compile=False, precision="fp32", device=torch.device("cpu")):
+    with precision.scoped("fp32", torch.device("cpu")):
         out["sgd"] = sgd_curve(model, signals, h_values)
         print(name, "sgd", {h: round(v, 2) for h, v in out["sgd"].items()}, flush=True)
         out["adam"] = {}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from funcml.cli.common import (data_options, device_option, emit_json, info, json_option, load_data,
-                               overwrite_option, parse_key_values, parse_resolution)
+from funcml.cli.common import (backend_option, data_options, device_option, emit_json, info, json_option,
+                               load_data, overwrite_option, parse_key_values, parse_resolution, precision_option)
 from funcml.errors import ConfigError
 
 
@@ -51,9 +51,9 @@ from funcml.errors import ConfigError
 @click.option("--recompute/--no-recompute", default=None,
               help="Recompute each inner step in the backward instead of keeping it (same result, less memory).")
 @click.option("--compile/--no-compile", "compile_", default=None,
-              help="torch.compile the fused kernels (same result; minutes to compile on a CPU; CUDA graphs on a GPU).")
-@click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default=None,
-              help="Matmul precision of the per-coordinate activations (tf32/bf16 change results; default fp32).")
+              help="torch.compile the fused kernels (same result; minutes to compile on a CPU; no CUDA graphs).")
+@precision_option
+@backend_option
 @click.option("--seed", type=int, default=None)
 @click.option("--target-data", default=None, metavar="DATA_HIGH",
               help="Super-resolution training: the same signals as DATA at a higher resolution (same order); the "
@@ -72,9 +72,9 @@ from funcml.errors import ConfigError
 def train_command(data, preset, out, steps, max_minutes, batch_size, micro_batch_size, width, depth, latent_dim,
                   omega_first, omega_last, inner_steps, inner_lr, context_ratio, outer_lr, omega_lr, weight_decay,
                   grad_clip, guard_drop_db, warmup_steps, first_order, first_order_warmup, meta_sgd, val_every,
-                  val_signals, test_steps, grad_rescale, checkpoint_every, recompute, compile_, precision, seed, target_data,
-                  downsample, target_coords, resume, overwrite, device, as_json, resolution, channels, split_seed,
-                  val_fraction, test_fraction, data_option):
+                  val_signals, test_steps, grad_rescale, checkpoint_every, recompute, compile_, precision, backend, seed,
+                  target_data, downsample, target_coords, resume, overwrite, device, as_json, resolution, channels,
+                  split_seed, val_fraction, test_fraction, data_option):
     """Meta-learn a neural-field model on DATA (its train split) and write it to --out.
 
     DATA is a path (MedMNIST npz, WFDB folder, UCR file, NIfTI, image folder) or
@@ -82,8 +82,8 @@ def train_command(data, preset, out, steps, max_minutes, batch_size, micro_batch
     Under torchrun every process runs this command; they share the meta-batch.
     """
     from funcml.devices import resolve_device
+    from funcml.encoders import distributed
     from funcml.encoders.presets import get_preset
-    from funcml.encoders.trainer import MetaTrainer
 
     p = get_preset(preset)
     res = parse_resolution(resolution) or p.resolution
@@ -97,35 +97,27 @@ def train_command(data, preset, out, steps, max_minutes, batch_size, micro_batch
         outer_lr=outer_lr, omega_lr=omega_lr, weight_decay=weight_decay, grad_clip=grad_clip, guard_drop_db=guard_drop_db,
         warmup_steps=warmup_steps, first_order=first_order, first_order_warmup=first_order_warmup, val_every=val_every,
         val_signals=val_signals, test_steps=test_steps, grad_rescale=grad_rescale, checkpoint_every=checkpoint_every,
-        seed=seed, recompute=recompute, compile=compile_, precision=precision)
+        seed=seed, recompute=recompute, compile=compile_, precision=precision, backend=backend)
     dev = resolve_device(device)
-    if target_data is not None or downsample is not None:
-        from funcml.encoders.multires import multires_trainer
-
-        trainer = multires_trainer(field_cfg, train_cfg, signals, out, dev, target_data=target_data,
-                                   downsample=downsample, target_coords=target_coords, resume=resume,
-                                   overwrite=overwrite, progress=not as_json,
-                                   extra=parse_key_values(data_option), split_seed=split_seed,
-                                   val_fraction=val_fraction, test_fraction=test_fraction)
-    else:
-        if target_coords is not None:
-            raise ConfigError("--target-coords needs --target-data or --downsample")
-        trainer = MetaTrainer(field_cfg, train_cfg, signals, out, dev, resume=resume, overwrite=overwrite,
-                              progress=not as_json)
-    if trainer.dist.is_main:
-        start = "resuming" if trainer._resume_decision else "training"
-        length = (f"{train_cfg.steps} steps" if train_cfg.budget_minutes is None else
-                  f"a {train_cfg.budget_minutes:g}-minute budget (warm-up and cosine decay over the wall time)")
-        info(f"{start} {p.name} on {signals.name} {signals.signal_shape} x {len(trainer.train_idx)} train signals, "
-             f"{length}, device {dev}")
-    result = trainer.run()
+    with distributed.session():
+        trainer = _make_trainer(field_cfg, train_cfg, signals, out, dev, target_data, downsample, target_coords,
+                                resume, overwrite, as_json, data_option, split_seed, val_fraction, test_fraction)
+        if trainer.dist.is_main:
+            start = "resuming" if trainer._resume_decision else "training"
+            length = (f"{train_cfg.steps} steps" if train_cfg.budget_minutes is None else
+                      f"a {train_cfg.budget_minutes:g}-minute budget (warm-up and cosine decay over the wall time)")
+            info(f"{start} {p.name} on {signals.name} {signals.signal_shape} x {len(trainer.train_idx)} train "
+                 f"signals, {length}, device {trainer.device}, precision {trainer.cfg.precision}, "
+                 f"backend {train_cfg.backend}")
+        result = trainer.run()
     if not trainer.dist.is_main:
         return
-    _report(result, out, as_json, field_cfg, train_cfg)
+    _report(result, out, as_json, field_cfg, trainer.cfg)
 
 
 def _report(result, out, as_json: bool, field_cfg, train_cfg) -> None:
-    """The closing lines: steps, stop reason, validation, rollbacks; the JSON with --json."""
+    """The closing lines: steps, stop reason, validation, rollbacks; the JSON with --json (``train_cfg``:
+    the settings the trainer ran, precision resolved)."""
     s = result.summary()
     val = "n/a" if s["val_psnr"] is None else f"{s['val_psnr']:.2f} dB"
     median = "n/a" if result.median_step_seconds is None else f"{result.median_step_seconds:.3f} s"
@@ -138,6 +130,24 @@ def _report(result, out, as_json: bool, field_cfg, train_cfg) -> None:
         from dataclasses import asdict
 
         emit_json({**s, "field": asdict(field_cfg), "train": asdict(train_cfg)})
+
+
+def _make_trainer(field_cfg, train_cfg, signals, out, dev, target_data, downsample, target_coords, resume, overwrite,
+                  as_json, data_option, split_seed, val_fraction, test_fraction):
+    """A :class:`MetaTrainer`, or the super-resolution trainer with --target-data/--downsample."""
+    from funcml.encoders.trainer import MetaTrainer
+
+    if target_data is not None or downsample is not None:
+        from funcml.encoders.multires import multires_trainer
+
+        return multires_trainer(field_cfg, train_cfg, signals, out, dev, target_data=target_data,
+                                downsample=downsample, target_coords=target_coords, resume=resume,
+                                overwrite=overwrite, progress=not as_json, extra=parse_key_values(data_option),
+                                split_seed=split_seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    if target_coords is not None:
+        raise ConfigError("--target-coords needs --target-data or --downsample")
+    return MetaTrainer(field_cfg, train_cfg, signals, out, dev, resume=resume, overwrite=overwrite,
+                       progress=not as_json)
 
 
 def register(cli: click.Group) -> None:

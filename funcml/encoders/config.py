@@ -13,6 +13,7 @@ import typing
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
+from funcml.backends.execution import BACKENDS
 from funcml.errors import ConfigError
 
 T = TypeVar("T")
@@ -114,9 +115,14 @@ class TrainConfig:
         recompute: keep only each inner step's inputs and recompute its intermediates in the
             backward (same result; less memory for about a third more inner-loop work).
         compile: run the fused kernels through ``torch.compile`` (same result; minutes of compile
-            time on a CPU, pays for long runs; with CUDA graphs on a GPU).
-        precision: matmuls of the per-coordinate activations in "fp32" (default), "tf32" (CUDA)
-            or "bf16". The lower precisions change results (see docs/benchmarks.md).
+            time on a CPU, pays for long runs; no CUDA graphs, see docs/gpu.md).
+        precision: matmuls of the per-coordinate activations in "fp32", "tf32" (CUDA tensor cores)
+            or "bf16"; "auto" (default): tf32 on CUDA, fp32 elsewhere (a trainer records the
+            resolved value). The lower precisions change results (see docs/gpu.md).
+        backend: which implementation computes the meta-gradient: "reference" (plain autograd),
+            "fused" (hand-derived reverse), "cpu" (fused with C loops) or "auto" (default: cpu on a
+            CPU where the loops are built, else fused); see :mod:`funcml.backends`. The same math;
+            float rounding differs.
     """
 
     steps: int = 250_000
@@ -148,7 +154,8 @@ class TrainConfig:
     rollback_lr_factor: float = 0.5
     recompute: bool = False
     compile: bool = False
-    precision: str = "fp32"
+    precision: str = "auto"
+    backend: str = "auto"
 
     def validate(self) -> "TrainConfig":
         _finite(inner_lr=self.inner_lr, context_ratio=self.context_ratio, outer_lr=self.outer_lr,
@@ -181,9 +188,14 @@ class TrainConfig:
         _check(self.max_rollbacks >= 0, f"--max-rollbacks must be >= 0; got {self.max_rollbacks}")
         _check(0 < self.rollback_lr_factor <= 1, f"rollback_lr_factor must be in (0, 1]; got {self.rollback_lr_factor}")
         _check(0 <= self.first_order_warmup <= 1, f"--first-order-warmup must be in [0, 1]; got {self.first_order_warmup}")
-        _check(self.precision in ("fp32", "tf32", "bf16"),
-               f"--precision must be fp32, tf32 or bf16; got {self.precision!r}")
+        _check_execution(self.precision, self.backend)
         return self
+
+
+def _check_execution(precision: str, backend: str) -> None:
+    _check(precision in ("auto", "fp32", "tf32", "bf16"),
+           f"--precision must be auto, fp32, tf32 or bf16; got {precision!r}")
+    _check(backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
 
 
 @dataclass(frozen=True)
@@ -204,6 +216,9 @@ class EncodeConfig:
         adam_lr: Adam's learning rate.
         auto_stop: stop each signal when its loss has not improved by ``stop_tol`` (relative) for
             ``stop_patience`` steps, keeping its best latent; ``steps`` is then the most it takes.
+        backend: which implementation computes the test-time gradients (see ``TrainConfig.backend``).
+        precision: matmul precision, "auto" (tf32 on CUDA, fp32 elsewhere), "fp32", "tf32" or "bf16".
+        compile: run the fused kernels through ``torch.compile``.
     """
 
     steps: int = 20
@@ -217,6 +232,9 @@ class EncodeConfig:
     auto_stop: bool = False
     stop_tol: float = 1e-3
     stop_patience: int = 5
+    backend: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
 
     def validate(self) -> "EncodeConfig":
         _finite(inner_lr=self.inner_lr, context_ratio=self.context_ratio, adam_lr=self.adam_lr, stop_tol=self.stop_tol)
@@ -228,11 +246,13 @@ class EncodeConfig:
         _check(self.inner_lr > 0, f"--inner-lr must be > 0; got {self.inner_lr}")
         _check(0 < self.context_ratio <= 1, f"--context-ratio must be in (0, 1]; got {self.context_ratio}")
         _check(self.batch_size >= 1, f"--batch-size must be >= 1; got {self.batch_size}")
+        _check_execution(self.precision, self.backend)
         return self
 
 
-# EncodeConfig fields that models written before them lack (read as these defaults)
-ENCODE_ADDED = {"optimizer": "sgd", "adam_lr": 1e-2, "auto_stop": False, "stop_tol": 1e-3, "stop_patience": 5}
+# Fields added after models and latent sets were first written: a file without them reads as these.
+ENCODE_ADDED = {"backend": "auto", "precision": "auto", "compile": False,
+                "optimizer": "sgd", "adam_lr": 1e-2, "auto_stop": False, "stop_tol": 1e-3, "stop_patience": 5}
 
 
 def to_dict(cfg: Any) -> dict:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from funcml.encoders import fused
 from funcml.encoders.config import EncodeConfig
 from funcml.encoders.coords import make_grid, sample_context, signals_to_values, values_to_signals
+from funcml.encoders.dispatch import fast_path
 from funcml.encoders.meta import per_signal_mse, psnr_from_mse
 from funcml.encoders.siren import ModulatedSiren
 from funcml.errors import ConfigError
@@ -38,12 +38,13 @@ def _rescaled(g: torch.Tensor, g_sub: torch.Tensor) -> torch.Tensor:
     return g * (g_sub.norm(dim=1, keepdim=True) / (g.detach().norm(dim=1, keepdim=True) + 1e-16))
 
 
-def _direction_closed_form(net: ModulatedSiren, coords, values, weights, phi, idx, rescale: bool, first: bool):
-    """``(loss (b,), direction (b, P))`` from closed-form gradients: one full-context pass gives both
-    gradients of the rescaling rule (see kernels.latent_grads); ``first``: phi is zero, and the step
-    runs on one field shared by the batch (see :func:`fused.latent_grads`)."""
+def _direction_closed_form(backend, net: ModulatedSiren, coords, values, weights, phi, idx, rescale: bool,
+                           first: bool):
+    """``(loss (b,), direction (b, P))`` from ``backend``'s closed-form gradients: one full-context pass
+    gives both gradients of the rescaling rule; ``first``: phi is zero, and the step runs on one field
+    shared by the batch (see ``FusedBackend.latent_grads``)."""
     c, v, w = (coords, values, weights) if rescale else _select(coords, values, weights, idx)
-    loss, g, g_sub = fused.latent_grads(net, c, None if first else phi, v, w, context=idx if rescale else None)
+    loss, g, g_sub = backend.latent_grads(net, c, None if first else phi, v, w, context=idx if rescale else None)
     return loss, (_rescaled(g, g_sub) if rescale else g)
 
 
@@ -199,13 +200,14 @@ def fit_latents_counted(net: ModulatedSiren, signals: torch.Tensor, config: Enco
     lr = net.inner_learning_rate(config.inner_lr)
     if not differentiable:
         lr = lr.detach() if isinstance(lr, torch.Tensor) else lr
-    closed = not differentiable and fused.enabled_for(net, coords, values, weights)
+    backend = None if differentiable else fast_path(config, net, coords, values, weights)
+    closed = backend is not None
 
     def direction(phi, rows, idx, step):
         v, w = (values, weights) if rows is None else (values[rows], None if weights is None else weights[rows])
         rescale = config.grad_rescale and idx is not None
         if closed:
-            return _direction_closed_form(net, coords, v, w, phi, idx, rescale, step == 0 and from_zero)
+            return _direction_closed_form(backend, net, coords, v, w, phi, idx, rescale, step == 0 and from_zero)
         with torch.enable_grad():
             start = phi if differentiable else phi.detach().requires_grad_(True)
             return _direction_autograd(net, coords, v, w, start, idx, rescale, differentiable)

@@ -25,13 +25,13 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from funcml.progress import progress_bar
 
-from funcml.allocator import tune_glibc_malloc
 from funcml.data.base import SignalSet
-from funcml.devices import peak_memory_bytes
+from funcml.devices import peak_memory_bytes, to_device
 from funcml.encoders import distributed as ddp
-from funcml.encoders import fused, fused_loops
+from funcml.backends import Execution, precision
+from funcml.encoders.dispatch import native_loops_used
 from funcml.encoders.checkpoint import CHECKPOINT_DIR, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from funcml.encoders.config import EncodeConfig, FieldConfig, TrainConfig
 from funcml.encoders.coords import make_grid
@@ -87,6 +87,7 @@ class _StopRequests:
 _RESUME_FREE = {"max_minutes", "checkpoint_minutes", "checkpoint_every", "log_every", "val_every", "val_signals",
                 "recompute", "compile", "guard_drop_db", "max_rollbacks", "rollback_lr_factor"}
 _TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+_TRAIN_DEFAULTS["precision"] = "fp32"  # what runs recorded before the field existed used
 CACHE_BYTES = 4 << 30
 
 
@@ -125,7 +126,7 @@ def accumulate_batch_meta_gradient(net: ModulatedSiren, coords: torch.Tensor, x:
     micro = cfg.micro_batch_size or auto_micro_batch(net.config, cfg, coords.shape[0], x.shape[0], x.device)
     return accumulate_meta_gradient(net, coords, x, subsets, cfg.inner_lr, first_order=cfg.first_order,
                                     loss_scale=1.0 / cfg.batch_size, micro_batch_size=micro,
-                                    recompute=cfg.recompute)
+                                    recompute=cfg.recompute, execution=Execution.of(cfg, x.device))
 
 
 def param_groups(net: ModulatedSiren, cfg: TrainConfig) -> list[dict]:
@@ -167,6 +168,26 @@ def apply_meta_update(params: list[torch.nn.Parameter], optimizer: torch.optim.O
         norm = torch.zeros(())
     optimizer.step()
     return norm
+
+
+def resolve_precision(cfg: TrainConfig, device: torch.device) -> TrainConfig:
+    """``cfg`` with ``precision="auto"`` made concrete for ``device`` (tf32 on CUDA, fp32 elsewhere), so
+    that checkpoints record what ran and a run resumes only at the precision it started with."""
+    return dataclasses.replace(cfg, precision=precision.resolve(cfg.precision, device))
+
+
+def gather_batch(cache: torch.Tensor | None, signals: SignalSet, train_idx: np.ndarray, local: np.ndarray,
+                 device: torch.device) -> torch.Tensor:
+    """The signals ``local`` (ids in ``train_idx``) ``(b, C, *spatial)`` on ``device`` without waiting
+    for the GPU: from ``cache`` (the train signals in ``train_idx`` order, on the host or the device)
+    by positions copied through pinned memory, else read from ``signals``; host data go to a GPU
+    through pinned memory (:func:`funcml.devices.to_device`)."""
+    if cache is None:
+        return to_device(signals.get(local), device)
+    pos = torch.from_numpy(np.searchsorted(train_idx, local))
+    if cache.device.type == "cpu":
+        return to_device(cache[pos], device)
+    return cache[to_device(pos, cache.device)].to(device)
 
 
 def encode_config_for(train: TrainConfig, batch_size: int = 64) -> EncodeConfig:
@@ -281,6 +302,7 @@ class MetaTrainer:
         self.dist = ddp.init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
+        self.cfg = resolve_precision(self.cfg, self.device)
         if (field.dim_in, field.channels) != (signals.dim, signals.channels):
             raise ConfigError(f"the model takes {field.channels}-channel {field.dim_in}-D signals but {signals.spec} "
                               f"holds {signals.channels}-channel {signals.dim}-D signals")
@@ -367,9 +389,8 @@ class MetaTrainer:
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         """Meta-train (resuming when decided so); returns the run's summary."""
-        tune_glibc_malloc()
         try:
-            with fused.execution(compile=self.cfg.compile, precision=self.cfg.precision, device=self.device):
+            with precision.scoped(self.cfg.precision, self.device):
                 return self._run()
         finally:
             self._release_lock()
@@ -408,8 +429,10 @@ class MetaTrainer:
                 stale.unlink(missing_ok=True)
         train_cache, _ = self._load_train_signals()
         val = torch.from_numpy(self.signals.get(self.val_idx)).to(self.device) if len(self.val_idx) else None
+        enc_cfg = dataclasses.replace(encode_config_for(cfg), backend=cfg.backend, precision=cfg.precision,
+                                      compile=cfg.compile)  # validation runs as the training does
         r = _Run(net=net, params=params, optimizer=optimizer, clock=clock, train_cache=train_cache, val_signals=val,
-                 coords=make_grid(self.signals.spatial_shape, device=self.device), enc_cfg=encode_config_for(cfg),
+                 coords=make_grid(self.signals.spatial_shape, device=self.device), enc_cfg=enc_cfg,
                  guard=CollapseGuard(cfg.guard_drop_db), resumed=meta is not None)
         if meta is not None:
             self._restore(r, meta)
@@ -417,8 +440,8 @@ class MetaTrainer:
             r.rollbacks = list(meta.get("rollbacks", []))
             clock.spent_before = r.schedule.elapsed
         r.start, r.last_ckpt_time = r.step, clock.t0
-        r.bar = tqdm(total=self._planned_steps(r), initial=r.step, desc="meta-train", unit="step",
-                     disable=not (self.progress and self.dist.is_main), leave=False)
+        r.bar = progress_bar(total=self._planned_steps(r), initial=r.step, desc="meta-train", unit="step",
+                             disable=not (self.progress and self.dist.is_main), leave=False)
         if meta is None:
             self._checkpoint(r)  # from now on a killed run always has a checkpoint to resume from
         return r
@@ -484,11 +507,7 @@ class MetaTrainer:
             g["lr"] = lr * g.get("layer_scale", 1.0)
         batch = self.train_idx[epoch_batch(step, len(self.train_idx), cfg.batch_size, cfg.seed)]
         local = batch[dist_info.rank::dist_info.world_size] if dist_info.enabled else batch
-        if r.train_cache is not None:
-            pos = torch.from_numpy(np.searchsorted(self.train_idx, local)).to(r.train_cache.device)
-            x = r.train_cache[pos].to(self.device, non_blocking=True)
-        else:
-            x = torch.from_numpy(self.signals.get(local)).to(self.device, non_blocking=True)
+        x = gather_batch(r.train_cache, self.signals, self.train_idx, local, self.device)
         subsets = draw_subsets(r.coords.shape[0], cfg.context_ratio, cfg.inner_steps,
                                generator(cfg.seed, "context", step), self.device)
         r.optimizer.zero_grad(set_to_none=True)
@@ -610,7 +629,7 @@ class MetaTrainer:
             median_step_seconds=statistics.median(timed) if timed else None,
             peak_memory_bytes=peak_memory_bytes(self.device), minutes=r.clock.run_seconds() / 60,
             resumed_from=r.start if r.resumed else None, stopped_by=r.stopped_by, history=history,
-            fused_loops=(fused.supports(r.net) and not self.cfg.compile and fused_loops.enabled_on(self.device)),
+            fused_loops=native_loops_used(r.net, self.cfg, self.device),
             schedule="steps" if self.cfg.budget_minutes is None else "time",
             budget_minutes=self.cfg.budget_minutes, rollbacks=list(r.rollbacks),
             schedule_minutes=r.clock.elapsed() / 60)
