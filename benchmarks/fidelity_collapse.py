@@ -44,8 +44,10 @@ def setup():
     from funcml.encoders.presets import get_preset
 
     signals = load_signals(shared_data() / "medmnist" / "breastmnist.npz")
+    # cpu-image as it was when the collapse was found: P 256, no meta-SGD, one outer learning rate
     field, train = get_preset("cpu-image").build(signals.dim, signals.channels, steps=10_000, val_every=500,
-                                                   val_signals=64, checkpoint_every=250, log_every=25, seed=0)
+                                                   val_signals=64, checkpoint_every=250, log_every=25, seed=0,
+                                                   latent_dim=256, meta_sgd=False, omega_lr=False)
     return signals, field, train
 
 
@@ -153,11 +155,16 @@ def report() -> None:
     tables = [table("Replays from the last checkpoint before the collapse (BreastMNIST 28, cpu-image, "
                     "cosine over 10,000 steps from 3e-4)",
                     ["variant", "from step", "to step", "best train PSNR", "train PSNR, last 50 steps",
-                     "largest outer grad norm"], rows),
+                     "largest outer grad norm"], rows,
+                    caption="variant-fromSTEP: same = the trajectory that collapsed; lr-half = outer learning rate "
+                            "halved; omega-lr = each sine layer's rate scaled by omega_1/omega_k"),
               table("The collapse guard in the same run (MetaTrainer, guard on)",
                     ["detected at step", "rolled back to", "reason", "learning-rate factor"],
                     [[rb["step"], rb["to_step"], rb["reason"], rb["lr_scale"]] for rb in info["rollbacks"]])]
-    write_result("fidelity_collapse", {"train": info, "replays": replays}, task="fidelity", tables=tables,
+    keep = ("step", "psnr_outer", "grad_norm", "latent_grad_norm")
+    brief = {name: [{k: r[k] for k in (*keep, "layer_grad_norm") if k in r and (k in keep or i % 25 == 0)}
+                    for i, r in enumerate(recs) if i % 5 == 0] for name, recs in replays.items()}
+    write_result("fidelity_collapse", {"train": info, "replays_every_5th_step (per-layer norms every 25th)": brief}, task="fidelity", tables=tables,
                  notes="2 cores shared with other jobs; 1 thread; steps, not minutes, are what matters here")
     plot(info, replays, REPO / "docs" / "figures" / "fidelity_collapse.png")
 

@@ -142,7 +142,7 @@ def encode_official(off: Official, signals, field, train, h: int = 20) -> float:
     return total / len(idx)
 
 
-def run(data: str, minutes: float, funcml_run: str, lr: float | None, root: Path) -> dict:
+def run(data: str, minutes: float, funcml_run: str, lr: float | None, root: Path, threads: int = 2) -> dict:
     rec = json.loads((WORK / data / funcml_run / "run.json").read_text())
     name = rec["config"]
     signals = load(data)
@@ -153,7 +153,7 @@ def run(data: str, minutes: float, funcml_run: str, lr: float | None, root: Path
     ratio = official_step_ratio(root, data, signals, field, train, lr)
     steps = max(1, int(round(minutes * 60 / (anchor * ratio))))
     print(f"[official {data} {minutes:g} min] {ratio:.2f} x funcml base step -> {steps} steps at lr {lr:g}", flush=True)
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     t0 = time.perf_counter()
     off, log = train_official(root, signals, field, train, steps, lr)
     wall = time.perf_counter() - t0
@@ -161,7 +161,7 @@ def run(data: str, minutes: float, funcml_run: str, lr: float | None, root: Path
     out = {"data": data, "minutes": minutes, "funcml_run": funcml_run, "funcml_config": name,
            "funcml_steps": rec["steps"], "funcml_test_psnr": rec["test_psnr"], "official_lr": lr,
            "official_step_ratio_to_funcml_base": ratio, "official_steps": steps, "official_test_psnr": psnr,
-           "official_wall_minutes_under_load": wall / 60, "official_log": log, "field": dataclasses.asdict(field)}
+           "official_wall_minutes_under_load": wall / 60, "threads": threads, "official_log": log, "field": dataclasses.asdict(field)}
     path = WORK / data / f"official-{minutes:g}m-lr{lr:g}.json"
     path.write_text(json.dumps(out, indent=1))
     print(f"[official {data}] test PSNR {psnr:.2f} dB (funcml {rec['test_psnr']:.2f} dB)", flush=True)
@@ -191,6 +191,7 @@ def main() -> None:
     r.add_argument("--funcml-run", required=True, help="the fidelity_budget run to compare with (CONFIG-Mm)")
     r.add_argument("--official-lr", type=float, default=None)
     r.add_argument("--official", default=None, help="the extracted official checkout (default: $MEDFUNCTA_DIR)")
+    r.add_argument("--threads", type=int, default=2, help="threads the official training runs with (not its step count)")
     sub.add_parser("report")
     a = ap.parse_args()
     if a.cmd == "report":
@@ -199,7 +200,7 @@ def main() -> None:
     root = find_official(a.official)
     if root is None:
         sys.exit("the official code was not found: see benchmarks/official.py")
-    run(a.data, a.minutes, a.funcml_run, a.official_lr, root)
+    run(a.data, a.minutes, a.funcml_run, a.official_lr, root, a.threads)
 
 
 if __name__ == "__main__":
