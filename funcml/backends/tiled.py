@@ -13,13 +13,13 @@ the thread count).
 The tiles' matmuls call a BLAS ``sgemm`` through a public interface: the function that SciPy exports
 for Cython code (``scipy.linalg.cython_blas``, whose capsule holds its address), with that BLAS
 limited to one thread for the duration of the call (``threadpoolctl``; each of our threads calls it).
-That BLAS is OpenBLAS, which packs both operands of a large product for every call: at width 128 on
-an AVX-512 core a tile's ``(192, 128) x (128, 128)`` runs at 145 GFLOP/s where MKL (torch's BLAS,
-not public) runs 195. Its small-matrix kernels (products of at most :data:`SMALL_GEMM` multiply-adds)
-skip the packing and run at 175, so each tile's products go in calls of :func:`gemm_rows` rows, with
-the forward's weights handed over transposed (both products ``N, N``). The whole pass then stays
-about 6 % behind the same pass on MKL at width 128, and is faster than MKL's whole tiles at width 256
-(``benchmarks/results/backends-vs-main.json`` compares whole encodes).
+That BLAS is OpenBLAS, which packs both operands of a larger product for every call: at width 128 on
+one AVX-512 core a tile's ``(192, 128) x (128, 128)`` runs at about 145 GFLOP/s where MKL (torch's
+BLAS, not public) runs 195. Its small-matrix kernels (products of at most :data:`SMALL_GEMM`
+multiply-adds) skip the packing and run at about 175, so each tile's products go in calls of
+:func:`gemm_rows` rows, with the forward's weights handed over transposed (both products ``N, N``).
+The encoding stays a few percent behind the same pass on MKL at width 128
+(``benchmarks/results/backends-vs-main.json``).
 
 Same contract and math as :func:`funcml.backends.kernels.latent_grads` (``tests/test_backend_cpu.py``:
 float32 rounding). Used by the ``cpu`` backend where :func:`available`; ``FUNCML_TILED=0`` (see
@@ -37,9 +37,7 @@ import torch
 from funcml.backends import kernels, native
 
 TILE_BYTES = 1 << 20  # per-thread activations of one tile: within a core's L2 on current CPUs
-# OpenBLAS (SciPy's BLAS) runs an sgemm of at most 100**3 multiply-adds in its small-matrix kernels, without
-# packing its operands: at width 128 on one AVX-512 core, 56 rows at a time run at 175 GFLOP/s, 192 at 145.
-SMALL_GEMM = 1_000_000
+SMALL_GEMM = 1_000_000  # OpenBLAS runs an sgemm of at most 100**3 multiply-adds without packing its operands
 PART_BYTES = 64 << 20  # the per-tile sums of one call; larger batches run in groups of signals
 
 
