@@ -159,7 +159,7 @@ def step_seconds(field, train, signals, threads: int = 2) -> float:
 
 
 def encode_split(model_dir: Path, signals, out: Path, split: str | None, config=None) -> dict:
-    from funcml.encoders.encode import encode_signal_set
+    from funcml.latents.encode import encode_signal_set
     from funcml.encoders.model import FieldModel
 
     model = FieldModel.load(model_dir)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections import Counter
 import json
 import math
 import statistics
@@ -57,7 +58,7 @@ from funcml.backends import Execution  # noqa: E402
 from funcml.backends import precision as precision_mod  # noqa: E402
 from funcml.encoders.config import EncodeConfig, FieldConfig, TrainConfig  # noqa: E402
 from funcml.encoders.coords import make_grid  # noqa: E402
-from funcml.encoders.encode import encode_signal_set  # noqa: E402
+from funcml.latents.encode import encode_signal_set  # noqa: E402
 from funcml.encoders.fitting import fit_latents  # noqa: E402
 from funcml.encoders.meta import accumulate_meta_gradient, draw_subsets  # noqa: E402
 from funcml.encoders.model import FieldModel  # noqa: E402
@@ -239,7 +240,7 @@ class count_syncs:
     ``torch.cuda.synchronize`` calls; on a CPU the operations that would synchronise on a GPU."""
 
     def __init__(self, device: torch.device) -> None:
-        self.device, self.count, self.kinds = device, 0, {}
+        self.device, self.count, self.kinds, self.sites = device, 0, {}, Counter()
 
     def __enter__(self) -> "count_syncs":
         if self.device.type == "cuda":
@@ -256,6 +257,7 @@ class count_syncs:
             self._ctx.__exit__(*exc)
             torch.cuda.synchronize = self._real
             self.kinds = {"sync_debug_warnings": len(self._found), "torch.cuda.synchronize": len(self._explicit)}
+            self.sites = self._found.sites + Counter({"torch.cuda.synchronize": len(self._explicit)})
         else:
             self._ops.__exit__(*exc)
             self.kinds = dict(self._ops.counts)
@@ -274,8 +276,9 @@ def trainer_syncs(device: torch.device, reduced: bool) -> dict:
                 MetaTrainer(field, cfg, signals, Path(tmp) / f"m{steps}", device, progress=False).run()
             counts[steps] = syncs
     per_step = (counts[12].count - counts[2].count) / 10
+    sites = {site: n / 10 for site, n in (counts[12].sites - counts[2].sites).most_common(8)}
     return {"config": "image-64", "precision": "auto", "syncs_2_steps": counts[2].kinds,
-            "syncs_12_steps": counts[12].kinds, "syncs_per_step": per_step,
+            "syncs_12_steps": counts[12].kinds, "syncs_per_step": per_step, "sites_per_step": sites,
             "counted_as": "torch sync warnings + torch.cuda.synchronize" if device.type == "cuda"
             else "operations that synchronise on a GPU (reduced mode)"}
 
@@ -316,6 +319,40 @@ def compile_section(device: torch.device, reduced: bool, compile_steps: int, ste
     return compiled
 
 
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmv", "aten::mv")
+
+
+def _self_time(event, device: torch.device) -> float:
+    """An averaged profiler event's own time in microseconds, on the GPU (CPU in reduced mode)."""
+    if device.type != "cuda":
+        return float(event.self_cpu_time_total)
+    return float(getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0.0))
+
+
+def profile_section(device: torch.device, reduced: bool, steps: int = 4) -> dict:
+    """Where a tf32 ``image-64`` meta-step spends its device time: per step the device time, the share of
+    matrix products (``aten::mm`` and kin), the number of kernel launches, and the five operators that take
+    most (on a CPU the same from the operators' CPU time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    timed_steps("image-64", "tf32", 2, device, reduced)  # warm-up: allocator, cuBLAS handles
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        timed_steps("image-64", "tf32", steps, device, reduced)
+        wall = time.perf_counter() - t0
+    ops = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(_self_time(e, device) for e in ops) or 1.0
+    matmul = sum(_self_time(e, device) for e in ops if e.key in MATMUL_OPS)
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    top = sorted(ops, key=lambda e: _self_time(e, device), reverse=True)[:5]
+    return {"config": "image-64", "precision": "tf32", "steps": steps, "wall_ms_per_step": 1e3 * wall / steps,
+            "busy_ms_per_step": total / 1e3 / steps, "matmul_share": matmul / total,
+            "kernel_launches_per_step": sum(e.count for e in kernels) / steps if kernels else None,
+            "top_ops": {e.key: round(_self_time(e, device) / total, 3) for e in top},
+            "timed_on": "GPU kernels" if device.type == "cuda" else "CPU operators (reduced mode)"}
+
+
 def run(device: torch.device, reduced: bool, steps: int, budget: Budget, compile_steps: int) -> dict:
     results: dict = {"device": str(device), "reduced": reduced, "gpu": torch.cuda.get_device_name(device)
                      if device.type == "cuda" else None}
@@ -324,6 +361,8 @@ def run(device: torch.device, reduced: bool, steps: int, budget: Budget, compile
         results["syncs"] = section("syncs per meta-step of MetaTrainer", trainer_syncs, device, reduced)
     results["steps"] = section("meta-steps", meta_steps, device, reduced, steps, budget)
     results["encode"] = section("encoding", encoding, device, reduced, budget)
+    if budget.allows("profile"):
+        results["profile"] = section("profile of an image-64 tf32 meta-step", profile_section, device, reduced)
     if reduced:
         results["compile"] = {"skipped": "reduced mode (compiling takes minutes on a CPU)"}
     elif budget.allows("compile"):
@@ -355,10 +394,22 @@ def tables(results: dict) -> list:
              for r in rows if "error" not in r]
     enc = [[r["precision"], r["signals"], r["steps_H"], round(r["signals_per_second"], 1), r["syncs_per_chunk"]]
            for r in (results["encode"] if isinstance(results["encode"], list) else [])]
+    prof, syncs = results.get("profile") or {}, results.get("syncs") or {}
+    where = [["syncs per meta-step (MetaTrainer)", syncs.get("syncs_per_step")],
+             *[[f"  at {site}", n] for site, n in (syncs.get("sites_per_step") or {}).items()],
+             ["image-64 tf32: busy ms per step", _round(prof.get("busy_ms_per_step"))],
+             ["image-64 tf32: wall ms per step (profiled)", _round(prof.get("wall_ms_per_step"))],
+             ["image-64 tf32: share of matrix products", _round(prof.get("matmul_share"), 3)],
+             ["image-64 tf32: kernel launches per step", _round(prof.get("kernel_launches_per_step"))]]
     return [table("Meta-steps (synthetic signals of the presets' shapes)",
                   ["config", "precision", "median s/step", "peak GB", "x fp32", "loss", "sane"], steps),
             table("Encoding (image-64, untrained model)", ["precision", "signals", "H", "signals/s", "syncs/chunk"],
-                  enc)]
+                  enc),
+            table("Where a meta-step waits and spends its time", ["measure", "value"], where)]
+
+
+def _round(value, digits: int = 1):
+    return None if value is None else round(float(value), digits)
 
 
 def main(argv: list[str] | None = None) -> int:
