@@ -305,10 +305,21 @@ def plot(runs: list[dict], path: Path) -> None:
             pts = sorted((r["minutes"], r["test_psnr"]) for r in mine if r["config"] == name)
             ax.plot(*zip(*pts), "o-", label=name, ms=4)
         ax.set_title(data, fontsize=9)
-        ax.set_xlabel("budget (minutes, 2 idle cores)")
-        ax.set_ylabel("test PSNR (dB)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
+        label_axes(ax, "budget (minutes, 2 idle cores)", "test PSNR (dB)", legend_size=6)
+    save_figure(fig, path)
+
+
+def label_axes(ax, xlabel: str, ylabel: str, legend_size: int = 7) -> None:
+    """Axis labels, a light grid and the legend (the fidelity figures' style)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+
+
+def save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -33,6 +33,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fidelity_budget import label_axes, save_figure  # noqa: E402
 from results import REPO, shared_data, table, write_result  # noqa: E402
 
 WORK = REPO / "runs" / "fidelity-collapse"
@@ -184,17 +185,9 @@ def plot(info: dict, replays: dict, path: Path) -> None:
         s = [r["step"] for r in recs]
         a.plot(s, [r["psnr_outer"] for r in recs], lw=1, label=f"replay: {name}")
         b.semilogy(s, [r["grad_norm"] for r in recs], lw=1, label=name)
-    a.set_xlabel("meta-step")
-    a.set_ylabel("training PSNR (dB)")
-    a.legend(fontsize=7)
-    a.grid(alpha=0.3)
-    b.set_xlabel("meta-step")
-    b.set_ylabel("outer gradient norm (before clipping)")
-    b.legend(fontsize=7)
-    b.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    label_axes(a, "meta-step", "training PSNR (dB)")
+    label_axes(b, "meta-step", "outer gradient norm (before clipping)")
+    save_figure(fig, path)
 
 
 def main() -> None:

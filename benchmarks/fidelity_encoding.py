@@ -27,7 +27,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fidelity_budget import load  # noqa: E402
+from fidelity_budget import label_axes, load, save_figure  # noqa: E402
 from results import REPO, table, write_result  # noqa: E402
 
 H_VALUES = (3, 5, 10, 20, 50, 100, 200, 500)
@@ -125,14 +125,9 @@ def plot(data: str, results: list[dict], path: Path) -> None:
                         label=f"{r['model']}: Adam {lr}")
         ax.plot([r["auto"]["steps_per_signal"]], [r["auto"]["psnr"]], "*", ms=10, color=line.get_color(),
                 label=f"{r['model']}: --steps auto")
-    ax.set_xlabel("test-time steps H")
-    ax.set_ylabel("test PSNR (dB)")
     ax.set_title(data, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    label_axes(ax, "test-time steps H", "test PSNR (dB)", legend_size=6)
+    save_figure(fig, path)
 
 
 def main() -> None:
