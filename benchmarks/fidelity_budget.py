@@ -278,7 +278,7 @@ def report(work: Path) -> None:
                      r["threads"], round(r["test_psnr"], 2),
                      None if best_acc is None else round(best_acc, 3), None if best_auc is None else round(best_auc, 3),
                      len(r["rollbacks"]), round(r["wall_minutes_under_load"], 1)])
-    columns = ["data", "budget min", "config", "K x L", "P", "steps", "s/step (2 thr)", "s/step (1 thr)",
+    columns = ["data", "budget min", "config", "K x L", "P", "steps", "s/step (2 thr)", "s/step (1 thr, loaded)",
                "threads run", "test PSNR dB",
                "best latent acc", "best latent AUC", "rollbacks", "wall min under load"]
     write_result("fidelity_budget", {"runs": runs, "configs": CONFIGS}, task="fidelity",
@@ -286,8 +286,9 @@ def report(work: Path) -> None:
                                caption="budget = steps x the configuration's fastest 2-thread step time")],
                  notes="2 cores shared with other jobs: budgets are step counts at the measured step time "
                        "(fastest 2-thread base step seen x the configuration's ratio to base; the fastest 1-thread "
-                       "step where recorded); training ran with the threads given, under load. Budgets of 20 "
-                       "minutes and more (10,000+ steps) did not fit the shared machine's time: not measured")
+                       "step where recorded, measured under load, not idle); training ran with the threads given, "
+                       "under load. Budgets of 20 minutes and more (10,000+ steps) did not fit the shared "
+                       "machine's time: not measured")
     plot(runs, REPO / "docs" / "figures" / "fidelity_minutes.png")
 
 
