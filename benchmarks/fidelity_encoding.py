@@ -73,7 +73,8 @@ def encode_psnr(model, signals, cfg) -> tuple[float, float, float]:
     return total / n, steps / n, (time.perf_counter() - t0) / n
 
 
-def measure(name: str, model_dir: Path, signals, adam_lrs: list[float], h_values=H_VALUES) -> dict:
+def measure(name: str, model_dir: Path, signals, adam_lrs: list[float], h_values=H_VALUES,
+            max_auto: int = 500) -> dict:
     from funcml.backends import precision
     from funcml.encoders.model import FieldModel
 
@@ -87,7 +88,7 @@ def measure(name: str, model_dir: Path, signals, adam_lrs: list[float], h_values
             out["adam"][lr] = {h: encode_psnr(model, signals, dataclasses.replace(
                 model.encode_defaults, steps=h, optimizer="adam", adam_lr=lr))[0] for h in h_values}
             print(name, "adam", lr, {h: round(v, 2) for h, v in out["adam"][lr].items()}, flush=True)
-        psnr, steps, sec = encode_psnr(model, signals, dataclasses.replace(model.encode_defaults, steps=500,
+        psnr, steps, sec = encode_psnr(model, signals, dataclasses.replace(model.encode_defaults, steps=max_auto,
                                                                            auto_stop=True))
         out["auto"] = {"psnr": psnr, "steps_per_signal": steps, "seconds_per_signal": sec}
         print(name, "auto", out["auto"], flush=True)
@@ -135,6 +136,8 @@ def main() -> None:
     ap.add_argument("--data", required=True)
     ap.add_argument("--models", required=True, help="NAME=DIR,NAME=DIR (model directories)")
     ap.add_argument("--adam-lrs", default="0.01,0.03")
+    ap.add_argument("--h-values", default=",".join(map(str, H_VALUES)), help="comma-separated test-time steps H")
+    ap.add_argument("--max-auto", type=int, default=500, help="the most steps of --steps auto")
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -145,7 +148,8 @@ def main() -> None:
         name, path = item.split("=", 1)
         cache = WORK / f"{a.data}-{name}.json"
         if not cache.exists():
-            cache.write_text(json.dumps(measure(name, Path(path), signals, [float(v) for v in a.adam_lrs.split(",")])))
+            cache.write_text(json.dumps(measure(name, Path(path), signals, [float(v) for v in a.adam_lrs.split(",")],
+                                                tuple(int(h) for h in a.h_values.split(",")), a.max_auto)))
         results.append(_numeric_keys(json.loads(cache.read_text())))
     report(a.data, results)
 

@@ -238,8 +238,8 @@ def _encode_chunks(job: EncodeJob, sink, chunks: range, bar, steps_taken: list |
                 weights = to_device(torch.as_tensor(job.observed(part), dtype=x.dtype), device)
             phi, taken = fit_latents_counted(net, x, job.cfg, generator=generator(job.cfg.seed, "encode", chunk),
                                              weights=weights)
-            if steps_taken is not None:
-                steps_taken.append(taken.cpu())
+            if steps_taken is not None:   # a fixed H is known without reading the device (no sync)
+                steps_taken.append(taken.cpu().numpy() if job.cfg.auto_stop else np.full(len(part), job.cfg.steps))
             rows.submit(chunk * bs, {"latents": phi, "psnr": reconstruction_psnr(net, phi, x)})
             encoded += len(part)
     return encoded, True
@@ -254,7 +254,7 @@ def _encode_one_process(job: EncodeJob) -> tuple[LatentSet | None, dict]:
     writer, rows_done = _prepare(job)
     bs = job.cfg.batch_size
     t0 = time.perf_counter()
-    steps_taken: list[torch.Tensor] = []   # test-time steps per signal (this run's chunks)
+    steps_taken: list[np.ndarray] = []   # test-time steps per signal (this run's chunks)
     with _bar(job, len(job.idx), rows_done) as bar:
         encoded, finished = _encode_chunks(job, FileRows(writer, job.partial / PROGRESS_FILE),
                                            range(-(-rows_done // bs), job.n_chunks), bar, steps_taken)
@@ -315,7 +315,7 @@ def _encode_shard(job: EncodeJob, record: dict, is_main: bool) -> tuple[int, boo
 
 
 def _publish(job: EncodeJob, writer: LatentSetWriter, encoded: int, seconds: float, resumed_rows: int,
-             steps_taken: list[torch.Tensor] = ()) -> tuple[LatentSet, dict]:
+             steps_taken: list[np.ndarray] = ()) -> tuple[LatentSet, dict]:
     """Finalize ``OUT.partial`` into the latent set ``OUT``; ``(latent_set, stats)``."""
     psnr_all = np.asarray(writer.arrays["psnr"], dtype=np.float64)
     split_all = np.asarray(writer.arrays["split"])
@@ -346,10 +346,10 @@ def _publish(job: EncodeJob, writer: LatentSetWriter, encoded: int, seconds: flo
     return latent_set, stats
 
 
-def _step_cost(steps_taken: list[torch.Tensor], seconds: float) -> dict:
+def _step_cost(steps_taken: list[np.ndarray], seconds: float) -> dict:
     """What the test-time fit cost per signal: steps (mean, min, max) and seconds."""
     if not steps_taken:
         return {}
-    steps = torch.cat(steps_taken).double()
+    steps = np.concatenate(steps_taken).astype(np.float64)
     return {"steps_per_signal": float(steps.mean()), "steps_min": int(steps.min()), "steps_max": int(steps.max()),
             "seconds_per_signal": seconds / len(steps)}
