@@ -101,13 +101,13 @@ def _resume_point(partial: Path, job_hash: str, count: int, batch_size: int) -> 
 
 
 def _open_writer(out: Path, job_hash: str, count: int, cfg: EncodeConfig, latent_dim: int, label_columns: int,
-                 model_id: str, overwrite: bool) -> tuple[LatentSetWriter, int | None]:
+                 model_id: str, overwrite: bool, aux_names: tuple[str, ...] = ()) -> tuple[LatentSetWriter, int | None]:
     """The writer of ``OUT.partial`` and the rows to resume from (None: a fresh start)."""
     partial = out.with_name(out.name + ".partial")
 
     def make(resume: bool) -> LatentSetWriter:
         return LatentSetWriter(out, count=count, latent_dim=latent_dim, label_columns=label_columns, resume=resume,
-                               metadata={"model_id": model_id})
+                               aux_names=aux_names, metadata={"model_id": model_id})
 
     try:
         rows = _resume_point(partial, job_hash, count, cfg.batch_size) if partial.exists() else None
@@ -135,16 +135,20 @@ def _encode_locked(model: FieldModel, signals: SignalSet, out: Path, cfg: Encode
         "indices_sha256": sha256_bytes(idx.astype("<i8").tobytes()),
         "observed": observed_tag,
     }
+    if signals.aux_names:  # only then, so that the jobs of sets without them keep their hash
+        job["aux_features"] = list(signals.aux_names)
     job_hash = sha256_bytes(canonical_json(job))
     partial = out.with_name(out.name + ".partial")
     labels = signals.labels[idx] if signals.labels is not None else None
     writer, resumed = _open_writer(out, job_hash, len(idx), cfg, model.config.latent_dim,
-                                   0 if labels is None else labels.shape[1], model.id, overwrite)
+                                   0 if labels is None else labels.shape[1], model.id, overwrite, signals.aux_names)
     resume, rows_done = resumed is not None, resumed or 0
     if not resume:
         writer.write_rows(0, split=signals.splits[idx], index=idx)
         if labels is not None:
             writer.write_rows(0, labels=labels)
+        if signals.aux is not None:
+            writer.write_rows(0, aux=signals.aux[idx])
         writer.flush()
         atomic_write_json(partial / JOB_FILE, {"hash": job_hash, **job})
         atomic_write_json(partial / PROGRESS_FILE, {"rows_done": 0})
