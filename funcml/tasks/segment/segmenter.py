@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from funcml.progress import progress_bar
 
 from funcml.encoders.config import from_dict
 from funcml.errors import ArtifactError, ConfigError, DataError
@@ -61,7 +61,7 @@ class QuerySegmenter:
         steps: optimisation steps (AdamW, cosine learning rate).
         batch_size: signals per step. coords_per_signal: random mask positions per signal and step.
         lr, weight_decay: AdamW settings. seed: seeds initialisation, batches and positions.
-        progress: show a tqdm bar.
+        progress: show progress (a bar on a terminal, log lines otherwise).
 
     Learnt attributes: ``head_`` (:class:`SegmentationHead`), ``model_`` (the field model),
     ``n_classes_``, ``field_shape_`` (grid the latents were fitted on), ``mask_shape_``, ``align_``,
@@ -150,7 +150,7 @@ class QuerySegmenter:
         history = []
         running = 0.0
         t0 = time.perf_counter()
-        bar = tqdm(range(self.steps), desc="segment head", unit="step", disable=not self.progress, leave=False)
+        bar = progress_bar(range(self.steps), desc="segment head", unit="step", disable=not self.progress, leave=False)
         for step in bar:
             for g in opt.param_groups:
                 g["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * step / self.steps))

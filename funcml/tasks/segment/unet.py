@@ -8,15 +8,14 @@ Inputs whose size is not a multiple of ``2 ** depth`` are padded (replicate) and
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from funcml.engine import Plan, fit
 from funcml.errors import ConfigError, DataError
 from funcml.io import atomic_dir, atomic_write_json, save_tensors
 from funcml.seeding import derive_seed
@@ -99,48 +98,37 @@ class UNetSegmenter:
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("--epochs and --batch-size must be >= 1")
         k = int(n_classes or max(int(masks.max()) + 1, 2))
-        dim = x.ndim - 2
         torch.manual_seed(derive_seed(self.seed, "init"))
-        net = UNet(dim, x.shape[1], k, self.base, self.depth).to(self.device)
+        net = UNet(x.ndim - 2, x.shape[1], k, self.base, self.depth).to(self.device)
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        xt = torch.from_numpy(x)
-        mt = torch.from_numpy(masks.astype(np.int64))
-        n = len(x)
-        steps_per_epoch = max(1, math.ceil(n / self.batch_size))
-        total = self.epochs * steps_per_epoch
-        history = []
-        t0 = time.perf_counter()
-        bar = tqdm(total=total, desc="u-net", unit="step", disable=not self.progress, leave=False)
-        step = 0
-        for epoch in range(self.epochs):
-            gen = torch.Generator().manual_seed(derive_seed(self.seed, "batch", epoch))
-            order = torch.randperm(n, generator=gen)
-            losses = []
-            net.train()
-            for start in range(0, n, self.batch_size):
-                rows = order[start:start + self.batch_size]
-                xb, mb = xt[rows], mt[rows]
-                if self.augment:
-                    for axis in range(dim):
-                        if bool(torch.rand((), generator=gen) < 0.5):
-                            xb, mb = xb.flip(2 + axis), mb.flip(1 + axis)
-                for g in opt.param_groups:
-                    g["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * step / total))
-                loss = F.cross_entropy(net(xb.to(self.device)), mb.to(self.device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
-                step += 1
-                bar.update(1)
-            history.append({"epoch": epoch + 1, "loss": float(np.mean(losses))})
-            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
-        bar.close()
+        xt, mt = torch.from_numpy(x), torch.from_numpy(masks.astype(np.int64))
+        total = self.epochs * max(1, math.ceil(len(x) / self.batch_size))
+        plan = Plan(rounds=self.epochs, lr_at=lambda step, _: self.lr * 0.5 * (1 + math.cos(math.pi * step / total)),
+                    progress=self.progress, desc="u-net")
+
+        def loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+            return F.cross_entropy(net(batch[0].to(self.device)), batch[1].to(self.device))
+
+        run = fit(net, opt, lambda epoch: self._batches(xt, mt, epoch), loss, plan)
+        history = [{"epoch": e["epoch"], "loss": e["train_loss"]} for e in run.history]
         self.net_ = net.eval()
         self.n_classes_ = k
         self.history_ = history
-        self.fit_seconds_ = time.perf_counter() - t0
+        self.fit_seconds_ = run.seconds
         return self
+
+    def _batches(self, xt: torch.Tensor, mt: torch.Tensor, epoch: int):
+        """Epoch ``epoch``'s shuffled batches ``(signals, masks)``, randomly flipped along each axis."""
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, "batch", epoch))
+        order = torch.randperm(len(xt), generator=gen)
+        for start in range(0, len(xt), self.batch_size):
+            rows = order[start:start + self.batch_size]
+            xb, mb = xt[rows], mt[rows]
+            if self.augment:
+                for axis in range(xt.ndim - 2):
+                    if bool(torch.rand((), generator=gen) < 0.5):
+                        xb, mb = xb.flip(2 + axis), mb.flip(1 + axis)
+            yield xb, mb
 
     def predict(self, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Class masks ``(n, *spatial)`` int64."""
