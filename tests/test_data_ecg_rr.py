@@ -28,16 +28,16 @@ def test_rr_features_known_intervals(tmp_path):
     ds = load_signals(tmp_path)
     assert ds.aux_names == RR_NAMES and ds.aux.shape == (len(ds), 8) and ds.aux.dtype == np.float32
     rr = np.diff(positions) / FS
-    np.testing.assert_allclose(col(ds, "rr.pre")[1:], rr, rtol=1e-6)
-    np.testing.assert_allclose(col(ds, "rr.post")[:-1], rr, rtol=1e-6)
+    np.testing.assert_allclose(col(ds, "rr_s.pre")[1:], rr, rtol=1e-6)
+    np.testing.assert_allclose(col(ds, "rr_s.post")[:-1], rr, rtol=1e-6)
     # Edges: the nearest interval available, flagged.
-    assert col(ds, "rr.pre")[0] == pytest.approx(rr[0]) and col(ds, "rr.post")[-1] == pytest.approx(rr[-1])
+    assert col(ds, "rr_s.pre")[0] == pytest.approx(rr[0]) and col(ds, "rr_s.post")[-1] == pytest.approx(rr[-1])
     assert col(ds, "rr.edge").tolist() == [1.0] + [0.0] * (len(ds) - 2) + [1.0]
     record = rr.mean()
-    np.testing.assert_allclose(col(ds, "rr.record"), record, rtol=1e-6)
-    np.testing.assert_allclose(col(ds, "rr.pre_norm"), col(ds, "rr.pre") / record, rtol=1e-6)
+    np.testing.assert_allclose(col(ds, "rr_s.record"), record, rtol=1e-6)
+    np.testing.assert_allclose(col(ds, "rr.pre_norm"), col(ds, "rr_s.pre") / record, rtol=1e-6)
     # Local mean over the intervals of beats i-10..i+10: 0.8 s deep in the first part, 1.0 s deep in the second.
-    local = col(ds, "rr.local")
+    local = col(ds, "rr_s.local")
     assert local[15] == pytest.approx(0.8) and local[-5] == pytest.approx(1.0)
     i = 3  # near the start: the intervals of beats 0..13
     assert local[i] == pytest.approx(rr[0:13].mean())
@@ -52,11 +52,11 @@ def test_rr_counts_beats_of_every_class_and_skips_non_beats(tmp_path):
     write_record(tmp_path, "100", seconds=41, positions=positions, symbols=symbols)
     ds = load_signals(tmp_path)
     assert len(ds) == (len(positions) + 1) // 2
-    np.testing.assert_allclose(col(ds, "rr.pre")[1:], 0.8, rtol=1e-6)
-    np.testing.assert_allclose(col(ds, "rr.post"), 0.8, rtol=1e-6)
+    np.testing.assert_allclose(col(ds, "rr_s.pre")[1:], 0.8, rtol=1e-6)
+    np.testing.assert_allclose(col(ds, "rr_s.post"), 0.8, rtol=1e-6)
     assert col(ds, "rr.edge")[-1] == 0.0  # the last kept beat is not the record's last beat
     # Rhythm / noise annotations ('+', '~', '!') written by write_record are not intervals either.
-    np.testing.assert_allclose(col(ds, "rr.record"), 0.8, rtol=1e-6)
+    np.testing.assert_allclose(col(ds, "rr_s.record"), 0.8, rtol=1e-6)
 
 
 def test_rr_features_of_degenerate_records():

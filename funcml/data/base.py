@@ -35,7 +35,7 @@ class SignalSet(ABC):
         info: free-form JSON-serialisable provenance (records, sampling rate, scaling ...).
         aux: ``(N, F)`` float32 named auxiliary features of each signal that the signal itself does not
             hold (a beat's RR intervals), or None; ``aux_names`` names the F columns as ``GROUP.NAME``
-            (``rr.pre`` ...). ``funcml encode`` stores them beside the latents.
+            (``rr.pre_norm`` ...). ``funcml encode`` stores them beside the latents.
     """
 
     def __init__(self, *, name: str, spec: str, signal_shape: Sequence[int], splits: np.ndarray,

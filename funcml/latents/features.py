@@ -42,7 +42,7 @@ def feature_columns(latent_set, features: str | tuple[str, ...]) -> tuple[list[s
         if not cols:
             have = ", ".join([LATENT, *aux_groups(latent_set.aux_names)])
             hint = (" (RR features are stored by `funcml encode` of WFDB beat records, latent-set version 2)"
-                    if group == "rr" else "")
+                    if group in ("rr", "rr_s") else "")
             raise ConfigError(f"{latent_set.path} has no {group!r} features; it has: {have}{hint}")
         names += [latent_set.aux_names[j] for j in cols]
         aux_cols += cols

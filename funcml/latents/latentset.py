@@ -282,7 +282,7 @@ class LatentSet:
         return latent_checksum(self.latents)
 
     def to_dataframe(self, split: str | None = None):
-        """A pandas DataFrame: columns ``phi_0..phi_{P-1}``, the auxiliary features (``rr.pre`` ...),
+        """A pandas DataFrame: columns ``phi_0..phi_{P-1}``, the auxiliary features (``rr.pre_norm`` ...),
         ``split``, ``psnr``, ``index`` and labels."""
         import pandas as pd
 

@@ -1,21 +1,28 @@
 """RR-interval features of annotated heartbeats (the timing that tells an early beat from a normal one).
 
 Per beat i of a record, from the R peaks of **all** annotated beats of that record (every WFDB QRS
-symbol in :data:`QRS_SYMBOLS`, whether or not the beat's class is kept), in seconds:
+symbol in :data:`QRS_SYMBOLS`, whether or not the beat's class is kept). Two groups: ``rr_s``, in
+seconds,
 
-``rr.pre``        R(i) - R(i-1), the interval before the beat;
-``rr.post``       R(i+1) - R(i), the interval after it;
-``rr.local``      the mean of the intervals between the beats i-10 .. i+10 (up to 20 intervals,
+``rr_s.pre``      R(i) - R(i-1), the interval before the beat;
+``rr_s.post``     R(i+1) - R(i), the interval after it;
+``rr_s.local``    the mean of the intervals between the beats i-10 .. i+10 (up to 20 intervals,
                   fewer near the record's ends);
-``rr.record``     the mean interval of the whole record;
-``rr.pre_norm``, ``rr.post_norm``, ``rr.local_norm``: the first three divided by ``rr.record``
-                  (the patient's own rhythm as the unit; de Chazal et al. 2004, Mondéjar-Guerra et al. 2019);
+``rr_s.record``   the mean interval of the whole record;
+
+and ``rr``, relative to the patient's own rhythm (de Chazal et al. 2004, Mondéjar-Guerra et al. 2019):
+
+``rr.pre_norm``, ``rr.post_norm``, ``rr.local_norm``: the first three divided by ``rr_s.record``;
 ``rr.edge``       1 for the first and the last beat of a record, else 0.
 
-Edge rule: the first beat has no interval before it, so its ``rr.pre`` is its ``rr.post``; the last
-beat's ``rr.post`` is its ``rr.pre`` (the nearest interval available); ``rr.edge`` marks both. A
-record with a single annotated beat has no interval at all: its features are NaN (classifiers that
-use RR features refuse such rows with a message).
+``rr`` is what a classifier meant for unseen patients takes: intervals in seconds, and above all the
+record's mean, also tell one patient from another, and a model trained on a few patients learns
+who they are instead of what an early beat is (benchmarks/ecg_rr.py measures both).
+
+Edge rule: the first beat has no interval before it, so its ``rr_s.pre`` is its ``rr_s.post``; the
+last beat's ``rr_s.post`` is its ``rr_s.pre`` (the nearest interval available); ``rr.edge`` marks
+both. A record with a single annotated beat has no interval at all: its features are NaN
+(classifiers that use RR features refuse such rows with a message).
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import numpy as np
 
 # WFDB annotation codes that mark a QRS complex (a beat); the others are rhythm, noise, comments ...
 QRS_SYMBOLS = frozenset("NLRBAaJSVrFejnE/fQ?")
-RR_NAMES: tuple[str, ...] = ("rr.pre", "rr.post", "rr.local", "rr.record", "rr.pre_norm", "rr.post_norm",
+RR_NAMES: tuple[str, ...] = ("rr_s.pre", "rr_s.post", "rr_s.local", "rr_s.record", "rr.pre_norm", "rr.post_norm",
                              "rr.local_norm", "rr.edge")
 LOCAL_BEATS = 10
 

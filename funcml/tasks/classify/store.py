@@ -59,7 +59,7 @@ def save_classifier(clf: LatentClassifier, directory: str | Path, *, label_names
                     features: dict | None = None, overwrite: bool = False) -> Path:
     """Write a fitted classifier into ``directory`` (created if needed; files written atomically).
 
-    ``features``: ``{"groups": ["latent", "rr"], "aux_names": ["rr.pre", ...]}``, the inputs it takes
+    ``features``: ``{"groups": ["latent", "rr"], "aux_names": ["rr.pre_norm", ...]}``, the inputs it takes
     (default: the latents alone)."""
     directory = Path(directory)
     if (directory / META_FILE).exists() and not overwrite:
