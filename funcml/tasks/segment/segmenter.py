@@ -29,7 +29,7 @@ from funcml.encoders.config import from_dict
 from funcml.errors import ArtifactError, ConfigError, DataError
 from funcml.io.artifact import read_artifact_config, verify_listed_file
 from funcml.io import atomic_dir, atomic_write_json, load_tensors, save_tensors, sha256_file
-from funcml.query.grids import Roi, axis_positions, default_align, query_grid
+from funcml.grids import Roi, axis_positions, default_align, query_grid
 from funcml.tasks.segment.head import (HeadConfig, SegmentationHead, context_features, context_offsets, feature_dim,
                                   field_features)
 from funcml.seeding import derive_seed

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from funcml.demo import DemoContext, register_demo_stage
+from funcml.demo.context import DemoContext
 
 
 def _test_rows(ctx: DemoContext, n: int) -> np.ndarray:
@@ -86,8 +86,3 @@ def impute_stage(ctx: DemoContext) -> dict:
             f"biharmonic {metrics['biharmonic']['psnr_hidden']:.2f} dB on the hidden pixels -> impute.png")
     keep = ("count", "hidden_fraction", "funcml", "linear", "biharmonic")
     return {**{k: metrics[k] for k in keep}, "figure": "impute.png", "seconds": time.perf_counter() - t0}
-
-
-register_demo_stage("render", render_stage)
-register_demo_stage("superres", superres_stage)
-register_demo_stage("impute", impute_stage)
