@@ -62,7 +62,7 @@ def ensure_latents(latents: Path, model: Path | None, batch_size: int) -> None:
     import dataclasses
 
     from funcml.data import load_signals
-    from funcml.encoders.encode import encode_signal_set
+    from funcml.latents.encode import encode_signal_set
     from funcml.encoders.model import FieldModel
 
     fm = FieldModel.load(model)
