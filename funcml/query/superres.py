@@ -24,7 +24,9 @@ BASELINES = {1: ("nearest", "linear"), 2: ("nearest", "bilinear", "bicubic"), 3:
 
 def superres_evaluate(model, low: SignalSet, high: SignalSet, *, split: str = "test", align: str | None = None,
                       config: EncodeConfig | None = None, max_items: int | None = None, progress: bool = True,
-                      log: Callable[[str], None] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+                      log: Callable[[str], None] | None = None, head=None,
+                      extra: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None
+                      ) -> tuple[dict, dict[str, np.ndarray]]:
     """Compare funcml super-resolution with interpolation on ``split`` of a (low, high) pair of data sets.
 
     Returns ``(metrics, examples)``: metrics ``{method: {"psnr", "ssim"}}`` (means over the split;
@@ -34,7 +36,10 @@ def superres_evaluate(model, low: SignalSet, high: SignalSet, *, split: str = "t
     the fields fit their samples (``funcml_fit_<classic>`` minus ``<classic>``) and how well they fill
     the space between them (``funcml`` minus ``funcml_fit_<classic>``: positive where the field
     interpolates better than the classic method would from the same fitted samples);
-    ``examples`` holds up to 6 signals per method for a figure.
+    ``examples`` holds up to 6 signals per method for a figure. With ``head`` (a
+    :class:`funcml.query.estimator.QueryRegressor` for ``model``) the row ``funcml_head`` reads the
+    same latents and low-resolution signals; ``extra`` adds rows ``{name: low (b, C, *in) -> (b, C, *out)}``
+    (other super-resolution methods on the same inputs).
     """
     from tqdm.auto import tqdm
 
@@ -50,7 +55,7 @@ def superres_evaluate(model, low: SignalSet, high: SignalSet, *, split: str = "t
     in_shape, out_shape = low.spatial_shape, high.spatial_shape
     classic = classic_mode(low.dim)
     fit_then_classic = f"funcml_fit_{classic}"
-    methods = ("funcml", *BASELINES[low.dim])
+    methods = ("funcml", *(("funcml_head",) if head is not None else ()), *(extra or {}), *BASELINES[low.dim])
     per: dict[str, dict[str, list]] = {m: {"psnr": [], "ssim": []} for m in (*methods, fit_then_classic)}
     recon_psnr = []
     examples: dict[str, list[np.ndarray]] = {m: [] for m in ("low", "high", *methods)}
@@ -63,6 +68,10 @@ def superres_evaluate(model, low: SignalSet, high: SignalSet, *, split: str = "t
         recon_psnr.append(reconstruction_psnr(model.net, phi, x_low).cpu().numpy())
         preds = {"funcml": render_latents(model.net, phi, in_shape, out_shape, align=align).cpu().numpy()}
         x_low_np = x_low.cpu().numpy()
+        if head is not None:
+            preds["funcml_head"] = head.predict(phi.cpu().numpy(), out_shape, signals=x_low_np, grid=in_shape)
+        for name, fn in (extra or {}).items():
+            preds[name] = fn(x_low_np)
         for mode in BASELINES[low.dim]:
             preds[mode] = interpolate_signals(x_low_np, out_shape, mode, align=align)
         fitted = render_latents(model.net, phi, in_shape, in_shape, align=align).cpu().numpy()
@@ -88,10 +97,12 @@ def superres_evaluate(model, low: SignalSet, high: SignalSet, *, split: str = "t
     base = metrics[classic]
     metrics["gain_over_classic"] = {"psnr": metrics["funcml"]["psnr"] - base["psnr"],
                                     "ssim": metrics["funcml"]["ssim"] - base["ssim"]}
+    if head is not None:
+        metrics["head_gain_over_classic"] = {k: metrics["funcml_head"][k] - base[k] for k in ("psnr", "ssim")}
     metrics["gain_between_samples"] = {"psnr": metrics["funcml"]["psnr"] - metrics[fit_then_classic]["psnr"],
                                        "ssim": metrics["funcml"]["ssim"] - metrics[fit_then_classic]["ssim"]}
     if log:
         log(f"{split}: {len(idx)} signals {low.signal_shape} -> {high.signal_shape}")
         for m in (*methods, fit_then_classic):
-            log(f"  {m:>9}: PSNR {metrics[m]['psnr']:6.2f} dB  SSIM {metrics[m]['ssim']:.4f}")
+            log(f"  {m:>11}: PSNR {metrics[m]['psnr']:6.2f} dB  SSIM {metrics[m]['ssim']:.4f}")
     return metrics, {k: np.stack(v) for k, v in examples.items() if len(v)}
