@@ -12,7 +12,7 @@ from funcml.cli.common import FiniteFloatRange, info
 
 
 def head_options(*, inputs: str, base: str | None, hidden: int, layers: int, neighbours: int, steps: int,
-                 batch_size: int, coords: int, lr: float, encoder_depth: int = 3) -> Callable:
+                 batch_size: int, coords: int, lr: float, encoder_depth: int = 3, feature_proj: int = 64) -> Callable:
     """The head's architecture and training options, with per-command defaults."""
     decorators = [
         click.option("--inputs", default=inputs, show_default=True,
@@ -25,6 +25,8 @@ def head_options(*, inputs: str, base: str | None, hidden: int, layers: int, nei
                      help="Convolutions of the observed grid whose features are read with the samples (0: none)."),
         click.option("--encoder-width", type=click.IntRange(1, 1024), default=64, show_default=True),
         click.option("--feature-layers", type=click.Choice(["last", "all"]), default="all", show_default=True),
+        click.option("--feature-proj", type=click.IntRange(0, 4096), default=feature_proj, show_default=True,
+                     help="Width the field's features are projected to before the MLP (0: none)."),
         click.option("--hidden", type=click.IntRange(1, 8192), default=hidden, show_default=True, help="MLP width."),
         click.option("--layers", type=click.IntRange(0, 32), default=layers, show_default=True,
                      help="MLP hidden layers."),
@@ -53,8 +55,8 @@ def head_options(*, inputs: str, base: str | None, hidden: int, layers: int, nei
     return wrap
 
 
-HEAD_KEYS = ("inputs", "neighbours", "encoder_depth", "encoder_width", "feature_layers", "hidden", "layers", "steps",
-             "max_minutes", "batch_size", "coords_per_signal", "lr", "seed", "base")
+HEAD_KEYS = ("inputs", "neighbours", "encoder_depth", "encoder_width", "feature_layers", "feature_proj", "hidden",
+             "layers", "steps", "max_minutes", "batch_size", "coords_per_signal", "lr", "seed", "base")
 
 
 def head_params(kwargs: dict) -> dict:

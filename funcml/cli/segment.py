@@ -84,7 +84,7 @@ def segment_group() -> None:
 @click.option("--context", default=None, metavar="R1,R2,...",
               help="Also query features at +/- these radii (in field samples) along each axis, e.g. 1,3,9.")
 @head_options(inputs="both", base=None, hidden=128, layers=2, neighbours=3, steps=1500, batch_size=16, coords=1024,
-              lr=2e-3)
+              lr=2e-3, feature_proj=0)
 @overwrite_option
 @device_option
 @json_option

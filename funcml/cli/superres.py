@@ -63,7 +63,8 @@ def superres_command(data_low, data_high, model_dir, head_dir, split, max_items,
     cfg = replace(model.encode_defaults, steps=steps)
     cfg = dataclasses.replace(cfg, batch_size=batch_size or cfg.batch_size).validate()
     metrics, examples = superres_evaluate(model, low, high, split=split, align=None if align == "auto" else align,
-                                          config=cfg, max_items=max_items, progress=not as_json, log=info, head=head)
+                                          config=cfg, max_items=max_items, progress=not as_json, log=info,
+                                          heads={"funcml_head": head} if head else None)
     metrics["model_id"] = model.id
     if out:
         out_dir = Path(out)

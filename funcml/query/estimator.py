@@ -24,7 +24,8 @@ from funcml.query.pairs import PairSet
 from funcml.query.store import read_head, write_head
 from funcml.seeding import derive_seed
 
-ARCH = ("inputs", "neighbours", "encoder_width", "encoder_depth", "base", "feature_layers", "hidden", "layers",
+ARCH = ("inputs", "neighbours", "encoder_width", "encoder_depth", "base", "feature_layers", "feature_proj", "hidden",
+        "layers",
         "frequencies", "latent_proj", "context", "context_proj")
 TRAINING = tuple(f.name for f in dataclasses.fields(HeadTraining))
 
@@ -34,7 +35,7 @@ class QueryEstimator:
 
     Args: the architecture (:class:`funcml.query.head.QueryHeadConfig` fields: ``inputs`` as a
     comma list or tuple, ``neighbours``, ``encoder_width``, ``encoder_depth``, ``base``,
-    ``feature_layers``, ``hidden``, ``layers``, ``frequencies``, ``latent_proj``, ``context``,
+    ``feature_layers``, ``feature_proj``, ``hidden``, ``layers``, ``frequencies``, ``latent_proj``, ``context``,
     ``context_proj``), the training (:class:`funcml.query.fit.HeadTraining` fields) and ``progress``.
 
     Learnt attributes: ``head_``, ``model_`` (the frozen field model), ``grid_`` (the grid the
@@ -160,6 +161,7 @@ class QueryRegressor(QueryEstimator):
         if task not in self.tasks:
             raise ConfigError(f"a value head's task is one of {self.tasks}; got {task!r}")
         params.setdefault("inputs", "features,latent,observed")
+        params.setdefault("feature_proj", 64)
         params.setdefault("base", "classic" if task == "superres" else "average")
         super().__init__(**params)
         self.task = task

@@ -30,6 +30,7 @@ from funcml.query.head import Query, QueryHead
 from funcml.query.pairs import PairSet
 
 BEST_FILE = "best.safetensors"
+CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,10 @@ class HeadTraining:
     Attributes:
         steps: optimisation steps (the most; ``max_minutes`` may end the run earlier).
         batch_size: signals per step. coords_per_signal: output positions per signal and step.
-        lr, weight_decay: AdamW. max_minutes: wall-time budget (None: none); the learning rate
+        lr, weight_decay: AdamW. max_minutes: time budget (None: none); the learning rate
             follows the budget, so a run ends with a decayed rate either way.
+        clock: what ``max_minutes`` counts: ``wall`` time, or the ``process``'s CPU time (all its
+            threads; on a shared machine the compute the run actually got).
         jitter: move each output position uniformly within its cell (labels between samples).
         val_every, checkpoint_every: steps between validations and between checkpoints.
         seed: seeds initialisation and batches.
@@ -52,6 +55,7 @@ class HeadTraining:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     max_minutes: float | None = None
+    clock: str = "wall"
     jitter: bool = False
     val_every: int = 250
     checkpoint_every: int = 250
@@ -62,6 +66,8 @@ class HeadTraining:
             raise ConfigError("--steps, --batch-size, --coords-per-signal, --val-every and --checkpoint-every must be >= 1")
         if not self.lr > 0 or self.weight_decay < 0:
             raise ConfigError(f"--lr must be > 0 and --weight-decay >= 0; got {self.lr}, {self.weight_decay}")
+        if self.clock not in CLOCKS:
+            raise ConfigError(f"clock must be one of {tuple(CLOCKS)}; got {self.clock!r}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ConfigError(f"--max-minutes must be > 0; got {self.max_minutes}")
         return self
@@ -107,11 +113,11 @@ def _loss(out: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None,
     return (se * weights).sum() / weights.sum().clamp_min(1.0)
 
 
-def _lr(cfg: HeadTraining, step: int, elapsed: float) -> tuple[float, float]:
+def _lr(cfg: HeadTraining, step: int, spent: float) -> tuple[float, float]:
     """``(progress in [0, 1], learning rate)``: steps done or budget spent, whichever is further."""
     p = step / cfg.steps
     if cfg.max_minutes:
-        p = max(p, elapsed / (60.0 * cfg.max_minutes))
+        p = max(p, spent / (60.0 * cfg.max_minutes))
     p = min(p, 1.0)
     return p, cfg.lr * 0.5 * (1.0 + math.cos(math.pi * p))
 
@@ -120,6 +126,7 @@ def _lr(cfg: HeadTraining, step: int, elapsed: float) -> tuple[float, float]:
 class _State:
     step: int = 0
     elapsed: float = 0.0
+    cpu: float = 0.0
     best: float | None = None
     best_step: int | None = None
     history: list | None = None
@@ -136,14 +143,15 @@ def _resume(ckpt: Path | None, head: QueryHead, opt, meta: dict, fresh_on_mismat
             return _State(history=[])
         raise ConfigError(f"{ckpt} holds a head training with other settings or data; pass --overwrite to start over")
     load_checkpoint(ckpt, head, opt)
-    return _State(int(last["step"]), float(last.get("elapsed", 0.0)), last["best_val_psnr"], last["best_step"],
+    return _State(int(last["step"]), float(last.get("elapsed", 0.0)), float(last.get("cpu", 0.0)),
+                  last["best_val_psnr"], last["best_step"],
                   list(last["history"]))
 
 
 def _checkpoint(ckpt: Path, head: QueryHead, opt, st: _State, meta: dict, finished: bool) -> None:
     save_checkpoint(ckpt, head, opt, {"step": st.step, "finished": finished, "best_val_psnr": st.best,
                                       "best_step": st.best_step, "config": meta, "history": st.history,
-                                      "elapsed": st.elapsed})
+                                      "elapsed": st.elapsed, "cpu": st.cpu})
 
 
 def _validate(head: QueryHead, net, val: PairSet, st: _State, ckpt: Path | None, log) -> None:
@@ -164,10 +172,10 @@ def _validate(head: QueryHead, net, val: PairSet, st: _State, ckpt: Path | None,
 
 def _loop(head, net, pairs: PairSet, cfg: HeadTraining, opt, st: _State, loss: str, val, ckpt, meta, bar, log) -> None:
     """The optimisation steps from ``st.step`` until the steps or the time budget are used up."""
-    t0, e0, running = time.perf_counter(), st.elapsed, []
+    t0, e0, c0, cpu0, running = time.perf_counter(), st.elapsed, time.process_time(), st.cpu, []
     while True:
-        st.elapsed = e0 + time.perf_counter() - t0
-        p, lr = _lr(cfg, st.step, st.elapsed)
+        st.elapsed, st.cpu = e0 + time.perf_counter() - t0, cpu0 + time.process_time() - c0
+        p, lr = _lr(cfg, st.step, st.cpu if cfg.clock == "process" else st.elapsed)
         if p >= 1.0:
             break
         for g in opt.param_groups:
@@ -228,5 +236,5 @@ def train_head(head: QueryHead, net, pairs: PairSet, cfg: HeadTraining, *, loss:
     if ckpt is not None:
         _checkpoint(ckpt, head, opt, st, meta, True)
     head.eval()
-    return {"steps": st.step, "seconds": st.elapsed, "history": st.history, "best_val_psnr": st.best,
+    return {"steps": st.step, "seconds": st.elapsed, "cpu_seconds": st.cpu, "history": st.history, "best_val_psnr": st.best,
             "best_step": st.best_step, "training": asdict(cfg)}

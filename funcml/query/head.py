@@ -63,6 +63,7 @@ class QueryHeadConfig:
             neighbours with the raw values (LIIF's encoder); depth 0: raw values only.
         base: what ``values`` are a residual over (:data:`BASES`).
         feature_layers: ``last`` hidden state or ``all`` sine layers' states.
+        feature_proj: width the field's features are projected to before the MLP (0: none).
         hidden, layers: MLP width and number of hidden layers.
         frequencies, latent_proj: Fourier octaves of x and width of the latent projection (``latent``).
         context, context_proj: radii (in samples) of extra feature queries and their projection width.
@@ -77,6 +78,7 @@ class QueryHeadConfig:
     encoder_depth: int = 3
     base: str = "none"
     feature_layers: str = "all"
+    feature_proj: int = 0
     hidden: int = 256
     layers: int = 3
     frequencies: int = 6
@@ -98,6 +100,8 @@ class QueryHeadConfig:
             raise ConfigError(f"--base must be one of {BASES} (none for logits); got {self.base!r}")
         if self.base in ("classic", "average") and "observed" not in self.inputs:
             raise ConfigError(f"--base {self.base} interpolates observed samples; add observed to --inputs")
+        if self.feature_proj < 0:
+            raise ConfigError(f"--feature-proj must be >= 0; got {self.feature_proj}")
         if self.hidden < 1 or self.layers < 0 or self.frequencies < 0 or self.latent_proj < 1 or self.context_proj < 1:
             raise ConfigError("head sizes must be positive (--hidden, --layers, --frequencies)")
         if self.encoder_depth < 0 or (self.encoder_depth and self.encoder_width < 1):
@@ -238,6 +242,9 @@ class QueryHead(nn.Module):
             else:
                 fw = feature_dim
             self.feature_norm = nn.LayerNorm(fw)
+            if c.feature_proj:
+                self.feature_proj = nn.Linear(fw, c.feature_proj)
+                fw = c.feature_proj
             width += fw
         if "latent" in c.inputs:
             self.latent_proj = nn.Linear(latent_dim, c.latent_proj)
@@ -251,6 +258,9 @@ class QueryHead(nn.Module):
         if c.base != "none":
             width += c.out_dim
         self.mlp = _mlp(width, c.hidden, c.layers, c.out_dim)
+        if c.base != "none":  # start as the base estimate
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
 
     def _features(self, net: ModulatedSiren, q: Query) -> torch.Tensor:
         c = self.config
@@ -305,7 +315,8 @@ class QueryHead(nn.Module):
         base = self.base(net, q)
         parts = []
         if "features" in c.inputs:
-            parts.append(self.feature_norm(self._features(net, q)))
+            f = self.feature_norm(self._features(net, q))
+            parts.append(self.feature_proj(f) if c.feature_proj else f)
         if "latent" in c.inputs:
             pe = fourier_encoding(q.coords, c.frequencies).expand(b, n, -1)
             z = self.latent_proj(q.latents).unsqueeze(1).expand(b, n, c.latent_proj)

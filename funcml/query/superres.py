@@ -24,7 +24,7 @@ BASELINES = {1: ("nearest", "linear"), 2: ("nearest", "bilinear", "bicubic"), 3:
 
 def superres_evaluate(model, low: SignalSet, high: SignalSet, *, split: str = "test", align: str | None = None,
                       config: EncodeConfig | None = None, max_items: int | None = None, progress: bool = True,
-                      log: Callable[[str], None] | None = None, head=None,
+                      log: Callable[[str], None] | None = None, heads: dict | None = None,
                       extra: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None
                       ) -> tuple[dict, dict[str, np.ndarray]]:
     """Compare funcml super-resolution with interpolation on ``split`` of a (low, high) pair of data sets.
@@ -36,10 +36,10 @@ def superres_evaluate(model, low: SignalSet, high: SignalSet, *, split: str = "t
     the fields fit their samples (``funcml_fit_<classic>`` minus ``<classic>``) and how well they fill
     the space between them (``funcml`` minus ``funcml_fit_<classic>``: positive where the field
     interpolates better than the classic method would from the same fitted samples);
-    ``examples`` holds up to 6 signals per method for a figure. With ``head`` (a
-    :class:`funcml.query.estimator.QueryRegressor` for ``model``) the row ``funcml_head`` reads the
-    same latents and low-resolution signals; ``extra`` adds rows ``{name: low (b, C, *in) -> (b, C, *out)}``
-    (other super-resolution methods on the same inputs).
+    ``examples`` holds up to 6 signals per method for a figure. ``heads`` ``{name: QueryRegressor}``
+    (heads for ``model``, e.g. ``funcml_head``) add rows that read the same latents and
+    low-resolution signals; ``extra`` adds rows ``{name: low (b, C, *in) -> (b, C, *out)}`` (other
+    super-resolution methods on the same inputs).
     """
     from tqdm.auto import tqdm
 
@@ -55,7 +55,7 @@ def superres_evaluate(model, low: SignalSet, high: SignalSet, *, split: str = "t
     in_shape, out_shape = low.spatial_shape, high.spatial_shape
     classic = classic_mode(low.dim)
     fit_then_classic = f"funcml_fit_{classic}"
-    methods = ("funcml", *(("funcml_head",) if head is not None else ()), *(extra or {}), *BASELINES[low.dim])
+    methods = ("funcml", *(heads or {}), *(extra or {}), *BASELINES[low.dim])
     per: dict[str, dict[str, list]] = {m: {"psnr": [], "ssim": []} for m in (*methods, fit_then_classic)}
     recon_psnr = []
     examples: dict[str, list[np.ndarray]] = {m: [] for m in ("low", "high", *methods)}
@@ -68,8 +68,8 @@ def superres_evaluate(model, low: SignalSet, high: SignalSet, *, split: str = "t
         recon_psnr.append(reconstruction_psnr(model.net, phi, x_low).cpu().numpy())
         preds = {"funcml": render_latents(model.net, phi, in_shape, out_shape, align=align).cpu().numpy()}
         x_low_np = x_low.cpu().numpy()
-        if head is not None:
-            preds["funcml_head"] = head.predict(phi.cpu().numpy(), out_shape, signals=x_low_np, grid=in_shape)
+        for name, head in (heads or {}).items():
+            preds[name] = head.predict(phi.cpu().numpy(), out_shape, signals=x_low_np, grid=in_shape)
         for name, fn in (extra or {}).items():
             preds[name] = fn(x_low_np)
         for mode in BASELINES[low.dim]:
@@ -97,8 +97,8 @@ def superres_evaluate(model, low: SignalSet, high: SignalSet, *, split: str = "t
     base = metrics[classic]
     metrics["gain_over_classic"] = {"psnr": metrics["funcml"]["psnr"] - base["psnr"],
                                     "ssim": metrics["funcml"]["ssim"] - base["ssim"]}
-    if head is not None:
-        metrics["head_gain_over_classic"] = {k: metrics["funcml_head"][k] - base[k] for k in ("psnr", "ssim")}
+    for name in heads or {}:
+        metrics[f"{name}_gain_over_classic"] = {k: metrics[name][k] - base[k] for k in ("psnr", "ssim")}
     metrics["gain_between_samples"] = {"psnr": metrics["funcml"]["psnr"] - metrics[fit_then_classic]["psnr"],
                                        "ssim": metrics["funcml"]["ssim"] - metrics[fit_then_classic]["ssim"]}
     if log:
