@@ -17,7 +17,6 @@ Run: ``python benchmarks/query_head_superres.py --model MODEL [--minutes 5]``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -26,11 +25,11 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from query_bench import budget_head, fit_record, model_record  # noqa: E402
 from results import shared_data, table, write_result  # noqa: E402
 
 from funcml.data import LoadOptions, load_signals  # noqa: E402
 from funcml.encoders.model import FieldModel  # noqa: E402
-from funcml.query.estimator import QueryRegressor  # noqa: E402
 from funcml.query.figures import plot_zoom_grid  # noqa: E402
 from funcml.query.pairs import downsampled_inputs, downsampled_pairs, paired_pairs  # noqa: E402
 from funcml.query.pixel_sr import PixelSR  # noqa: E402
@@ -54,12 +53,6 @@ def parse(argv):
     return p.parse_args(argv)
 
 
-def head(inputs: str, minutes: float) -> QueryRegressor:
-    base = "classic" if "observed" in inputs else "field"
-    return QueryRegressor("superres", inputs=inputs, base=base, steps=10 ** 6, max_minutes=minutes, clock="process",
-                          val_every=250, progress=False)
-
-
 def train_heads(model, low, high, args) -> tuple[dict, dict]:
     """Every head of HEADS on real pairs, the full head self-supervised; ``(heads, record)``."""
     tr, va = low.indices("train"), low.indices("val")
@@ -72,14 +65,11 @@ def train_heads(model, low, high, args) -> tuple[dict, dict]:
     record = {"encode_seconds": time.perf_counter() - t0, "real_pairs": len(real), "selfsup_pairs": len(selfsup)}
     heads = {}
     for name, inputs in HEADS.items():
-        heads[name] = head(inputs, args.minutes).fit(model, real, grid=low.spatial_shape, val=real_val, log=print)
-    heads["funcml_head_selfsup"] = head(HEADS["funcml_head"], args.minutes).fit(
+        heads[name] = budget_head("superres", inputs, args.minutes).fit(model, real, grid=low.spatial_shape, val=real_val, log=print)
+    heads["funcml_head_selfsup"] = budget_head("superres", HEADS["funcml_head"], args.minutes).fit(
         model, selfsup, grid=low.spatial_shape, val=selfsup_val, log=print)
     for name, est in heads.items():
-        record[name] = {"steps": est.record_["steps"], "seconds": est.record_["seconds"],
-                        "cpu_seconds": est.record_["cpu_seconds"],
-                        "best_val_psnr": est.record_["best_val_psnr"], "best_step": est.record_["best_step"],
-                        "inputs": HEADS.get(name, HEADS["funcml_head"])}
+        record[name] = {**fit_record(est), "inputs": HEADS.get(name, HEADS["funcml_head"])}
         print(name, record[name], flush=True)
     return heads, record
 
@@ -94,8 +84,7 @@ def train_cnns(low, high, args) -> tuple[dict, dict]:
     selfsup = PixelSR(steps=10 ** 6, max_minutes=args.minutes, clock="process", progress=False).fit(
         [g for _, g in groups], x28, rows=[r for r, _ in groups])
     cnns = {"cnn": real, "cnn_selfsup": selfsup}
-    return cnns, {k: {"steps": v.steps_, "seconds": v.fit_seconds_, "cpu_seconds": v.cpu_seconds_}
-                  for k, v in cnns.items()}
+    return cnns, {k: fit_record(v) for k, v in cnns.items()}
 
 
 def main(argv=None) -> None:
@@ -124,12 +113,6 @@ def main(argv=None) -> None:
                      caption=f"every learned method trained for {args.minutes} CPU minutes on one thread; "
                              f"_selfsup: trained without 64x64 data")],
                  notes="2 cores shared with other jobs; budgets in process CPU time, one torch thread")
-
-
-def model_record(model) -> dict:
-    """The field model's id, architecture and meta-training settings (for the results file)."""
-    keep = {k: model.training[k] for k in ("config", "step", "val_psnr") if k in model.training}
-    return {"id": model.id, "field": dataclasses.asdict(model.config), "training": keep}
 
 
 def figure(examples: dict, path: str) -> None:

@@ -208,7 +208,7 @@ def test_head_files_round_trip_and_refuse_another_model(tmp_path):
     assert back.task == "superres" and back.grid_ == (8, 8)
     with pytest.raises(ArtifactError, match="trained on field model"):
         QueryRegressor.load(tmp_path, _model(2, (8, 8), model_id="another-model"))
-    with pytest.raises(ArtifactError, match="not a segment head"):
+    with pytest.raises(ArtifactError, match="not for segment"):
         read_head(tmp_path, model, tasks=("segment",))
     with pytest.raises(ConfigError, match="observed samples"):
         back.predict(z, (16, 16))

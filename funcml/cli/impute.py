@@ -54,7 +54,7 @@ def impute_command(data, model_dir, observed, head_dir, observed_seed, split, ma
     from funcml.query.observed import parse_observed
 
     model = FieldModel.load(model_dir, device=resolve_device(device))
-    head = QueryRegressor.load(head_dir, model) if head_dir else None
+    head = QueryRegressor.load(head_dir, model, tasks=("impute",)) if head_dir else None
     res = parse_resolution(resolution) or model.signal_shape[1:]
     signals = load_data(data, res, channels, split_seed, val_fraction, test_fraction, data_option)
     names = tuple(b.strip() for b in baselines.split(",") if b.strip())
@@ -64,7 +64,8 @@ def impute_command(data, model_dir, observed, head_dir, observed_seed, split, ma
     masks = parse_observed(observed, signals.spatial_shape, len(signals), seed=observed_seed)
     cfg = replace(model.encode_defaults, steps=steps).validate()
     metrics, ex = impute_evaluate(model, signals, masks, split=split, config=cfg, max_items=max_items,
-                                  baselines=names, progress=not as_json, log=info, head=head)
+                                  baselines=names, progress=not as_json, log=info,
+                                  heads={"funcml_head": head} if head else None)
     metrics["model_id"] = model.id
     if out:
         out_dir = Path(out)

@@ -57,7 +57,7 @@ def superres_command(data_low, data_high, model_dir, head_dir, split, max_items,
     from funcml.query.superres import superres_evaluate
 
     model = FieldModel.load(model_dir, device=resolve_device(device))
-    head = QueryRegressor.load(head_dir, model) if head_dir else None
+    head = QueryRegressor.load(head_dir, model, tasks=("superres",)) if head_dir else None
     opts = LoadOptions(split_seed=split_seed, extra=parse_key_values(data_option))
     low, high = load_signals(data_low, opts), load_signals(data_high, opts)
     cfg = replace(model.encode_defaults, steps=steps)

@@ -133,9 +133,10 @@ class QueryEstimator:
                           **self._extra()})
 
     @classmethod
-    def load(cls, path: str | Path, model) -> "QueryEstimator":
-        """Load a head folder for use with ``model`` (refused unless it is the model it was trained on)."""
-        head, cfg = read_head(path, model, tasks=cls.tasks)
+    def load(cls, path: str | Path, model, tasks: tuple[str, ...] | None = None) -> "QueryEstimator":
+        """Load a head folder for use with ``model`` (refused unless it is the model it was trained on,
+        and a head for one of ``tasks``, default any this class serves)."""
+        head, cfg = read_head(path, model, tasks=tasks or cls.tasks)
         params = {k: v for k, v in cfg.get("params", {}).items() if k in (*ARCH, *TRAINING)}
         est = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}, progress=False)
         est.head_, est.model_, est.grid_, est.align_ = head, model, cfg["grid"], cfg["align"]

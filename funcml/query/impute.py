@@ -74,13 +74,14 @@ def hidden_psnr(pred: np.ndarray, truth: np.ndarray, observed: np.ndarray) -> np
 def impute_evaluate(model, signals: SignalSet, observed: ObservedMasks, *, split: str = "test",
                     config: EncodeConfig | None = None, max_items: int | None = None,
                     baselines: tuple[str, ...] = BASELINES, progress: bool = True,
-                    log: Callable[[str], None] | None = None, head=None) -> tuple[dict, dict[str, np.ndarray]]:
+                    log: Callable[[str], None] | None = None, heads: dict | None = None
+                    ) -> tuple[dict, dict[str, np.ndarray]]:
     """Encode the observed samples of ``split``, render every sample, score the hidden ones.
 
     Returns ``(metrics, examples)``: metrics ``{method: {"psnr_hidden", "psnr_all"}}`` for ``funcml``
     and each baseline (means over signals), the hidden fraction and the count; examples for a figure.
-    With ``head`` (a :class:`funcml.query.estimator.QueryRegressor` for ``model``) the row
-    ``funcml_head`` reads the same latents and observed samples (which it keeps as they are).
+    ``heads`` ``{name: QueryRegressor}`` (heads for ``model``, e.g. ``funcml_head``) add rows that
+    read the same latents and observed samples (which they keep as they are).
     """
     from tqdm.auto import tqdm
 
@@ -95,7 +96,7 @@ def impute_evaluate(model, signals: SignalSet, observed: ObservedMasks, *, split
     if tuple(observed.spatial) != tuple(signals.spatial_shape):
         raise DataError(f"the observed masks are on a {observed.spatial} grid but the signals on {signals.spatial_shape}")
     cfg = (config or model.encode_defaults).validate()
-    methods = ("funcml", *(("funcml_head",) if head is not None else ()), *baselines)
+    methods = ("funcml", *(heads or {}), *baselines)
     scores = {m: {"psnr_hidden": [], "psnr_all": []} for m in methods}
     hidden_fraction = []
     examples: dict[str, list] = {}
@@ -108,9 +109,9 @@ def impute_evaluate(model, signals: SignalSet, observed: ObservedMasks, *, split
         w = torch.from_numpy(obs.reshape(len(part), -1).astype(np.float32)).to(model.device)
         phi = fit_latents(model.net, xt, cfg, generator=generator(cfg.seed, "encode", k), weights=w)
         preds = {"funcml": decode(model.net, phi, tuple(signals.spatial_shape)).cpu().numpy()}
-        if head is not None:
-            preds["funcml_head"] = head.predict(phi.cpu().numpy(), signals.spatial_shape, signals=x * obs[:, None],
-                                                observed=obs, grid=signals.spatial_shape)
+        for name, head in (heads or {}).items():
+            preds[name] = head.predict(phi.cpu().numpy(), signals.spatial_shape, signals=x * obs[:, None],
+                                       observed=obs, grid=signals.spatial_shape)
         for m in baselines:
             preds[m] = np.stack([interpolate_missing(x[i], obs[i], m) for i in range(len(part))])
         for m, p in preds.items():

@@ -47,7 +47,7 @@ def read_head(directory: str | Path, model, *, tasks: tuple[str, ...] | None = N
     cfg = read_artifact_config(directory, HEAD_CONFIG, HEAD_FORMAT, HEAD_VERSION, "query head")
     weights = verify_listed_file(directory, cfg, HEAD_WEIGHTS)
     if tasks is not None and cfg.get("task") not in tasks:
-        raise ArtifactError(f"{directory} is a {cfg.get('task')} head, not a {' or '.join(tasks)} head")
+        raise ArtifactError(f"{directory} is a head for {cfg.get('task')}, not for {' or '.join(tasks)}")
     if model.id is not None and cfg.get("model_id") not in (None, model.id):
         raise ArtifactError(f"the head in {directory} was trained on field model {str(cfg['model_id'])[:12]}, not on "
                             f"{model.id[:12]}: pass the model it was trained with")
