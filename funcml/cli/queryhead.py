@@ -24,6 +24,8 @@ def head_options(*, inputs: str, base: str | None, hidden: int, layers: int, nei
         click.option("--encoder-depth", type=click.IntRange(0, 16), default=encoder_depth, show_default=True,
                      help="Convolutions of the observed grid whose features are read with the samples (0: none)."),
         click.option("--encoder-width", type=click.IntRange(1, 1024), default=64, show_default=True),
+        click.option("--encoder-dilation", type=click.IntRange(1, 8), default=1, show_default=True,
+                     help="Dilation growth per encoder layer (2: 1, 2, 4, ... samples; a wider receptive field)."),
         click.option("--feature-layers", type=click.Choice(["last", "all"]), default="all", show_default=True),
         click.option("--feature-proj", type=click.IntRange(0, 4096), default=feature_proj, show_default=True,
                      help="Width the field's features are projected to before the MLP (0: none)."),
@@ -55,8 +57,9 @@ def head_options(*, inputs: str, base: str | None, hidden: int, layers: int, nei
     return wrap
 
 
-HEAD_KEYS = ("inputs", "neighbours", "encoder_depth", "encoder_width", "feature_layers", "feature_proj", "hidden",
-             "layers", "steps", "max_minutes", "batch_size", "coords_per_signal", "lr", "seed", "base")
+HEAD_KEYS = ("inputs", "neighbours", "encoder_depth", "encoder_width", "encoder_dilation", "feature_layers",
+             "feature_proj", "hidden", "layers", "steps", "max_minutes", "batch_size", "coords_per_signal", "lr", "seed",
+             "base")
 
 
 def head_params(kwargs: dict) -> dict:

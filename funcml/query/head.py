@@ -61,6 +61,8 @@ class QueryHeadConfig:
         encoder_width, encoder_depth: a small convolutional encoder of the observed grid (values and
             observed flags, 3 samples per axis per layer) whose features are read at the k**d
             neighbours with the raw values (LIIF's encoder); depth 0: raw values only.
+        encoder_dilation: growth of the encoder's dilation per layer (1: none; 2: 1, 2, 4, ...
+            samples, a receptive field of about 2**depth samples at the same cost).
         base: what ``values`` are a residual over (:data:`BASES`).
         feature_layers: ``last`` hidden state or ``all`` sine layers' states.
         feature_proj: width the field's features are projected to before the MLP (0: none).
@@ -76,6 +78,7 @@ class QueryHeadConfig:
     neighbours: int = 4
     encoder_width: int = 64
     encoder_depth: int = 3
+    encoder_dilation: int = 1
     base: str = "none"
     feature_layers: str = "all"
     feature_proj: int = 0
@@ -104,8 +107,8 @@ class QueryHeadConfig:
             raise ConfigError(f"--feature-proj must be >= 0; got {self.feature_proj}")
         if self.hidden < 1 or self.layers < 0 or self.frequencies < 0 or self.latent_proj < 1 or self.context_proj < 1:
             raise ConfigError("head sizes must be positive (--hidden, --layers, --frequencies)")
-        if self.encoder_depth < 0 or (self.encoder_depth and self.encoder_width < 1):
-            raise ConfigError("--encoder-depth must be >= 0 and --encoder-width >= 1")
+        if self.encoder_depth < 0 or (self.encoder_depth and self.encoder_width < 1) or self.encoder_dilation < 1:
+            raise ConfigError("--encoder-depth must be >= 0, --encoder-width and --encoder-dilation >= 1")
         if "observed" in self.inputs and self.neighbours < 1:
             raise ConfigError(f"--neighbours must be >= 1 when the head reads observed samples; got {self.neighbours}")
         if any(not r > 0 for r in self.context):
@@ -219,11 +222,13 @@ def _mlp(width: int, hidden: int, layers: int, out: int) -> nn.Sequential:
     return nn.Sequential(*mods)
 
 
-def _encoder(dim: int, cin: int, width: int, depth: int) -> nn.Sequential:
+def _encoder(dim: int, cin: int, width: int, depth: int, dilation: int = 1) -> nn.Sequential:
+    """``depth`` convolutions (3 samples per axis, dilated by ``dilation**i``, replicate padding), GELU between."""
     conv = getattr(nn, f"Conv{dim}d")
     mods: list[nn.Module] = []
     for i in range(depth):
-        mods += [conv(cin if i == 0 else width, width, 3, padding=1, padding_mode="replicate"), nn.GELU()]
+        d = dilation ** i
+        mods += [conv(cin if i == 0 else width, width, 3, padding=d, dilation=d, padding_mode="replicate"), nn.GELU()]
     return nn.Sequential(*mods[:-1])
 
 
@@ -254,7 +259,7 @@ class QueryHead(nn.Module):
             enc = c.encoder_width if c.encoder_depth else 0
             width += c.neighbours ** dim_in * (c.channels + enc + 1 + dim_in) + dim_in
             if c.encoder_depth:
-                self.encoder = _encoder(dim_in, c.channels + 1, c.encoder_width, c.encoder_depth)
+                self.encoder = _encoder(dim_in, c.channels + 1, c.encoder_width, c.encoder_depth, c.encoder_dilation)
         if c.base != "none":
             width += c.out_dim
         self.mlp = _mlp(width, c.hidden, c.layers, c.out_dim)

@@ -74,12 +74,13 @@ class UNet(nn.Module):
 class UNetSegmenter:
     """Train/predict wrapper around :class:`UNet` (scikit-learn conventions).
 
-    Learnt attributes: ``net_``, ``n_classes_``, ``history_`` (mean loss per epoch), ``fit_seconds_``.
+    Learnt attributes: ``net_``, ``n_classes_``, ``history_`` (mean loss per epoch), ``fit_seconds_``,
+    ``cpu_seconds_`` (process CPU time), ``steps_``.
     """
 
     def __init__(self, base: int = 16, depth: int = 3, epochs: int = 30, batch_size: int = 16, lr: float = 2e-3,
                  weight_decay: float = 1e-4, augment: bool = True, seed: int = 0, device: str = "cpu",
-                 progress: bool = True) -> None:
+                 progress: bool = True, max_minutes: float | None = None, clock: str = "wall") -> None:
         self.base = base
         self.depth = depth
         self.epochs = epochs
@@ -90,57 +91,76 @@ class UNetSegmenter:
         self.seed = seed
         self.device = device
         self.progress = progress
+        self.max_minutes = max_minutes
+        self.clock = clock
+
+    def _progress(self, step: int, total: int, spent: float) -> float:
+        """Fraction of the run done: steps, or the time budget (``max_minutes`` of ``clock``) spent."""
+        p = step / total
+        return min(1.0, max(p, spent / (60 * self.max_minutes))) if self.max_minutes else p
 
     def fit(self, x: np.ndarray, masks: np.ndarray, n_classes: int | None = None) -> "UNetSegmenter":
+        """Train on ``x`` ``(n, C, *spatial)`` and ``masks`` ``(n, *spatial)`` for ``epochs`` (or until
+        ``max_minutes`` of ``clock`` time, ``wall`` or ``process`` CPU time, are spent)."""
+        from funcml.query.fit import CLOCKS
+
         x = np.asarray(x, dtype=np.float32)
         masks = np.asarray(masks)
         if x.shape[0] != masks.shape[0] or x.shape[2:] != masks.shape[1:]:
             raise DataError(f"signals {x.shape} and masks {masks.shape} do not pair up")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError("--epochs and --batch-size must be >= 1")
+        if self.epochs < 1 or self.batch_size < 1 or self.clock not in CLOCKS:
+            raise ConfigError("--epochs and --batch-size must be >= 1 (and clock wall or process)")
         k = int(n_classes or max(int(masks.max()) + 1, 2))
-        dim = x.ndim - 2
         torch.manual_seed(derive_seed(self.seed, "init"))
-        net = UNet(dim, x.shape[1], k, self.base, self.depth).to(self.device)
+        net = UNet(x.ndim - 2, x.shape[1], k, self.base, self.depth).to(self.device)
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        xt = torch.from_numpy(x)
-        mt = torch.from_numpy(masks.astype(np.int64))
-        n = len(x)
-        steps_per_epoch = max(1, math.ceil(n / self.batch_size))
-        total = self.epochs * steps_per_epoch
+        data = (torch.from_numpy(x), torch.from_numpy(masks.astype(np.int64)))
+        total = self.epochs * max(1, math.ceil(len(x) / self.batch_size))
+        clock, t0, cpu0 = CLOCKS[self.clock], time.perf_counter(), time.process_time()
+        c0, state = clock(), {"step": 0, "total": total}
         history = []
-        t0 = time.perf_counter()
         bar = tqdm(total=total, desc="u-net", unit="step", disable=not self.progress, leave=False)
-        step = 0
         for epoch in range(self.epochs):
-            gen = torch.Generator().manual_seed(derive_seed(self.seed, "batch", epoch))
-            order = torch.randperm(n, generator=gen)
-            losses = []
-            net.train()
-            for start in range(0, n, self.batch_size):
-                rows = order[start:start + self.batch_size]
-                xb, mb = xt[rows], mt[rows]
-                if self.augment:
-                    for axis in range(dim):
-                        if bool(torch.rand((), generator=gen) < 0.5):
-                            xb, mb = xb.flip(2 + axis), mb.flip(1 + axis)
-                for g in opt.param_groups:
-                    g["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * step / total))
-                loss = F.cross_entropy(net(xb.to(self.device)), mb.to(self.device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(loss.item())
-                step += 1
-                bar.update(1)
-            history.append({"epoch": epoch + 1, "loss": float(np.mean(losses))})
-            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
+            losses = self._epoch(net, opt, data, epoch, state, lambda: clock() - c0, bar)
+            if losses:
+                history.append({"epoch": epoch + 1, "loss": float(np.mean(losses))})
+                bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
+            if self._progress(state["step"], total, clock() - c0) >= 1:
+                break
         bar.close()
-        self.net_ = net.eval()
-        self.n_classes_ = k
-        self.history_ = history
-        self.fit_seconds_ = time.perf_counter() - t0
+        self.net_, self.n_classes_, self.history_ = net.eval(), k, history
+        self.fit_seconds_, self.cpu_seconds_ = time.perf_counter() - t0, time.process_time() - cpu0
+        self.steps_ = state["step"]
         return self
+
+    def _epoch(self, net, opt, data, epoch: int, state: dict, spent, bar) -> list[float]:
+        """One pass over the shuffled data (random flips); stops early when the budget is spent."""
+        xt, mt = data
+        dim = xt.dim() - 2
+        gen = torch.Generator().manual_seed(derive_seed(self.seed, "batch", epoch))
+        order = torch.randperm(len(xt), generator=gen)
+        losses = []
+        net.train()
+        for start in range(0, len(xt), self.batch_size):
+            p = self._progress(state["step"], state["total"], spent())
+            if p >= 1:
+                break
+            rows = order[start:start + self.batch_size]
+            xb, mb = xt[rows], mt[rows]
+            if self.augment:
+                for axis in range(dim):
+                    if bool(torch.rand((), generator=gen) < 0.5):
+                        xb, mb = xb.flip(2 + axis), mb.flip(1 + axis)
+            for g in opt.param_groups:
+                g["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * p))
+            loss = F.cross_entropy(net(xb.to(self.device)), mb.to(self.device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            state["step"] += 1
+            bar.update(1)
+        return losses
 
     def predict(self, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Class masks ``(n, *spatial)`` int64."""
