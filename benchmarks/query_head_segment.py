@@ -56,7 +56,8 @@ def parse(argv):
 def train_heads(model, z, x, masks, k, names, args) -> dict:
     heads = {}
     for name, inputs in HEADS.items():
-        est = QuerySegmenter(inputs=inputs, neighbours=3, encoder_depth=5, encoder_dilation=2, steps=10 ** 6,
+        est = QuerySegmenter(inputs=inputs, neighbours=3, encoder_width=32, encoder_depth=5, encoder_dilation=2,
+                             steps=10 ** 6,
                              coords_per_signal=512, max_minutes=args.head_minutes, clock="process", progress=False)
         heads[name] = est.fit(model, z, masks, signals=x if "observed" in inputs else None, n_classes=k,
                               class_names=names)
@@ -68,6 +69,10 @@ def train_unets(x, masks, k, budget_s, args) -> dict:
     equal = UNetSegmenter(epochs=10 ** 4, max_minutes=budget_s / 60, clock="process", progress=False).fit(x, masks, k)
     converged = UNetSegmenter(epochs=args.unet_epochs, progress=False).fit(x, masks, k)
     return {"unet_equal_time": equal, "unet_converged": converged}
+
+
+def _round(v, digits: int):
+    return None if v is None else round(v, digits)
 
 
 def main(argv=None) -> None:
@@ -93,8 +98,8 @@ def main(argv=None) -> None:
     for n, rep in reports.items():
         per = rep["per_class"]
         cpu = records[n]["cpu_seconds"] + (args.field_cpu_seconds if n in heads else 0)
-        rows.append([n, *[round(per[str(c)]["dice"], 3) for c in range(k)], round(rep["mean"]["dice"], 3),
-                     round(per[str(k - 1)]["hd95"], 2), records[n]["steps"], round(cpu)])
+        rows.append([n, *[_round(per[names[str(c)]]["dice"], 3) for c in range(k)], _round(rep["mean"]["dice"], 3),
+                     _round(per[names[str(k - 1)]]["hd95"], 2), records[n]["steps"], round(cpu)])
         print(rows[-1], flush=True)
     if args.figure:
         plot_overlays(x_te[:6], preds["funcml_head"][:6], m_te[:6], args.figure,

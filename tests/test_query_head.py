@@ -75,8 +75,9 @@ def test_the_head_gives_one_value_per_coordinate_in_any_dimension(dim, spatial, 
                           layers=1, encoder_width=4, encoder_depth=2)
     head = build_head(cfg, model.net)
     coords = torch.rand(11, dim) * 2 - 1
-    obs = torch.rand(2, *spatial) > 0.3 if base == "average" else None
-    q = Query(torch.randn(2, 4), coords, spatial, torch.rand(2, 1, *spatial), obs, torch.full((dim,), 0.5))
+    obs = torch.rand(2, *spatial) > 0.3 if base in ("average", "classic") else None
+    filled = torch.rand(2, 1, *spatial) if base == "classic" else None
+    q = Query(torch.randn(2, 4), coords, spatial, torch.rand(2, 1, *spatial), obs, torch.full((dim,), 0.5), filled)
     out = head(model.net, q)
     assert out.shape == (2, 11, 1) and torch.isfinite(out).all()
     logits = build_head(QueryHeadConfig(out_dim=3, output="logits", inputs=("features",), hidden=8), model.net)
@@ -217,17 +218,24 @@ def test_head_files_round_trip_and_refuse_another_model(tmp_path):
         QueryRegressor.load(tmp_path, model)
 
 
-def test_imputation_keeps_the_observed_samples():
-    model = _model(1, (30,))
-    x = _smooth(10, (30,))
+@pytest.mark.parametrize("dim, spatial", [(1, (30,)), (2, (9, 8))])
+def test_an_untrained_imputation_head_is_its_classic_inpainting_and_keeps_observed_samples(dim, spatial):
+    from funcml.query.impute import interpolate_missing
+
+    model = _model(dim, spatial)
+    x = _smooth(10, spatial)
     ps = masked_pairs(model, x, hide=parse_hide("random:0.5"), repeats=1, progress=False)
-    est = QueryRegressor("impute", neighbours=3, hidden=8, layers=1, encoder_depth=0, steps=3, batch_size=4,
-                         coords_per_signal=8, progress=False).fit(model, ps)
     g = ps.groups[0]
-    obs = g.observed.numpy()
-    out = est.predict(g.latents.numpy(), (30,), signals=g.inputs.numpy(), observed=obs)
-    np.testing.assert_array_equal(out[:, 0][obs], g.inputs.numpy()[:, 0][obs])
-    assert est.head_.config.base == "average"
+    obs, inputs = g.observed.numpy(), g.inputs.numpy()
+    method = "linear" if dim == 1 else "biharmonic"
+    expected = np.stack([interpolate_missing(inputs[i], obs[i], method) for i in range(len(x))])
+    np.testing.assert_allclose(g.filled.numpy(), expected)
+    est = QueryRegressor("impute", neighbours=3, hidden=8, layers=1, encoder_depth=0, steps=1, lr=1e-9,
+                         batch_size=4, coords_per_signal=8, progress=False).fit(model, ps)
+    assert est.head_.config.base == "classic"
+    out = est.predict(g.latents.numpy(), spatial, signals=inputs, observed=obs)
+    np.testing.assert_allclose(out, np.clip(expected, 0, 1), atol=1e-5)  # the residual starts at zero
+    np.testing.assert_array_equal(out[:, 0][obs], inputs[:, 0][obs])
 
 
 def test_grid_cell_is_the_output_spacing_in_input_samples():

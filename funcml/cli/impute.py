@@ -90,7 +90,7 @@ def impute_command(data, model_dir, observed, head_dir, observed_seed, split, ma
                    "fractions per axis; a missing segment in 1D), comma separated; one kind per mask.")
 @click.option("--repeats", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Masked copies per training signal.")
-@head_options(inputs="features,latent,observed", base="average", hidden=256, layers=3, neighbours=5, steps=3000,
+@head_options(inputs="features,latent,observed", base="classic", hidden=256, layers=3, neighbours=5, steps=3000,
               batch_size=16, coords=512, lr=1e-3)
 @overwrite_option
 @device_option

@@ -46,8 +46,9 @@ def head_options(*, inputs: str, base: str | None, hidden: int, layers: int, nei
     if base is not None:
         decorators.insert(4, click.option(
             "--base", type=click.Choice(["none", "classic", "average", "field"]), default=base, show_default=True,
-            help="The head predicts a correction to: classic interpolation of the observed samples, their "
-                 "local average, the field's value, or nothing."))
+            help="The head predicts a correction to: classic interpolation of the observed samples (hidden "
+                 "samples inpainted first: biharmonic 2D/3D, linear 1D), their local average, the field's value, "
+                 "or nothing."))
 
     def wrap(f: Callable) -> Callable:
         for d in reversed(decorators):

@@ -20,6 +20,7 @@ from funcml.errors import ConfigError
 from funcml.query.fit import HeadTraining, predict_query, train_head
 from funcml.query.grids import Roi, grid_cell, query_grid
 from funcml.query.head import Query, QueryHeadConfig, build_head, parse_inputs
+from funcml.query.impute import inpaint_signals
 from funcml.query.pairs import PairSet
 from funcml.query.store import read_head, write_head
 from funcml.seeding import derive_seed
@@ -115,7 +116,10 @@ class QueryEstimator:
             sl = slice(s, s + batch_size)
             sig = None if signals is None else torch.from_numpy(np.asarray(signals[sl], np.float32)).to(model.device)
             obs = None if observed is None else torch.from_numpy(np.asarray(observed[sl], bool)).to(model.device)
-            q = Query(z_all[sl].to(model.device), coords, grid, sig, obs, cell)
+            filled = None
+            if obs is not None and head.config.base == "classic":
+                filled = torch.from_numpy(inpaint_signals(sig.cpu().numpy(), obs.cpu().numpy())).to(model.device)
+            q = Query(z_all[sl].to(model.device), coords, grid, sig, obs, cell, filled)
             out = predict_query(head, model.net, q)
             outs.append(out.transpose(1, 2).reshape(len(out), -1, *out_shape).cpu())
         return torch.cat(outs) if outs else torch.zeros(0, head.config.out_dim, *out_shape)
@@ -151,8 +155,8 @@ class QueryRegressor(QueryEstimator):
     """A query head that predicts values: super-resolution (``task="superres"``) or imputation (``"impute"``).
 
     Defaults: the head reads everything (``features,latent,observed``) and predicts a residual over
-    classic interpolation (super-resolution) or over the average of the observed neighbours
-    (imputation). Other arguments: see :class:`QueryEstimator`.
+    classic interpolation of the observed samples (super-resolution: bicubic/trilinear/linear;
+    imputation: biharmonic inpainting, linear in 1D). Other arguments: see :class:`QueryEstimator`.
     """
 
     tasks = ("superres", "impute")
@@ -162,7 +166,7 @@ class QueryRegressor(QueryEstimator):
             raise ConfigError(f"a value head's task is one of {self.tasks}; got {task!r}")
         params.setdefault("inputs", "features,latent,observed")
         params.setdefault("feature_proj", 64)
-        params.setdefault("base", "classic" if task == "superres" else "average")
+        params.setdefault("base", "classic")
         super().__init__(**params)
         self.task = task
 

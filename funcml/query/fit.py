@@ -73,10 +73,12 @@ class HeadTraining:
         return self
 
 
-def predict_query(head: QueryHead, net, q: Query, chunk_coords: int = 1 << 14) -> torch.Tensor:
-    """Head outputs ``(B, N, out_dim)`` without gradients, ``chunk_coords`` coordinates at a time."""
+def predict_query(head: QueryHead, net, q: Query, chunk_points: int = 1 << 16) -> torch.Tensor:
+    """Head outputs ``(B, N, out_dim)`` without gradients, about ``chunk_points`` (signal, coordinate)
+    pairs at a time (bounded memory for large 3D grids and batches)."""
+    chunk = max(1, chunk_points // max(1, q.latents.shape[0]))
     with torch.no_grad():
-        parts = [head(net, q.select(q.coords[s:s + chunk_coords])) for s in range(0, q.coords.shape[0], chunk_coords)]
+        parts = [head(net, q.select(q.coords[s:s + chunk])) for s in range(0, q.coords.shape[0], chunk)]
     return torch.cat(parts, dim=1)
 
 
@@ -89,7 +91,8 @@ def pairs_psnr(head: QueryHead, net, pairs: PairSet, batch_size: int = 32) -> di
             r = torch.arange(s, min(s + batch_size, len(g)), device=g.latents.device)
             obs = None if g.observed is None else g.observed[r]
             sig = None if g.inputs is None else g.inputs[r]
-            q = Query(g.latents[r], coords, g.grid_in, sig, obs, grid_cell(g.grid_in, g.grid_out, g.align))
+            q = Query(g.latents[r], coords, g.grid_in, sig, obs, grid_cell(g.grid_in, g.grid_out, g.align),
+                      None if g.filled is None else g.filled[r])
             truth = g.targets[g.rows[r]].flatten(2).transpose(1, 2)
             w = torch.ones(truth.shape[:2], device=truth.device) if obs is None else (~obs.flatten(1)).float()
             preds = {"head": predict_query(head, net, q)}

@@ -13,7 +13,8 @@ reads any of (``inputs``):
 
 A small MLP maps these to ``out_dim`` numbers: class logits (``output = logits``, segmentation) or
 values (``output = values``, super-resolution and imputation), then added to a ``base`` estimate:
-``classic`` interpolation of the observed samples (bicubic 2D, trilinear 3D, linear 1D), their
+``classic`` interpolation of the observed samples (bicubic 2D, trilinear 3D, linear 1D; where
+samples are hidden, of the signal inpainted classically first: biharmonic 2D/3D, linear 1D), their
 ``average`` (Gaussian-weighted over the observed neighbours), the ``field`` value, or ``none``. The
 field network is never updated.
 """
@@ -198,6 +199,7 @@ class Query:
         signals: observed signals ``(B, C, *grid)`` (heads reading ``observed``), else None.
         observed: ``(B, *grid)`` bool mask of observed samples (None: all observed).
         cell: ``(d,)`` spacing of the query grid in samples of ``grid`` (None: 1, the signals' own grid).
+        filled: ``(B, C, *grid)`` the signals with hidden samples inpainted (``base = classic`` with masks).
     """
 
     latents: torch.Tensor
@@ -206,11 +208,12 @@ class Query:
     signals: torch.Tensor | None = None
     observed: torch.Tensor | None = None
     cell: torch.Tensor | None = None
+    filled: torch.Tensor | None = None
     cache: dict = field(default_factory=dict)
 
     def select(self, coords: torch.Tensor) -> "Query":
         """The same signals queried at other coordinates (sharing what was computed per signal)."""
-        return Query(self.latents, coords, self.grid, self.signals, self.observed, self.cell, self.cache)
+        return Query(self.latents, coords, self.grid, self.signals, self.observed, self.cell, self.filled, self.cache)
 
 
 def _mlp(width: int, hidden: int, layers: int, out: int) -> nn.Sequential:
@@ -308,9 +311,11 @@ class QueryHead(nn.Module):
         if q.signals is None:
             raise ConfigError(f"--base {kind} needs the observed signals")
         if kind == "classic":
-            if q.observed is not None:
-                raise ConfigError("--base classic needs fully observed signals; use --base average with masks")
-            return interpolate_at(q.signals, q.coords)
+            if q.observed is None:
+                return interpolate_at(q.signals, q.coords)
+            if q.filled is None:
+                raise ConfigError("--base classic with hidden samples needs the inpainted signals (Query.filled)")
+            return interpolate_at(q.filled, q.coords)
         v, seen, offs = gather_neighbours(q.signals, q.coords, self.config.neighbours, q.observed)
         return normalized_average(v, seen, offs.to(v.dtype))
 

@@ -62,6 +62,13 @@ def interpolate_missing(x: np.ndarray, observed: np.ndarray, method: str) -> np.
     return np.clip(out, 0, 1).astype(np.float32)
 
 
+def inpaint_signals(x: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Fill the hidden samples of ``(n, C, *spatial)`` from ``observed`` ``(n, *spatial)``: linear
+    interpolation in 1D, biharmonic inpainting in 2D and 3D (the classic estimate of hidden samples)."""
+    method = "linear" if x.ndim == 3 else "biharmonic"
+    return np.stack([interpolate_missing(x[i], observed[i], method) for i in range(len(x))]) if len(x) else x
+
+
 def hidden_psnr(pred: np.ndarray, truth: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """PSNR per signal over the hidden samples only: ``(b, C, *S)`` x2 and ``(b, *S)`` -> ``(b,)``."""
     hid = ~np.asarray(observed, dtype=bool)[:, None]

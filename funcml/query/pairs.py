@@ -29,6 +29,7 @@ from funcml.encoders.fitting import fit_latents
 from funcml.errors import ConfigError, DataError
 from funcml.query.grids import grid_cell, query_grid
 from funcml.query.head import Query
+from funcml.query.impute import inpaint_signals
 from funcml.seeding import derive_seed, generator
 
 HIDE_KINDS = ("random", "block")
@@ -61,6 +62,7 @@ class PairGroup:
             ``grid`` names the grid the latents were encoded on). latents: ``(n, P)`` encoded from them.
         targets: ``(m, C|-, *grid_out)`` float values or int class masks; ``rows`` ``(n,)`` picks each pair's target.
         observed: ``(n, *grid_in)`` bool (imputation; ``grid_out == grid_in``), else None.
+        filled: ``(n, C, *grid_in)`` the inputs with hidden samples inpainted (imputation), else None.
         align: how the two grids line up (``centers``/``corners``).
     """
 
@@ -71,6 +73,7 @@ class PairGroup:
     observed: torch.Tensor | None = None
     align: str = "centers"
     grid: tuple[int, ...] | None = None
+    filled: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.latents)
@@ -127,7 +130,8 @@ class PairSet:
         obs = None if g.observed is None else g.observed[rows_d]
         weights = None if obs is None else (~obs.flatten(1)[:, pick_d]).to(torch.float32)
         cell = grid_cell(g.grid_in, g.grid_out, g.align)
-        q = Query(g.latents[rows_d], c, g.grid_in, None if g.inputs is None else g.inputs[rows_d], obs, cell)
+        q = Query(g.latents[rows_d], c, g.grid_in, None if g.inputs is None else g.inputs[rows_d], obs, cell,
+                  None if g.filled is None else g.filled[rows_d])
         return q, target, weights
 
 
@@ -249,13 +253,16 @@ def paired_pairs(model, low: np.ndarray, high: np.ndarray, *, align: str = "cent
 
 def masked_pairs(model, x: np.ndarray, *, hide: list[tuple[str, float, float]], repeats: int = 4, seed: int = 0,
                  config: EncodeConfig | None = None, progress: bool = True) -> PairSet:
-    """Imputation pairs: each signal ``repeats`` times with a random hidden mask (see :func:`hide_masks`)."""
+    """Imputation pairs: each signal ``repeats`` times with a random hidden mask (see :func:`hide_masks`),
+    with the classic inpainting of each (the ``classic`` base of value heads)."""
     if repeats < 1:
         raise ConfigError(f"--repeats must be >= 1; got {repeats}")
     rows = np.tile(np.arange(len(x)), repeats)
     obs = hide_masks(len(rows), x.shape[2:], hide, seed)
     inputs = x[rows].astype(np.float32) * obs[:, None]
     z = encode_signals(model, inputs, observed=obs, config=config, progress=progress)
+    filled = inpaint_signals(inputs, obs)
     dev = model.device
     return PairSet([PairGroup(_tensor(inputs, dev), _tensor(z, dev), _tensor(x.astype(np.float32), dev),
-                              _tensor(rows, dev), observed=_tensor(obs, dev), align="centers")])
+                              _tensor(rows, dev), observed=_tensor(obs, dev), align="centers",
+                              filled=_tensor(filled, dev))])
