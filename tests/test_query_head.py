@@ -254,3 +254,14 @@ def test_the_residual_cnn_keeps_shapes_and_learns(dim):
     est = PixelSR(width=16, depth=3, steps=150, lr=3e-3, progress=False).fit(lo, hi)
     first, last = est.history_[0]["loss"], est.history_[-1]["loss"]
     assert last < first and est.predict(lo, (16, 16)).shape == (16, 1, 16, 16)
+
+
+def test_a_spent_time_budget_ends_the_training_with_a_validated_head():
+    model, train, val = _sr_setup()
+    head = build_head(QueryHeadConfig(out_dim=1, neighbours=2, base="classic", hidden=8, encoder_depth=0), model.net)
+    rec = train_head(head, model.net, train, HeadTraining(steps=50, max_minutes=1e-9, clock="process"), val=val,
+                     progress=False)
+    assert rec["steps"] == 0 and rec["history"][-1]["val_head_psnr"] == pytest.approx(rec["best_val_psnr"])
+    assert rec["best_val_psnr"] == pytest.approx(rec["history"][-1]["val_base_psnr"], abs=1e-4)  # starts as its base
+    with pytest.raises(ConfigError, match="clock"):
+        HeadTraining(clock="moon").validate()

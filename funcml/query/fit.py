@@ -161,6 +161,8 @@ def _validate(head: QueryHead, net, val: PairSet, st: _State, ckpt: Path | None,
     head.eval()
     score = pairs_psnr(head, net, val)
     head.train()
+    if not st.history or st.history[-1]["step"] != st.step:
+        st.history.append({"step": st.step, "seconds": round(st.elapsed, 1)})
     st.history[-1].update({f"val_{k}_psnr": v for k, v in score.items()})
     if st.best is None or score["head"] > st.best:
         st.best, st.best_step = score["head"], st.step
