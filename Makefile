@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.funcml-installed
 DEMO_OUT ?= demo-report
 PYTEST_ARGS ?=
 
-.PHONY: demo test install docs clean
+.PHONY: demo test install docs reference wheel clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,5 +31,15 @@ test: $(STAMP)
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict
 
+# The generated pages (CLI and API reference) and the benchmarks page, from the code and benchmarks/results/.
+reference: $(STAMP)
+	$(PY) tools/docgen.py cli > docs/cli.md
+	$(PY) tools/docgen.py api > docs/api.md
+	$(PY) benchmarks/render_docs.py
+
+# dist/funcml-VERSION-py3-none-any.whl (the embedded demo data and py.typed included)
+wheel: $(STAMP)
+	$(PY) -m pip wheel . --no-deps --no-build-isolation --quiet -w dist
+
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) site build *.egg-info
+	rm -rf $(VENV) $(DEMO_OUT) site build dist *.egg-info

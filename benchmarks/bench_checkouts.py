@@ -10,10 +10,13 @@ relative difference between the two checkouts' outer-loss trajectories (or laten
 only, if the change keeps the math. Both checkouts must provide the funcml API that
 ``bench_meta.py`` of the checkout running this script uses.
 
-Example (an experiment branch against main)::
+Ends with ``benchmarks/results/RESULT.json`` (``--result``, default ``bench-checkouts``; see
+``results.py``).
 
-    git worktree add /tmp/exp exp/reverse-pass-loops
-    .venv/bin/python benchmarks/bench_checkouts.py . /tmp/exp --configs ref-28,cpu-volume --rounds 4
+Example (an experiment branch against the current checkout)::
+
+    git worktree add /tmp/exp exp/some-branch
+    python benchmarks/bench_checkouts.py . /tmp/exp --configs ref-28,cpu-volume --rounds 4
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from bench_meta import CONFIGS, run_child  # noqa: E402
+from results import table, write_result  # noqa: E402
 
 
 def _deviation(a: dict, b: dict, phase: str) -> float:
@@ -54,6 +58,8 @@ def main(argv=None) -> int:
     ap.add_argument("--encode-batches", type=int, default=3, help="encoding batches per child (the first is warm-up)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per child")
+    ap.add_argument("--result", default="bench-checkouts", help="name of the result file in benchmarks/results/")
+    ap.add_argument("--notes", default=None, help="conditions of the run for the result (e.g. other jobs running)")
     args = ap.parse_args(argv)
     checkouts = {"A": args.a.resolve(), "B": args.b.resolve()}
     for path in checkouts.values():
@@ -63,6 +69,7 @@ def main(argv=None) -> int:
             "encode_steps": args.encode_steps, "encode_batches": args.encode_batches, "impl": "funcml",
             "alloc": "default", "omp_wait_policy": "default", "flops": False}
     scratch = {name: tempfile.mkdtemp(prefix=f"funcml-checkout-{name}-") for name in checkouts}
+    rows = []
     for config in args.configs.split(","):
         for phase in args.phases.split(","):
             runs: dict[str, list[dict]] = {"A": [], "B": []}
@@ -84,9 +91,19 @@ def main(argv=None) -> int:
             med = {k: statistics.median(x[key] for x in v) for k, v in runs.items()}
             peak = {k: statistics.median(x["peak_bytes"] / 2**20 for x in v) for k, v in runs.items()}
             unit = "s/step" if phase == "train" else "signals/s"
+            dev = _deviation(runs["A"][0], runs["B"][0], phase)
             print(f"{config} {phase}: A {med['A']:.4f} {unit}, B {med['B']:.4f} {unit}, B/A {med['B'] / med['A']:.3f}; "
                   f"peak RSS A {peak['A']:.0f} MB, B {peak['B']:.0f} MB, B/A {peak['B'] / peak['A']:.3f}; "
-                  f"deviation {_deviation(runs['A'][0], runs['B'][0], phase):.1e}")
+                  f"deviation {dev:.1e}")
+            rows.append([config, phase, f"{med['A']:.4g} -> {med['B']:.4g} {unit}", round(med["B"] / med["A"], 3),
+                         f"{peak['A']:.0f} -> {peak['B']:.0f} MB", round(peak["B"] / peak["A"], 3), f"{dev:.1e}"])
+    columns = ["config", "phase", "A -> B", "B / A", "peak RSS A -> B", "B / A", "deviation"]
+    import torch
+
+    torch.set_num_threads(args.threads)  # the children's thread count, for the result's environment
+    write_result(args.result, {"a": str(args.a), "b": str(args.b), "rounds": args.rounds, "rows": rows},
+                 task="performance", notes=args.notes,
+                 tables=[table(f"Two checkouts side by side: A = {args.a}, B = {args.b}", columns, rows)])
     return 0
 
 

@@ -41,18 +41,20 @@ environment as it is (unset: what a user gets), ``passive`` (threads sleep betwe
 use it on a loaded, shared CPU, where a spinning thread waiting for a descheduled sibling made
 2-thread steps up to 7x slower) or ``active``.
 
-Prerequisites: the official code extracted outside the repository (never committed)::
+Prerequisites: the official code checked out outside the repository (never committed)::
 
-    mkdir -p /tmp/medfuncta
-    git --git-dir=/work/.mirror/pfriedri+medfuncta/repo archive HEAD | tar -x -C /tmp/medfuncta
+    git clone https://github.com/pfriedri/medfuncta /tmp/medfuncta
     .venv/bin/pip install einops pyyaml      # the official code's imports; not funcml dependencies
 
 then point ``--official`` (or ``MEDFUNCTA_DIR``) at it; without it only funcml runs. For the
 tcmalloc columns install ``libtcmalloc-minimal4`` (Debian) and pass ``--allocators glibc,tcmalloc``.
 
-Example (the configuration measured in the issue)::
+The run ends with ``benchmarks/results/RESULT.json`` (``--result``, default ``bench-meta``; see
+``results.py``), whose table the benchmarks page shows.
 
-    nice -n 10 .venv/bin/python benchmarks/bench_meta.py --configs ref-28 --rounds 3
+Example (the reference configuration)::
+
+    nice -n 10 python benchmarks/bench_meta.py --configs ref-28 --rounds 3
 """
 
 from __future__ import annotations
@@ -202,7 +204,7 @@ def child(job: dict) -> dict:
     if job["alloc"] == "tuned" or (job["alloc"] == "default" and opts["kind"] != "official"):
         from funcml.allocator import tune_glibc_malloc
 
-        tune_glibc_malloc()  # what funcml's trainer and encoder do
+        tune_glibc_malloc()  # what the funcml command does
     if opts["micro"]:
         import dataclasses
 
@@ -502,6 +504,8 @@ def main(argv=None) -> int:
     ap.add_argument("--official", default=None, help="official checkout (default $MEDFUNCTA_DIR or /tmp/medfuncta)")
     ap.add_argument("--timeout", type=float, default=3600.0, help="seconds per child")
     ap.add_argument("--json", default=None, help="write all results here")
+    ap.add_argument("--result", default="bench-meta", help="name of the result file in benchmarks/results/")
+    ap.add_argument("--notes", default=None, help="conditions of the run for the result (e.g. other jobs running)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -546,6 +550,15 @@ def main(argv=None) -> int:
     print_table(results["rows"])
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))
+    from results import table, write_result
+
+    title = f"{' and '.join(args.phases.split(','))} against the official code ({args.threads} threads)"
+    import torch
+
+    torch.set_num_threads(args.threads)  # the children's thread count, for the result's environment
+    write_result(args.result, {k: v for k, v in results.items() if k != "rows"} | {"rows": [
+        {k: v for k, v in r.items() if k not in ("losses", "latents_file")} for r in results["rows"]]},
+                 task="performance", notes=args.notes, tables=[table(title, TABLE_COLUMNS, table_rows(results["rows"]))])
     return 0
 
 
@@ -605,28 +618,36 @@ def summarize(config: str, phase: str, runs: dict) -> list[dict]:
     return rows
 
 
-def print_table(rows: list[dict]) -> None:
-    print("| config | phase | implementation | allocator | wall time | x official | CPU x official | peak RSS MB "
-          "| x official | steady peak MB | x official | rise MB | x official | deviation | GFLOP/step | dense GFLOP/s "
-          "| FLOP eff. |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+TABLE_COLUMNS = ["config", "phase", "implementation", "allocator", "wall time", "x official", "CPU x official",
+                 "peak RSS MB", "x official", "steady peak MB", "x official", "rise MB", "x official", "deviation",
+                 "GFLOP/step", "dense GFLOP/s", "FLOP eff."]
+
+
+def table_rows(rows: list[dict]) -> list[list[str]]:
+    """The summary rows as the cells of :data:`TABLE_COLUMNS`."""
+    fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
+    cells = []
     for r in rows:
         if r["error"]:
-            print(f"| {r['config']} | {r['phase']} | {r['impl']} | {r['alloc']} | {r['error']} |"
-                  + " |" * 12)
+            cells.append([r["config"], r["phase"], r["impl"], r["alloc"], r["error"]] + [""] * 12)
             continue
         if r["phase"] == "train":
-            t, tr = f"{r['step_s']:.3f} s/step", r.get("time_ratio")
-            dev = r.get("loss_dev")
+            t, tr, dev = f"{r['step_s']:.3f} s/step", r.get("time_ratio"), r.get("loss_dev")
         else:
-            t, tr = f"{r['signals_per_s']:.3g} signals/s", r.get("throughput_ratio")
-            dev = r.get("latent_dev")
-        fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
-        print(f"| {r['config']} | {r['phase']} | {r['impl']} | {r['alloc']} | {t} | {fmt(tr, '.2f')} | "
-              f"{fmt(r.get('cpu_ratio'), '.2f')} | {r['peak_mb']:.0f} | {fmt(r.get('peak_ratio'), '.2f')} | "
-              f"{fmt(r.get('steady_mb'), '.0f')} | {fmt(r.get('steady_ratio'), '.2f')} | {r['rise_mb']:.0f} | "
-              f"{fmt(r.get('rise_ratio'), '.2f')} | {fmt(dev, '.1e')} | {fmt(r.get('gflop_per_step'), '.1f')} | "
-              f"{fmt(r.get('dense_gflops'), '.0f')} | {fmt(r.get('flop_efficiency'), '.0%')} |")
+            t, tr, dev = f"{r['signals_per_s']:.3g} signals/s", r.get("throughput_ratio"), r.get("latent_dev")
+        cells.append([r["config"], r["phase"], r["impl"], r["alloc"], t, fmt(tr, ".2f"), fmt(r.get("cpu_ratio"), ".2f"),
+                      f"{r['peak_mb']:.0f}", fmt(r.get("peak_ratio"), ".2f"), fmt(r.get("steady_mb"), ".0f"),
+                      fmt(r.get("steady_ratio"), ".2f"), f"{r['rise_mb']:.0f}", fmt(r.get("rise_ratio"), ".2f"),
+                      fmt(dev, ".1e"), fmt(r.get("gflop_per_step"), ".1f"), fmt(r.get("dense_gflops"), ".0f"),
+                      fmt(r.get("flop_efficiency"), ".0%")])
+    return cells
+
+
+def print_table(rows: list[dict]) -> None:
+    print("| " + " | ".join(TABLE_COLUMNS) + " |")
+    print("|" + "---|" * len(TABLE_COLUMNS))
+    for cells in table_rows(rows):
+        print("| " + " | ".join(cells) + " |")
 
 
 def machine_info(args) -> dict:

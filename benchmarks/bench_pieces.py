@@ -7,9 +7,10 @@
   (``cbar = qbar g``, ``c xbar``, ``- s cbar``, the sum) against ``fused_loops.field_adjoint``,
   at the per-pass shapes ``(B, n, L)`` of the presets.
 
-Medians over ``--rounds`` interleaved rounds. Example::
+Medians over ``--rounds`` interleaved rounds; the numbers go to ``benchmarks/results/RESULT.json``
+(``--result``, default ``performance-pieces``). Example::
 
-    .venv/bin/python benchmarks/bench_pieces.py --rounds 7
+    python benchmarks/bench_pieces.py --rounds 7
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_meta import build_config  # noqa: E402
+from results import table, write_result  # noqa: E402
 
 ADAMW_CONFIGS = ("volume-32", "image-64", "ref-28")
 ADJOINT_SHAPES = ((1, 8192, 256), (1, 1024, 256), (16, 784, 128), (21, 187, 64))  # volume-32, image-64, cpu-image, ecg
@@ -41,12 +43,13 @@ def _median_ms(fns: dict, rounds: int, reps: int) -> dict:
     return {name: statistics.median(v) for name, v in times.items()}
 
 
-def bench_adamw(rounds: int) -> None:
+def bench_adamw(rounds: int) -> list[list]:
     import torch
 
     from funcml.encoders.siren import ModulatedSiren
     from funcml.encoders.trainer import make_optimizer
 
+    rows = []
     for name in ADAMW_CONFIGS:
         field, cfg, _, _ = build_config(name)
         nets, opts = [], []
@@ -65,13 +68,17 @@ def bench_adamw(rounds: int) -> None:
         n = sum(p.numel() for p in nets[0].parameters())
         print(f"adamw {name} ({n / 1e6:.1f}M parameters): plain {ms['plain']:.1f} ms, fused {ms['fused']:.1f} ms "
               f"({ms['fused'] / ms['plain']:.2f}x); largest parameter difference {diff:.1e}")
+        rows.append(["outer AdamW, fused kernel vs plain", f"{name}: {n / 1e6:.1f}M parameters", round(ms["fused"], 3),
+                     round(ms["plain"], 3)])
+    return rows
 
 
-def bench_adjoint(rounds: int) -> None:
+def bench_adjoint(rounds: int) -> list[list]:
     import torch
 
     from funcml.encoders import fused_loops
 
+    rows = []
     for shape in ADJOINT_SHAPES:
         g = torch.Generator().manual_seed(0)
         c, xbar, s, gk, qbar = (torch.randn(*shape, generator=g) for _ in range(5))
@@ -89,6 +96,9 @@ def bench_adjoint(rounds: int) -> None:
         ms = _median_ms({"aten": aten, "fused": fused}, rounds, 20)
         print(f"adjoint {shape}: ATen {ms['aten']:.3f} ms, one pass {ms['fused']:.3f} ms "
               f"({ms['fused'] / ms['aten']:.2f}x)")
+        rows.append(["layer adjoint, one C pass vs four ATen passes", " x ".join(map(str, shape)),
+                     round(ms["fused"], 4), round(ms["aten"], 4)])
+    return rows
 
 
 def main() -> None:
@@ -96,6 +106,8 @@ def main() -> None:
     ap.add_argument("--pieces", default="adamw,adjoint")
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--result", default="performance-pieces", help="name of the result file in benchmarks/results/")
+    ap.add_argument("--notes", default=None, help="conditions of the run for the result (e.g. other jobs running)")
     args = ap.parse_args()
 
     import torch
@@ -104,8 +116,11 @@ def main() -> None:
 
     tune_glibc_malloc()
     torch.set_num_threads(args.threads)
+    rows = []
     for piece in args.pieces.split(","):
-        {"adamw": bench_adamw, "adjoint": bench_adjoint}[piece](args.rounds)
+        rows += {"adamw": bench_adamw, "adjoint": bench_adjoint}[piece](args.rounds)
+    write_result(args.result, {"rounds": args.rounds, "rows": rows}, task="performance", notes=args.notes, order=44,
+                 tables=[table("Two pieces in isolation", ["piece", "shape", "funcml ms", "plain ms"], rows)])
 
 
 if __name__ == "__main__":

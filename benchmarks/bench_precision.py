@@ -10,9 +10,10 @@ measured here even though its speed cannot. Reported per precision:
 * the train and validation PSNR after ``--steps`` meta-steps of the ``cpu-image`` preset on the
   embedded BreastMNIST (same seed).
 
+The table goes to ``benchmarks/results/RESULT.json`` (``--result``, default ``performance-precision``).
 Example::
 
-    nice -n 10 .venv/bin/python benchmarks/bench_precision.py --steps 150
+    nice -n 10 python benchmarks/bench_precision.py --steps 150
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import dataclasses
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 
 def gradient_error(precision: str, omega_first: float, omega_last: float) -> float:
@@ -73,17 +75,30 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=150, help="meta-steps of the cpu-image preset per precision")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--precisions", default="fp32,tf32,bf16", help="comma list of fp32, tf32, bf16")
+    ap.add_argument("--result", default="performance-precision", help="name of the result file in benchmarks/results/")
+    ap.add_argument("--notes", default=None, help="conditions of the run for the result (e.g. other jobs running)")
     args = ap.parse_args(argv)
     import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from results import table, write_result
 
     torch.set_num_threads(args.threads)
     print("| precision | grad. error (omega 20->400) | grad. error (omega 5->10) | train PSNR dB | val PSNR dB |")
     print("|---|---|---|---|---|")
-    for precision in ("fp32", "tf32", "bf16"):
+    rows = []
+    for precision in args.precisions.split(","):
         hi = gradient_error(precision, 20.0, 400.0)
         lo = gradient_error(precision, 5.0, 10.0)
         res = train_psnr(precision, args.steps)
-        print(f"| {precision} | {hi:.1e} | {lo:.1e} | {res['train_psnr']:.2f} | {res['val_psnr']:.2f} |", flush=True)
+        rows.append([precision, f"{hi:.1e}", f"{lo:.1e}", f"{res['train_psnr']:.2f}", f"{res['val_psnr']:.2f}"])
+        print("| " + " | ".join(rows[-1]) + " |", flush=True)
+    columns = ["precision", "grad. error (omega 20->400)", "grad. error (omega 5->10)", "train PSNR dB", "val PSNR dB"]
+    write_result(args.result, {"steps": args.steps, "rows": rows}, task="performance", notes=args.notes, order=60,
+                 tables=[table("Lower-precision matmul inputs (cpu-image preset, embedded BreastMNIST)", columns, rows,
+                               caption=f"Relative error of one meta-gradient against float32, and the PSNR after "
+                                       f"{args.steps} meta-steps.")])
     return 0
 
 

@@ -2,8 +2,8 @@
 
 One dataset per run, everything timed in the same process (ratios side by side):
 
-    nice -n 10 .venv/bin/python benchmarks/classify_bench.py --name breastmnist-28 \\
-        --latents LATENTS --data /work/shared/data/medmnist/breastmnist.npz \\
+    nice -n 10 python benchmarks/classify_bench.py --name breastmnist-28 \\
+        --latents LATENTS --data $FUNCML_SHARED_DATA/medmnist/breastmnist.npz \\
         --baseline-epochs 30 --baseline-width 16 --threads 1 --json-out results.json
 
 For MIT-BIH, ``--n-beat-stride 8`` keeps every beat of the S, V, F and Q classes but only every 8th
@@ -16,7 +16,8 @@ Each latent model runs exactly as ``funcml classify --latents LATENTS --model M`
 small search on val, test split). Prints a Markdown table: test accuracy, AUC, macro-F1, the
 selected model's training time and the whole search time; the CNN row gives its training time
 (all epochs, validation included). Pass ``--data-option KEY=VALUE`` for the same data options the
-latents were encoded with (MIT-BIH record splits), ``--models`` to choose models.
+latents were encoded with (MIT-BIH record splits), ``--models`` to choose models. The tables go to
+``benchmarks/results/classify-NAME.json`` (``--result`` names another file).
 """
 
 from __future__ import annotations
@@ -24,10 +25,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import table, write_result  # noqa: E402
 
 
 def thinned_beats(signals, stride: int):
@@ -89,6 +94,9 @@ def main() -> None:
     ap.add_argument("--n-beat-stride", type=int, default=1, help="keep every k-th N training beat (MIT-BIH)")
     ap.add_argument("--encode-model", default=None, help="encode DATA into --latents first (if absent)")
     ap.add_argument("--work", default="/tmp/funcml-classify-bench", help="folder for thinned latent sets")
+    ap.add_argument("--result", default=None, help="result file name in benchmarks/results/ (default: classify-NAME)")
+    ap.add_argument("--task", default="classification", help="docs section of the result")
+    ap.add_argument("--notes", default=None, help="conditions of the run for the result (e.g. other jobs running)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -144,21 +152,29 @@ def main() -> None:
                                                    "train_seconds", "seconds_per_epoch", "test", "val")}
         rows.append((f"{rep['model']} (width {args.baseline_width}) on pixels, {rep['epochs_done']} epochs",
                      rep["test"], rep["train_seconds"], rep["train_seconds"]))
-    print(f"\n| {args.name} | test acc | test AUC | macro-F1 | train s (selected) | train s (all) |")
-    print("|---|---|---|---|---|---|")
-    for name, t, fit, total in rows:
-        print(f"| {name} | {t['accuracy']:.3f} | {t['auc']:.3f} | {t['macro_f1']:.3f} | {fit:.1f} | {total:.1f} |")
+    columns = [args.name, "test acc", "test AUC", "macro-F1", "train s (selected)", "train s (all)"]
+    main_rows = [[name, f"{t['accuracy']:.3f}", f"{t['auc']:.3f}", f"{t['macro_f1']:.3f}", f"{fit:.1f}", f"{total:.1f}"]
+                 for name, t, fit, total in rows]
+    tables = [table(f"{args.name}: classifiers on latents against a pixel CNN", columns, main_rows)]
     if ls.task in ("multi-class", "ordinal-regression"):
         names = list(rows[0][1]["per_class"])
-        print(f"\n| {args.name}: per-class sensitivity / precision (Se / +P) | " + " | ".join(names) + " |")
-        print("|---|" + "---|" * len(names))
+        per_class = []
         for name, t, _, _ in rows:
             cells = []
             for c in names:
                 pc = t["per_class"][c]
                 se, pp = pc["sensitivity"], pc["precision"]
                 cells.append("n/a" if pc["support"] == 0 else f"{se:.2f} / " + ("n/a" if pp != pp else f"{pp:.2f}"))
-            print(f"| {name} | " + " | ".join(cells) + " |")
+            per_class.append([name, *cells])
+        tables.append(table(f"{args.name}: per-class sensitivity / precision (Se / +P)", [args.name, *names], per_class))
+    for tab in tables:
+        print("\n| " + " | ".join(tab["columns"]) + " |\n|" + "---|" * len(tab["columns"]))
+        for row in tab["rows"]:
+            print("| " + " | ".join(row) + " |")
+    from funcml.tasks.classify.metrics import json_safe
+
+    write_result(args.result or f"classify-{args.name}", json_safe(results), task=args.task, tables=tables,
+                 notes=args.notes)
     if args.json_out:
         from funcml.tasks.classify.metrics import json_safe
 

@@ -8,10 +8,11 @@ the latent matrix is large: N x P x 4 bytes), then runs the real command
 
 as a subprocess and samples its /proc/PID/status (VmRSS = RssAnon + RssFile + RssShmem) and the job's
 progress.json every --interval seconds. Writes the samples (JSON) and a PNG of memory against rows
-encoded, and prints a summary as one JSON line. Linux only (reads /proc).
+encoded, prints a summary as one JSON line and writes it to ``benchmarks/results/RESULT.json``
+(``--result``, default ``reliability-encode-memory-100k``). Linux only (reads /proc).
 
-    nice -n 10 .venv/bin/python benchmarks/encode_memory.py --n 100000 --work /tmp/funcml-encode-memory \\
-        --figure docs/figures/encode_memory_100k.png --samples docs/figures/encode_memory_100k.json
+    nice -n 10 python benchmarks/encode_memory.py --n 100000 --compare --work /tmp/funcml-encode-memory \\
+        --figure docs/figures/encode_memory_100k.png
 """
 
 from __future__ import annotations
@@ -197,6 +198,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/funcml-encode-memory"))
     ap.add_argument("--figure", type=Path, default=Path("docs/figures/encode_memory_100k.png"))
     ap.add_argument("--samples", type=Path, default=None)
+    ap.add_argument("--result", default="reliability-encode-memory-100k",
+                    help="name of the result file in benchmarks/results/")
+    ap.add_argument("--notes", default=None, help="conditions of the run for the result (e.g. other jobs running)")
     args = ap.parse_args(argv)
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -224,6 +228,26 @@ def main(argv: list[str] | None = None) -> None:
         args.samples.parent.mkdir(parents=True, exist_ok=True)
         args.samples.write_text(json.dumps({"summary": summary, "samples": runs}))
     print(json.dumps(summary))
+    write_memory_result(summary, args)
+
+
+def write_memory_result(summary: dict, args) -> None:
+    """The summary as a result file, with the table the benchmarks page shows."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from results import table, write_result
+
+    labels = {"funcml": "funcml", "keep-pages": "page release off"}
+    rows = [[labels[name], f"{r['rss_first_10pct_mib']:.0f} / {r['rss_last_10pct_mib']:.0f} MiB",
+             f"{r['anon_first_10pct_mib']:.0f} / {r['anon_last_10pct_mib']:.0f} MiB",
+             f"{r['file_first_10pct_mib']:.0f} / {r['file_last_10pct_mib']:.0f} MiB", f"{r['rss_peak_mib']:.0f} MiB",
+             f"{r['seconds']:.0f} s ({r['signals_per_second']:.0f} signals/s)"]
+            for name, r in summary.items() if name in labels]
+    columns = ["", "VmRSS at 10% / 90%+ of rows", "anonymous", "file-backed", "peak (start-up)", "encode time"]
+    title = (f"Memory of a {args.n:,}-signal encode (P = {args.latent_dim}, latents "
+             f"{summary['latent_matrix_mib']:.0f} MiB)")
+    write_result(args.result, summary, task="reliability", notes=args.notes, order=0,
+                 tables=[table(title, columns, rows, caption="funcml encode as funcml is and, with --compare, with "
+                                                             "the writer's page release switched off.")])
 
 
 if __name__ == "__main__":

@@ -3,8 +3,8 @@
 One dataset per run; exactly what ``funcml explain`` computes (same code path), on the first
 ``--count`` test rows (or ``--per-class K`` rows of each class), for each ``--methods`` entry:
 
-    nice -n 10 .venv/bin/python benchmarks/explain_bench.py --name breastmnist-28 \\
-        --latents /work/artifacts/breastmnist28-latents --classifier /tmp/explain-bench/breast28-mlp \\
+    nice -n 10 python benchmarks/explain_bench.py --name breastmnist-28 \\
+        --latents breastmnist28-latents --classifier runs/explain-bench/breast28-mlp \\
         --count 16 --encode-steps 5 --methods ig,saliency --figures docs/figures/explain-breastmnist28
 
 When ``--classifier`` does not exist yet, an MLP is trained first exactly as
@@ -14,7 +14,8 @@ table: deletion/insertion AUC with the random-order AUC in brackets (latent and 
 the model-randomisation Spearman correlation (|attributions| of the trained vs the fully
 randomised classifier), the IG completeness gap relative to the output change, the fraction of
 counterfactuals that flipped the prediction, and the seconds of each space. ``--figures PREFIX``
-copies the figures of the first method to ``PREFIX-<figure>.png``.
+copies the figures of the first method to ``PREFIX-<figure>.png``. The table goes to
+``benchmarks/results/explain-NAME.json`` (``--result`` names another file).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import argparse
 import json
 import platform
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +51,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="/tmp/explain-bench", help="folder for the full outputs of each run")
     ap.add_argument("--figures", default=None, help="copy the figures of the first method to PREFIX-<name>.png")
     ap.add_argument("--json-out", default=None)
+    ap.add_argument("--result", default=None, help="result file name in benchmarks/results/ (default: explain-NAME)")
+    ap.add_argument("--notes", default=None, help="conditions of the run for the result (e.g. other jobs running)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -76,10 +80,10 @@ def main(argv: list[str] | None = None) -> dict:
     results = {"name": args.name, "latents": str(ls.path), "classifier": str(args.classifier),
                "classifier_kind": clf.kind, "rows": rows.tolist(), "encode_steps": args.encode_steps,
                "machine": f"{platform.processor() or platform.machine()}, torch threads {args.threads}", "runs": {}}
-    table = ["| dataset | method | latent deletion AUC (random) | latent insertion AUC (random) | "
-             "signal deletion AUC (random) | signal insertion AUC (random) | randomisation Spearman latent / signal | "
-             "IG gap / change latent / signal | CF flipped | seconds latent / signal |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    columns = ["dataset", "method", "H", "latent deletion AUC (random)", "latent insertion AUC (random)",
+               "signal deletion AUC (random)", "signal insertion AUC (random)", "randomisation Spearman latent / signal",
+               "IG gap / change latent / signal", "counterfactuals flipped", "seconds latent / signal"]
+    table_rows = []
     for i, method in enumerate(args.methods.split(",")):
         cfg = ExplainConfig(method=method, encode_steps=args.encode_steps, ig_steps=args.ig_steps,
                             counterfactual=i == 0)
@@ -98,10 +102,11 @@ def main(argv: list[str] | None = None) -> dict:
             return _f(s["completeness"]["relative_gap"]) if s.get("completeness") else "-"
 
         cf = rep.get("counterfactual", {})
-        table.append(f"| {args.name} | {method} | {q(lat, 'deletion')} | {q(lat, 'insertion')} | {q(sig, 'deletion')} | "
-                     f"{q(sig, 'insertion')} | {_f(lat['randomisation']['full']['spearman_abs'])} / "
-                     f"{_f(sig['randomisation']['full']['spearman_abs'])} | {gap(lat)} / {gap(sig)} | "
-                     f"{_f(cf.get('flipped')) if cf else '-'} | {lat['seconds']:.1f} / {sig['seconds']:.1f} |")
+        table_rows.append([args.name, method, str(args.encode_steps), q(lat, "deletion"), q(lat, "insertion"),
+                           q(sig, "deletion"), q(sig, "insertion"),
+                           f"{_f(lat['randomisation']['full']['spearman_abs'])} / "
+                           f"{_f(sig['randomisation']['full']['spearman_abs'])}", f"{gap(lat)} / {gap(sig)}",
+                           _f(cf.get("flipped")) if cf else "-", f"{lat['seconds']:.1f} / {sig['seconds']:.1f}"])
         if i == 0 and args.figures:
             Path(args.figures).parent.mkdir(parents=True, exist_ok=True)
             for png in sorted(out.glob("*.png")):
@@ -111,10 +116,17 @@ def main(argv: list[str] | None = None) -> dict:
               f"{fid['prediction_agreement']:.0%} of predictions, latent cosine {fid['latent_cosine_mean']:.3f}",
               flush=True)
         results["fidelity"] = fid
-    print("\n".join(table))
-    results["table"] = table
+    print("| " + " | ".join(columns) + " |\n|" + "---|" * len(columns))
+    print("\n".join("| " + " | ".join(row) + " |" for row in table_rows))
+    results["table"] = table_rows
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=1, default=float))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from results import table, write_result
+
+    write_result(args.result or f"explain-{args.name}", json.loads(json.dumps(results, default=float)),
+                 task="explanation", notes=args.notes,
+                 tables=[table(f"{args.name}: attribution quality of funcml explain", columns, table_rows)])
     return results
 
 

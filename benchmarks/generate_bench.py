@@ -4,10 +4,12 @@ For one latent set (with its embedded field model) this trains a generator per m
 train split, then scores every generator with ONE evaluation context (one feature CNN trained on
 the real training signals, the same held-out sets and the same Gaussian floor), so all rows of a
 table are directly comparable. Writes ``OUT/results.json``, comparison figures, an interpolation
-strip and the saved generators (usable with ``funcml generate sample``), and prints Markdown tables.
+strip and the saved generators (usable with ``funcml generate sample``), prints Markdown tables and
+writes them to ``benchmarks/results/RESULT.json`` (``--result``, default ``generate-`` and the name of
+the latent set).
 
 Example (2-core CPU, nice'd):
-    nice -n 10 .venv/bin/python benchmarks/generate_bench.py --latents LATENTS --out runs/gen-bench/breast
+    nice -n 10 python benchmarks/generate_bench.py --latents LATENTS --out runs/gen-bench/breast
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--classifier", default="logistic")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--result", default=None, help="result file name in benchmarks/results/ (default: generate-LATENTS)")
+    ap.add_argument("--notes", default=None, help="conditions of the run for the result (e.g. other jobs running)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -114,6 +118,12 @@ def main(argv: list[str] | None = None) -> dict:
     plot_strip(strip, out / "interpolation.png", title=f"row {a} -> row {b}")
     atomic_results(out, results)
     print(markdown(results))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from results import tables_from_markdown, write_result
+
+    name = args.result or "generate-" + Path(args.latents).name.removesuffix("-latents")
+    write_result(name, json.loads(json.dumps(results, default=float)), task="generation", notes=args.notes,
+                 tables=tables_from_markdown(markdown(results), Path(args.latents).name))
     return results
 
 

@@ -1,10 +1,9 @@
 """Adapter that runs the official MedFuncta code (github pfriedri/medfuncta) next to funcml.
 
 The official code is never part of funcml: point ``MEDFUNCTA_DIR`` (or the benchmark's
-``--official DIR`` option) at an extracted checkout, e.g.::
+``--official DIR`` option) at a checkout, e.g.::
 
-    mkdir -p /tmp/medfuncta
-    git --git-dir=/work/.mirror/pfriedri+medfuncta/repo archive HEAD | tar -x -C /tmp/medfuncta
+    git clone https://github.com/pfriedri/medfuncta /tmp/medfuncta
 
 It needs ``einops`` and ``pyyaml`` in the benchmark's environment (``.venv/bin/pip install
 einops pyyaml``; not part of funcml's pinned set). Two things are worked around here without

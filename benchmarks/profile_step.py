@@ -9,12 +9,13 @@ dense rate and take most of the step, a shorter step needs fewer FLOPs, not fast
 their page faults (memory the allocator handed back to the kernel and faults in again), under
 glibc settings given with ``--mallopt``. The profiler itself slows the large element-wise operators
 of the paper presets (10-13 ms instead of about 1 ms per 8 MB operator at volume-32): for their
-share of the step use ``time_kernels.py``, which times the kernels' calls with plain timers.
+share of the step use ``time_kernels.py``, which times the kernels' calls with plain timers. The
+summary goes to ``benchmarks/results/RESULT.json`` (``--result``, default ``profile-step-CONFIG``).
 
 Examples::
 
-    .venv/bin/python benchmarks/profile_step.py --config image-64 --threads 2
-    .venv/bin/python benchmarks/profile_step.py --config volume-32 --faults 3 --mallopt=-1=-1
+    python benchmarks/profile_step.py --config image-64 --threads 2
+    python benchmarks/profile_step.py --config volume-32 --faults 3 --mallopt=-1=-1
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_meta import CONFIGS, MatmulFlops, build_config, matmul_rate  # noqa: E402
+from results import table, write_result  # noqa: E402
 
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::addmm_", "aten::baddbmm", "aten::bmm")
 
@@ -79,7 +81,10 @@ def main() -> None:
     ap.add_argument("--mallopt", action="append", default=[], metavar="PARAM=VALUE",
                     help="glibc mallopt after funcml's tuning, e.g. -1=-1 (M_TRIM_THRESHOLD: never trim) or "
                          "-4=0 (M_MMAP_MAX: no mmap blocks); repeatable")
+    ap.add_argument("--result", default=None, help="result file name in benchmarks/results/ (default: profile-step-CONFIG)")
+    ap.add_argument("--notes", default=None, help="conditions of the run for the result (e.g. other jobs running)")
     args = ap.parse_args()
+    name = args.result or f"profile-step-{args.config}"
 
     import ctypes
     import resource
@@ -100,12 +105,18 @@ def main() -> None:
     for k in range(args.warmup):
         step(k)
     if args.faults:
+        rows = []
         for k in range(args.faults):
             r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
             step(args.warmup + k)
             wall, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
             print(f"{args.config} step {k + 1}: {wall:.3f} s, {r1.ru_minflt - r0.ru_minflt} minor page faults, "
                   f"system time {r1.ru_stime - r0.ru_stime:.2f} s, peak RSS {r1.ru_maxrss // 1024} MB")
+            rows.append([k + 1, round(wall, 3), r1.ru_minflt - r0.ru_minflt, round(r1.ru_stime - r0.ru_stime, 2),
+                         r1.ru_maxrss // 1024])
+        write_result(name, {"mallopt": args.mallopt, "rows": rows}, task="performance", notes=args.notes,
+                     tables=[table(f"{args.config} meta-steps and their page faults",
+                                   ["step", "seconds", "minor page faults", "system s", "peak RSS MB"], rows)])
         return
     t0 = time.perf_counter()
     step(args.warmup)
@@ -129,6 +140,12 @@ def main() -> None:
           f"{flops / (matmul / 1e6) / 1e9:.0f} GFLOP/s of matmul time; dense rate {dense / 1e9:.0f} GFLOP/s")
     print(f"step time if everything but the matmuls took no time and they ran at the dense rate: "
           f"{flops / dense:.3f} s")
+    row = [args.config, round(wall, 3), round(flops / 1e9, 1), f"{100 * matmul / total:.1f}%",
+           round(flops / (matmul / 1e6) / 1e9), round(dense / 1e9), round(flops / dense, 3)]
+    write_result(name, {"row": row}, task="performance", notes=args.notes, tables=[table(
+        f"{args.config}: the matmuls' share of a profiled meta-step",
+        ["config", "step s (unprofiled)", "matmul GFLOP", "matmul share", "matmul GFLOP/s", "dense GFLOP/s",
+         "matmuls at the dense rate, s"], [row])])
 
 
 if __name__ == "__main__":

@@ -9,20 +9,27 @@ Super-resolution 28 -> 64 is judged against the real 64x64 images. This script m
    bicubic's content where D sees nothing): the gain that consistency with the known operator
    gives without any learning, i.e. a classical baseline for funcml's super-resolution.
 
-Usage (``D=../shared/data``)::
+Usage (the files default to ``medmnist/breastmnist.npz`` and ``medmnist/breastmnist_64.npz`` of the
+shared data folder, ``$FUNCML_SHARED_DATA``); the numbers go to
+``benchmarks/results/query-observation-model.json``::
 
-    .venv/bin/python benchmarks/query_observation_model.py $D/medmnist/breastmnist.npz $D/medmnist/breastmnist_64.npz
+    python benchmarks/query_observation_model.py [LOW HIGH]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results import shared_data, table, write_result  # noqa: E402
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
@@ -58,10 +65,14 @@ def back_project(low: torch.Tensor, start: torch.Tensor, down, steps: int = 200,
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("low", help="the 28x28 MedMNIST npz")
-    ap.add_argument("high", help="the same images at 64x64 (MedMNIST+ npz)")
+    ap.add_argument("low", nargs="?", default=str(shared_data() / "medmnist" / "breastmnist.npz"),
+                    help="the 28x28 MedMNIST npz")
+    ap.add_argument("high", nargs="?", default=str(shared_data() / "medmnist" / "breastmnist_64.npz"),
+                    help="the same images at 64x64 (MedMNIST+ npz)")
     ap.add_argument("--split", default="test")
     ap.add_argument("--json", dest="json_out", help="write the numbers here")
+    ap.add_argument("--result", default="query-observation-model", help="result file name in benchmarks/results/")
+    ap.add_argument("--notes", default=None, help="conditions of the run for the result (e.g. other jobs running)")
     args = ap.parse_args(argv)
     lo, hi = np.load(args.low), np.load(args.high)
     x_lo = torch.from_numpy(lo[f"{args.split}_images"]).float().div(255).unsqueeze(1)
@@ -83,6 +94,16 @@ def main(argv=None) -> int:
     if args.json_out:
         with open(args.json_out, "w") as fh:
             json.dump(res, fh, indent=2)
+    ops = sorted(res["operator_psnr"].items(), key=lambda kv: -kv[1])
+    tables = [table("Which resampling of the 64x64 images gives the 28x28 file", ["resize 64 -> 28", "PSNR dB"],
+                    [[k, round(v, 2)] for k, v in ops]),
+              table(f"Super-resolution 28 -> 64 without learning ({res['count']} {args.split} images)",
+                    ["method", "PSNR dB"], [["bicubic", round(res["bicubic_psnr"], 2)],
+                                            [f"least-squares back-projection through {best}",
+                                             round(res["back_projection_psnr"], 2)]],
+                    caption="Back-projection: min ||D x - x28||^2 from the bicubic image, 200 gradient steps, D "
+                            "the best resampling above.")]
+    write_result(args.result, res, task="query", tables=tables, notes=args.notes, order=2)
     return 0
 
 

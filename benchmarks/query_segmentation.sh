@@ -4,7 +4,7 @@
 # outputs go to runs/ (ignored by git). Numbers: docs/benchmarks.md, section "Querying fields".
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
-S=${SEG_DATA:-../shared/data/seg}
+S=${SEG_DATA:-${FUNCML_SHARED_DATA:-../shared/data}/seg}
 F="nice -n 10 .venv/bin/funcml"
 A="--preset cpu-image --omega-last 60 --inner-lr 1.0"
 data() { [ $1 = isbi ] && echo $S/isbi2012-em || echo $S/kvasir-seg; }

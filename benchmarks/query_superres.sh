@@ -1,10 +1,10 @@
 #!/bin/bash
 # Super-resolution BreastMNIST 28 -> 64 and imputation from partial observations (2-core CPU).
 # Run from the repository root after `make install`; outputs go to runs/ (ignored by git).
-# Numbers: docs/benchmarks.md, section "Querying fields".
+# Numbers: docs/benchmarks.md (results/query-*.json), section "Querying fields".
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1}
-D=${DATA:-../shared/data}
+D=${FUNCML_SHARED_DATA:-../shared/data}
 F="nice -n 10 .venv/bin/funcml"
 A="--preset cpu-image --omega-last 60 --inner-lr 1.0"
 L=$D/medmnist/breastmnist.npz; H=$D/medmnist/breastmnist_64.npz

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import shlex
@@ -86,14 +87,48 @@ def table(title: str, columns: list[str], rows: list[list[Any]], caption: str | 
     return {"title": title, "columns": list(columns), "rows": [list(r) for r in rows], "caption": caption}
 
 
+def tables_from_markdown(text: str, title: str) -> list[dict[str, Any]]:
+    """The Markdown tables in ``text`` (blocks between blank lines) as :func:`table` dicts.
+
+    A block's line before its table, if any, is the table's title (after ``title: ``); a table
+    without one is called ``title``.
+    """
+    tables = []
+    for block in text.strip().split("\n\n"):
+        lines = [line for line in block.splitlines() if line.strip()]
+        head = [line for line in lines if not line.startswith("|")]
+        rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in lines if line.startswith("|")]
+        if len(rows) < 2:
+            continue
+        name = f"{title}: {head[0].rstrip(':')}" if head else title
+        tables.append(table(name, rows[0], [r for r in rows[2:]]))
+    return tables
+
+
+def json_ready(obj: Any) -> Any:
+    """``obj`` with NaN/Inf as None, numpy scalars and arrays as Python values, tuples as lists."""
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy scalars and arrays
+        return json_ready(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_result(name: str, results: Any, *, task: str, tables: list[dict[str, Any]] | None = None,
-                 argv: list[str] | None = None, notes: str | None = None, directory: Path | None = None) -> Path:
+                 argv: list[str] | None = None, notes: str | None = None, directory: Path | None = None,
+                 order: int | None = None) -> Path:
     """Write ``results`` (JSON-serialisable) as ``benchmarks/results/{name}.json`` with its provenance.
 
     ``task``: the docs section it belongs to (for example ``fidelity``, ``query``, ``classification``,
     ``performance``, ``gpu``). ``tables``: what the docs show of it (see :func:`table`), rendered
     with the command under them. ``notes``: one line on conditions a reader should know (for
-    example, that other jobs were running). Returns the path written. The write is atomic
+    example, that other jobs were running). NaN and infinite numbers are written as null, numpy
+    values as plain numbers. ``order``: its place among the task's results on the page
+    (lower first; results without one follow, by name). Returns the path written. The write is atomic
     (temporary file, then rename).
     """
     if not name or "/" in name or name.startswith("."):
@@ -101,8 +136,11 @@ def write_result(name: str, results: Any, *, task: str, tables: list[dict[str, A
     record = {
         "name": name, "task": task, "command": command_line(argv), "script": Path((argv or sys.argv)[0]).name,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
-        "environment": environment(), "notes": notes, "tables": tables or [], "results": results,
+        "environment": environment(), "notes": notes, "tables": json_ready(tables or []),
+        "results": json_ready(results),
     }
+    if order is not None:
+        record["order"] = order
     text = portable(json.dumps(record, indent=2, allow_nan=False)) + "\n"
     out = (directory or RESULTS_DIR) / f"{name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

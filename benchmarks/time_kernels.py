@@ -7,11 +7,12 @@ the fused element-wise loops, the passes that call them and the kernel entry poi
 ``funcml.encoders.fused`` with ``time.perf_counter`` (a microsecond against calls of 0.1-10 ms),
 runs ``--steps`` meta-steps of a ``bench_meta.py`` configuration after one warm-up step and prints,
 per call site, the time per step, the calls per step and (for matmuls) the counted GFLOP/s.
-Times of enclosing passes include those of the calls inside them.
+Times of enclosing passes include those of the calls inside them. The summary and the call sites go
+to ``benchmarks/results/RESULT.json`` (``--result``, default ``time-kernels-CONFIG``).
 
 Example::
 
-    .venv/bin/python benchmarks/time_kernels.py --config volume-32 --steps 2
+    python benchmarks/time_kernels.py --config volume-32 --steps 2
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_meta import CONFIGS  # noqa: E402
 from profile_step import meta_step_runner  # noqa: E402
+from results import table, write_result  # noqa: E402
 
 MATMULS = ("gemm", "gemm_add", "gemm_add_", "linear_shift")
 LOOPS = ("shifted_sin_cos", "_mul_into", "layer_inputs", "field_forward", "reverse_field", "reverse_closed_grad",
@@ -37,6 +39,8 @@ def main() -> None:
     ap.add_argument("--config", default="volume-32", choices=sorted(CONFIGS))
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--result", default=None, help="result file name in benchmarks/results/ (default: time-kernels-CONFIG)")
+    ap.add_argument("--notes", default=None, help="conditions of the run for the result (e.g. other jobs running)")
     args = ap.parse_args()
 
     import torch
@@ -88,9 +92,18 @@ def main() -> None:
           f"({mm_flops / 1e9:.1f} GFLOP counted, {mm_flops / max(mm, 1e-9) / 1e9:.0f} GFLOP/s), "
           f"everything else {wall - mm:.3f} s")
     print(f"{'ms/step':>9} {'calls':>6} {'GFLOP/s':>8}  call site")
+    sites = []
     for key, v in sorted(seconds.items(), key=lambda kv: -kv[1]):
         rate = f"{flops[key] / v / 1e9:8.0f}" if flops[key] else " " * 8
         print(f"{v / n * 1e3:9.1f} {calls[key] // n:6d} {rate}  {key}")
+        sites.append({"site": key, "ms_per_step": v / n * 1e3, "calls_per_step": calls[key] // n,
+                      "gflops": flops[key] / v / 1e9 if flops[key] else None})
+    row = [args.config, f"{wall:.3f} s", f"{mm:.3f} s ({mm_flops / 1e9:.1f} GFLOP)",
+           f"{mm_flops / max(mm, 1e-9) / 1e9:.0f} GFLOP/s", f"{wall - mm:.3f} s"]
+    write_result(args.result or f"time-kernels-{args.config}", {"steps": n, "sites": sites}, task="performance",
+                 notes=args.notes, tables=[table(f"Where a {args.config} meta-step spends its time",
+                                                 ["config", "meta-step", "matmuls", "matmul rate", "everything else"],
+                                                 [row])])
 
 
 if __name__ == "__main__":

@@ -26,10 +26,21 @@ def funcml(*args: str) -> dict:
     return json.loads(lines[-1]) if lines else {}
 
 
-def data_or_none(path: str | Path) -> Path | None:
-    """The path when it exists, else None (the examples then say how to get the data)."""
-    p = Path(path)
-    return p if p.exists() else None
+def dataset_path(given: str | None, name: str, what: str) -> str:
+    """The data to use: ``given`` (a path, or a DATA spec such as ``demo``), else the supported dataset
+    ``name`` from the data root (``funcml datasets``). Stops with what to download and where when it is
+    missing; ``what`` describes the data expected in ``given``."""
+    from funcml.data.catalog import locate
+    from funcml.errors import DataError
+
+    if given is not None:
+        if Path(given).exists() or given == "demo" or given.startswith("medmnist:"):
+            return given
+        raise SystemExit(f"error: {given} not found: pass {what}")
+    try:
+        return str(locate(name))
+    except DataError as exc:
+        raise SystemExit(f"error: {exc} (or pass {what})") from None
 
 
 class Timer:

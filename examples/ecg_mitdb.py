@@ -4,12 +4,14 @@ Every beat of the 22 DS1 records is cut to 187 samples (R peak first, 125 Hz) an
 its AAMI class (N, S, V, F, Q). Splits are by record, so no patient is in two splits. The beats
 are encoded into P = 64 latents by a `cpu-ecg` field, and a classifier is trained on the latents::
 
-    python examples/ecg_mitdb.py --data /work/shared/data/ecg/mitdb-ds1 \\
-        --latents /work/artifacts/mitdb-ds1-latents --out runs/ecg
+    funcml datasets fetch mitdb-ds1          # once: the 22 DS1 records from PhysioNet (43 MB)
+    python examples/ecg_mitdb.py --out runs/ecg
 
-With ``--latents`` naming an existing latent set (the shared one was made by
-``funcml train DATA --preset cpu-ecg`` and ``funcml encode DATA --model MODEL --batch-size 256``),
-training and encoding are skipped; otherwise the example runs them first. Then, in this process::
+``--data`` names another folder of WFDB records (default: ``mitdb-ds1`` under the data root, see
+``funcml datasets``; without it the example stops and says what to download and where). With
+``--latents`` naming an existing latent set of the data (made by ``funcml train DATA --preset cpu-ecg``
+and ``funcml encode DATA --model MODEL --batch-size 256``), training and encoding are skipped;
+otherwise the example runs them first. Then, in this process::
 
     funcml classify --latents LATENTS --model xgboost --class-weight balanced --no-search --out OUT/classifier
 
@@ -17,13 +19,13 @@ It writes the classifier, ``predictions.csv``, ``metrics.json``, ``confusion_mat
 ``OUT/classifier``), ``OUT/beats.png`` (test beats and their reconstructions per class) and
 ``OUT/result.json``.
 
-Expected output (observed on the shared 2-core CPU machine, OMP_NUM_THREADS=1, load average 7-9,
-shared latents: 51,021 beats, P = 64, test-split reconstruction PSNR 36.8 dB; the source's seeded record
-split puts records 108, 112, 201 and 208 in the test split)::
+Expected output (a 2-core CPU, one thread, other jobs running; a latent set of 51,021 beats made
+beforehand, P = 64, test-split reconstruction PSNR 36.8 dB; the source's seeded record split puts
+records 108, 112, 201 and 208 in the test split)::
 
     test (9,220 beats): accuracy 0.864, macro-F1 0.337, balanced accuracy 0.374, mean one-vs-rest AUC 0.624
     sensitivity / precision: N 0.913 / 0.950, S 0.029 / 0.037, V 0.924 / 0.584, F 0.003 / 0.250, Q 0 / 0 (2 beats)
-    run time 74 s wall (20 s CPU) with the shared latents; training and encoding them took 2.6 + 24 min
+    run time 74 s wall (20 s CPU) with the latent set given; training and encoding it took 2.6 + 24 min
 
 Inter-patient classification of S and F beats is hard: V beats are found (0.92), S and F beats of
 unseen patients are not, as in many published inter-patient studies without patient-specific
@@ -43,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Timer, data_or_none, funcml, write_result  # noqa: E402
+from _common import Timer, dataset_path, funcml, write_result  # noqa: E402
 
 CLASSES = ("N", "S", "V", "F", "Q")
 
@@ -83,8 +85,9 @@ def beats_figure(latent_set, signals, path: Path, per_class: int = 3) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="/work/shared/data/ecg/mitdb-ds1", help="folder of WFDB records")
-    parser.add_argument("--latents", default="/work/artifacts/mitdb-ds1-latents",
+    parser.add_argument("--data", default=None,
+                        help="folder of WFDB records (default: mitdb-ds1 under the data root, see funcml datasets)")
+    parser.add_argument("--latents", default=None,
                         help="an existing latent set of DATA (skips training and encoding when it exists)")
     parser.add_argument("--records", default=None, help="only these records, e.g. 101,106,108")
     parser.add_argument("--test-records", default=None, help="records of the test split (default: seeded choice)")
@@ -94,8 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default="runs/ecg", help="output folder")
     parser.add_argument("--fast", action="store_true", help="tiny sizes (a smoke test, < 20 s)")
     args = parser.parse_args(argv)
-    if data_or_none(args.data) is None:
-        parser.error(f"{args.data} not found: pass --data with a folder of MIT-BIH WFDB records")
+    args.data = dataset_path(args.data, "mitdb-ds1", "--data with a folder of MIT-BIH WFDB records")
     timer = Timer()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,11 +3,11 @@
 A small flow-matching model is fitted to the train-split latents (conditioned on the class, with
 classifier-free guidance); sampled latents are decoded by the field model into images::
 
-    python examples/generate_classes.py --latents /work/artifacts/breastmnist28-latents --out runs/generate
+    python examples/generate_classes.py --out runs/generate
 
-With ``--latents`` naming an existing latent set (the shared one: ``funcml train`` + ``funcml encode``
-of breastmnist.npz with the ``cpu-image`` preset) nothing is re-encoded; otherwise a model is trained
-and DATA encoded first. Then, in this process::
+With ``--latents`` naming an existing labelled latent set nothing is encoded; otherwise a
+``cpu-image`` model is trained on ``--data`` (default: the embedded BreastMNIST 28x28 images,
+``demo``) and the data encoded first (a few minutes on 2 cores). Then, in this process::
 
     funcml generate train --latents LATENTS --out OUT/gen --steps 3000
     funcml generate sample OUT/gen --n 16 --label CLASS --guidance 2 --format npy,png --out OUT/samples-CLASS
@@ -16,8 +16,8 @@ and DATA encoded first. Then, in this process::
 Output: ``OUT/samples-*/grid.png`` (16 samples per class), ``OUT/evaluation/comparison.png`` (real,
 generated and Gaussian rows per class), ``OUT/evaluation/metrics.json`` and ``OUT/result.json``.
 
-Expected output (observed on the shared 2-core CPU machine, OMP_NUM_THREADS=1, load average 8-9,
-shared latents; 156 test images compared, guidance 2)::
+Expected output (a 2-core CPU, one thread, other jobs running; the BreastMNIST 28x28 latents of a
+``cpu-image`` model, 156 test images compared, guidance 2)::
 
     set                 FD (CNN features)   precision  recall  label agreement
     held-out real             0.25            0.891     0.965       0.878
@@ -56,7 +56,7 @@ def ensure_latents(args, out: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--latents", default="/work/artifacts/breastmnist28-latents", help="a labelled latent set")
+    parser.add_argument("--latents", default=None, help="a labelled latent set (default: made here from --data)")
     parser.add_argument("--data", default="demo", help="data to train and encode when --latents does not exist")
     parser.add_argument("--steps", type=int, default=3000, help="generator training steps")
     parser.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance weight")

@@ -5,7 +5,11 @@ predict the polyp mask at any coordinate from the frozen field's hidden features
 Because it is queried at coordinates, the head predicts masks on a finer grid than the images
 were encoded at::
 
-    python examples/kvasir_segment.py --data /work/shared/data/seg/kvasir-seg --out runs/kvasir
+    python examples/kvasir_segment.py --data PATH/TO/kvasir-seg --out runs/kvasir
+
+``--data`` is a folder with ``images/`` and ``masks/`` (Kvasir-SEG from https://datasets.simula.no/kvasir-seg/;
+default: ``kvasir-seg`` under the data root, see ``funcml datasets``; without it the example stops
+and says what to download and where).
 
 In this process (R = --resolution, default 24; masks predicted at 2R; sizes chosen for a
 15-minute run on a busy 2-core CPU, far below what the task deserves)::
@@ -20,7 +24,7 @@ In this process (R = --resolution, default 24; masks predicted at 2R; sizes chos
 Output: ``OUT/predict/overlays.png`` (predicted contours red, truth yellow), ``metrics.json`` of both
 methods, ``OUT/result.json``.
 
-Expected output (observed on the shared 2-core CPU machine, OMP_NUM_THREADS=1, load average 8-9;
+Expected output (a 2-core CPU, one thread, other jobs running; 799 of the 1,000 Kvasir-SEG pairs:
 559 train / 80 val / 160 test images at R = 24)::
 
     field: validation PSNR 25.2 dB after 100 meta-steps (0.48 s each); 799 images encoded at 24.6 dB
@@ -29,7 +33,7 @@ Expected output (observed on the shared 2-core CPU machine, OMP_NUM_THREADS=1, l
     run time 450 s wall (146 s CPU)
 
 These sizes are a smoke-sized run for a busy CPU, not a benchmark: both methods need far longer
-training (the query branch's benchmark in docs/benchmarks.md uses 64x64 fields, 300 meta-steps,
+training (the segmentation results in docs/benchmarks.md use 64x64 fields, 300 meta-steps,
 1,500 head steps and 30 U-Net epochs).
 
 ``--fast`` (for the tests): 8x8 fields, 2 meta-steps, 20 head steps, 1 U-Net epoch; < 20 s on a
@@ -43,12 +47,13 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Timer, data_or_none, funcml, write_result  # noqa: E402
+from _common import Timer, dataset_path, funcml, write_result  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="/work/shared/data/seg/kvasir-seg", help="folder with images/ and masks/")
+    parser.add_argument("--data", default=None,
+                        help="folder with images/ and masks/ (default: kvasir-seg under the data root)")
     parser.add_argument("--resolution", type=int, default=24, help="grid the fields are fitted on")
     parser.add_argument("--steps", type=int, default=100, help="meta-steps")
     parser.add_argument("--encode-steps", type=int, default=10, help="test-time steps H")
@@ -57,8 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default="runs/kvasir", help="output folder")
     parser.add_argument("--fast", action="store_true", help="tiny sizes (a smoke test)")
     args = parser.parse_args(argv)
-    if data_or_none(args.data) is None:
-        parser.error(f"{args.data} not found: pass --data with a folder holding images/ and masks/")
+    args.data = dataset_path(args.data, "kvasir-seg", "--data with a folder holding images/ and masks/")
     if args.fast:
         args.resolution, args.steps, args.head_steps, args.unet_epochs, args.encode_steps = 8, 2, 20, 1, 3
     timer = Timer()

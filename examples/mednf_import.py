@@ -7,10 +7,11 @@ dict). With a downloaded release::
     python examples/mednf_import.py --release /path/to/MedNF/pneumoniamnist --w0 10 --w0-increment 5 \\
         --resolution 64x64 --out runs/mednf
 
-Offline (no release at hand) the example first writes one in the official layout from a funcml
-latent set and its model (default: the shared BreastMNIST 28 latents), so that every step runs::
+Without a release at hand the example first writes one in the official layout from a funcml latent
+set and its model (``--from-latents``; default: a ``cpu-image`` model trained on ``--data``, the
+embedded BreastMNIST 28x28 images unless given, and their latents), so that every step runs::
 
-    python examples/mednf_import.py --from-latents /work/artifacts/breastmnist28-latents --out runs/mednf
+    python examples/mednf_import.py --out runs/mednf
 
 Steps (in this process)::
 
@@ -20,13 +21,13 @@ Steps (in this process)::
 and a check that the imported model decodes the imported latents (PSNR of the first test signals
 against the release's own model). Numbers: ``OUT/result.json``.
 
-Expected output (observed on the shared 2-core CPU machine, OMP_NUM_THREADS=1, offline release made
-from /work/artifacts/breastmnist28-latents)::
+Expected output (a 2-core CPU, one thread; the release written from the BreastMNIST 28x28 latents of
+a ``cpu-image`` model)::
 
     imported 780 latents (P = 256; train 546, val 78, test 156) with the converted model;
     decoded imported vs original latents: max |difference| 0.0
     logreg (C = 0.01 chosen by val AUC) on the imported latents: test accuracy 0.795, AUC 0.837, macro-F1 0.686
-    run time 16 s
+    run time 16 s (with --from-latents; training and encoding the latents first takes a few minutes)
 
 ``--fast`` (for the tests): a release of at most 60 latents per split (< 20 s).
 """
@@ -40,7 +41,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Timer, data_or_none, funcml, write_result  # noqa: E402
+from _common import Timer, funcml, write_result  # noqa: E402
+from generate_classes import ensure_latents  # noqa: E402
 
 
 def official_state_dict(model) -> dict:
@@ -82,8 +84,9 @@ def write_release(latent_set, folder: Path, limit: int | None) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--release", default=None, help="a MedNF release folder (downloaded)")
-    parser.add_argument("--from-latents", default="/work/artifacts/breastmnist28-latents",
+    parser.add_argument("--from-latents", dest="latents", default=None,
                         help="without --release: write a release from this funcml latent set first")
+    parser.add_argument("--data", default="demo", help="data to train and encode when neither is given")
     parser.add_argument("--w0", type=float, default=None, help="official w0 of model.pt")
     parser.add_argument("--w0-increment", type=float, default=None, help="official w0_increment of model.pt")
     parser.add_argument("--resolution", default=None, help="signal size model.pt was trained on, e.g. 64x64")
@@ -98,15 +101,16 @@ def main(argv: list[str] | None = None) -> dict:
     original_model = None
     release = Path(args.release) if args.release else None
     if release is None:
-        if data_or_none(args.from_latents) is None:
-            parser.error(f"{args.from_latents} not found: pass --release or --from-latents")
+        if args.latents is not None and not Path(args.latents).exists():
+            raise SystemExit(f"error: {args.latents} not found: pass --release or --from-latents")
         from funcml.latents import LatentSet
 
+        latents = ensure_latents(args, out)
         release = out / "release"
-        made = write_release(LatentSet.open(args.from_latents), release, 60 if args.fast else None)
+        made = write_release(LatentSet.open(latents), release, 60 if args.fast else None)
         original_model = made.pop("model")
         args.w0, args.w0_increment, args.resolution = made["w0"], made["w0_increment"], made["resolution"]
-        print(f"wrote a MedNF-layout release from {args.from_latents} -> {release}")
+        print(f"wrote a MedNF-layout release from {latents} -> {release}")
 
     options = []
     for flag, value in (("--w0", args.w0), ("--w0-increment", args.w0_increment), ("--resolution", args.resolution)):

@@ -4,11 +4,12 @@ The official BreastMNIST files at 28x28 and 64x64 hold the same ultrasound image
 meta-trained on the 28x28 images encodes each 28x28 test image; its field is rendered on the 64x64
 grid and compared with the real 64x64 image, next to nearest, bilinear and bicubic interpolation::
 
-    python examples/superres_breast.py --low /work/shared/data/medmnist/breastmnist.npz \\
-        --high /work/shared/data/medmnist/breastmnist_64.npz \\
-        --model /work/artifacts/breastmnist28-model --out runs/superres
+    funcml datasets fetch breastmnist@64      # once: the 64x64 file from Zenodo
+    python examples/superres_breast.py --out runs/superres
 
-With ``--model`` naming an existing model (the shared one: ``funcml train breastmnist.npz --preset
+``--low`` defaults to the embedded BreastMNIST 28x28 file (``demo``), ``--high`` to ``breastmnist@64``
+under the data root (see ``funcml datasets``; without it the example stops and says what to
+download and where). With ``--model`` naming an existing model of LOW (``funcml train LOW --preset
 cpu-image``, 500 steps) training is skipped; otherwise it is trained first. Then, in this process::
 
     funcml superres LOW HIGH --model MODEL --split test --out OUT/superres
@@ -17,8 +18,8 @@ cpu-image``, 500 steps) training is skipped; otherwise it is trained first. Then
 Output: ``OUT/superres/superres.png`` (low, bicubic, funcml, truth), ``OUT/superres/metrics.json``,
 ``OUT/result.json``.
 
-Expected output (observed on the shared 2-core CPU machine, OMP_NUM_THREADS=1, load average 8-9,
-shared model: validation PSNR 29.3 dB at 28x28)::
+Expected output (a 2-core CPU, one thread, other jobs running; a model trained beforehand with the
+``cpu-image`` preset, validation PSNR 29.3 dB at 28x28)::
 
     test split (156 images), PSNR / SSIM against the real 64x64 images:
       funcml 24.8 dB / 0.640, bicubic 28.4 dB / 0.850, bilinear 27.5 dB / 0.812, nearest 26.7 dB / 0.799
@@ -38,28 +39,26 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Timer, data_or_none, funcml, write_result  # noqa: E402
+from _common import Timer, dataset_path, funcml, write_result  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--low", default="/work/shared/data/medmnist/breastmnist.npz", help="low-resolution data")
-    parser.add_argument("--high", default="/work/shared/data/medmnist/breastmnist_64.npz",
-                        help="the same signals at high resolution")
-    parser.add_argument("--model", default="/work/artifacts/breastmnist28-model",
-                        help="a model trained on LOW (trained here when it does not exist)")
+    parser.add_argument("--low", default="demo", help="low-resolution data (default: the embedded BreastMNIST 28x28)")
+    parser.add_argument("--high", default=None,
+                        help="the same signals at high resolution (default: breastmnist@64 under the data root)")
+    parser.add_argument("--model", default=None, help="a model trained on LOW (trained here when not given)")
     parser.add_argument("--steps", type=int, default=500, help="meta-steps when training")
     parser.add_argument("--out", default="runs/superres", help="output folder")
     parser.add_argument("--fast", action="store_true", help="tiny sizes (a smoke test, < 20 s)")
     args = parser.parse_args(argv)
-    for path in (args.low, args.high):
-        if data_or_none(path) is None:
-            parser.error(f"{path} not found: pass --low and --high (same signals at two resolutions)")
+    args.low = dataset_path(args.low, "demo", "--low and --high (the same signals at two resolutions)")
+    args.high = dataset_path(args.high, "breastmnist@64", "--high with the same signals at high resolution")
     timer = Timer()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = Path(args.model)
-    if args.fast or not model.exists():
+    model = Path(args.model) if args.model else None
+    if args.fast or model is None or not model.exists():
         model = out / "model"
         tiny = ["--steps", "3", "--width", "32", "--depth", "3", "--latent-dim", "16", "--test-steps", "3",
                 "--val-every", "0", "--batch-size", "4"] if args.fast else ["--steps", str(args.steps)]

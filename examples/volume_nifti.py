@@ -1,8 +1,13 @@
 """3D volumes (NIfTI): meta-learn a field on brain MRI volumes, encode them, render them on a finer grid.
 
-Command (the MRIcron brain volumes of /work/shared/data/volumes/mricron: ch2 is held out as test)::
+Command (the MRIcron brain volumes ``ch2``, ``ch2bet``, ``aal``, ``brodmann`` and ``chris_t1``;
+``ch2`` is held out as test)::
 
-    python examples/volume_nifti.py --data /work/shared/data/volumes/mricron --out runs/volume
+    python examples/volume_nifti.py --data PATH/TO/mricron --out runs/volume
+
+``--data`` is a NIfTI file or folder (default: ``mricron`` under the data root, see ``funcml
+datasets``: the templates of https://github.com/neurolabusc/MRIcron; without it the example stops
+and says what to download and where).
 
 It runs, in this process::
 
@@ -15,12 +20,12 @@ and decodes every field on a 64^3 grid, 4x finer per axis than the fit
 (``FieldModel.decode(latents, (64, 64, 64))``), and writes ``OUT/render.png``: three orthogonal
 slices of each volume, the original resampled to 64^3 next to the field decoded at 64^3. Its numbers: ``OUT/result.json``.
 
-Expected output (observed on the shared 2-core CPU machine, OMP_NUM_THREADS=1, load average 7-9)::
+Expected output (a 2-core CPU, one thread, other jobs running)::
 
     PSNR at 16^3 (the fitted grid): train (4 volumes) 46.6 dB, test (ch2, unseen) 19.6 dB
     PSNR of the 64^3 renders against the volumes resampled to 64^3: train 19.3 dB, test 16.7 dB
-    run time 630 s (300 meta-steps at 1.55 s each, then encoding and decoding; measured before the
-    `funcml render` step for NIfTI files was added, a few seconds more)
+    run time 630 s (300 meta-steps at 1.55 s each, then encoding and decoding; the `funcml render`
+    step for NIfTI files adds a few seconds)
 
 Four training volumes are far too few to meta-learn a prior that generalises: the training volumes
 are reproduced almost exactly at 16^3 while the unseen one is not (the paper meta-learns on hundreds
@@ -39,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Timer, data_or_none, funcml, write_result  # noqa: E402
+from _common import Timer, dataset_path, funcml, write_result  # noqa: E402
 
 
 def render_figure(originals: np.ndarray, renders: np.ndarray, names: list[str], path: Path) -> None:
@@ -71,7 +76,7 @@ def render_figure(originals: np.ndarray, renders: np.ndarray, names: list[str], 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="/work/shared/data/volumes/mricron", help="NIfTI file or folder")
+    parser.add_argument("--data", default=None, help="NIfTI file or folder (default: mricron under the data root)")
     parser.add_argument("--out", default="runs/volume", help="output folder")
     parser.add_argument("--steps", type=int, default=300, help="meta-steps")
     parser.add_argument("--resolution", type=int, default=16, help="grid the field is fitted on (cube)")
@@ -80,8 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.fast:
         args.steps, args.resolution, args.render = 3, 8, 16
-    if data_or_none(args.data) is None:
-        parser.error(f"{args.data} not found: pass --data with a NIfTI file or folder")
+    args.data = dataset_path(args.data, "mricron", "--data with a NIfTI file or folder")
     timer = Timer()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,11 +5,15 @@ and fault them in again at every step (page faults cost as much as the arithmeti
 fresh 12 MB tensor costs ~1.5 ns per element, more than ``sin``). Two remedies, measured in
 docs/benchmarks.md:
 
-* :func:`tune_glibc_malloc` (done by training and encoding unless ``FUNCML_MALLOC_TUNE=0``): big
-  blocks come from the heap and freed memory is kept for reuse (``mallopt`` thresholds);
+* :func:`tune_glibc_malloc` (done by the ``funcml`` command at start unless ``FUNCML_MALLOC_TUNE=0``):
+  big blocks come from the heap and freed memory is kept for reuse (``mallopt`` thresholds);
 * tcmalloc, opt-in with ``FUNCML_TCMALLOC=1``: the ``funcml`` command re-executes itself once with
   ``libtcmalloc_minimal`` in ``LD_PRELOAD`` (Debian/Ubuntu: ``apt-get install libtcmalloc-minimal4``);
   when the library is absent it says so and carries on with the default allocator.
+
+Both change the whole process, so only the command's entry point (:func:`funcml.cli.main`) applies
+them; library calls (training, encoding from Python) never do. A script or notebook that wants the
+tuning calls :func:`tune_glibc_malloc` itself.
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ ENV = "FUNCML_TCMALLOC"
 TUNE_ENV = "FUNCML_MALLOC_TUNE"
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 NEVER = -1  # as M_TRIM_THRESHOLD: never trim (glibc reads it as the largest size_t)
-_TUNED = [False]
 CANDIDATES = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4",
               "/usr/lib64/libtcmalloc_minimal.so.4", "/usr/lib/libtcmalloc_minimal.so.4",
               "/usr/local/lib/libtcmalloc_minimal.so.4")
@@ -69,7 +72,8 @@ def reexec_with_tcmalloc() -> None:
 
 
 def tune_glibc_malloc() -> bool:
-    """Keep freed memory for reuse instead of returning it to the kernel (glibc only; idempotent).
+    """Keep freed memory for reuse instead of returning it to the kernel (glibc only; calling it again
+    changes nothing).
 
     Sets ``M_MMAP_THRESHOLD`` to 32 MB (the largest glibc allows: blocks up to that size come from
     the heap, not from fresh ``mmap`` pages) and turns off ``M_TRIM_THRESHOLD`` (the heap top is
@@ -78,8 +82,6 @@ def tune_glibc_malloc() -> bool:
     Returns True when applied. Peak memory does not grow; the process simply keeps its peak until
     it exits, for reuse by its later allocations.
     """
-    if _TUNED[0]:
-        return True
     if os.environ.get(TUNE_ENV, "1").strip().lower() in ("0", "false", "no", "off") or preloaded():
         return False
     if not sys.platform.startswith("linux"):
@@ -89,5 +91,4 @@ def tune_glibc_malloc() -> bool:
         ok = libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, NEVER) == 1
     except (OSError, AttributeError):  # not glibc (e.g. musl)
         return False
-    _TUNED[0] = ok
     return ok

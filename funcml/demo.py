@@ -65,7 +65,7 @@ def run_demo(out: str | Path, *, preset: str = "cpu-image", steps: int | None = 
     from funcml.encoders.model import FieldModel
     from funcml.encoders.presets import get_preset
     from funcml.encoders.trainer import MetaTrainer
-    from funcml.cli.evaluate import evaluate_latent_set
+    from funcml.latents.evaluate import evaluate_latent_set
     from funcml.viz import plot_reconstructions
 
     out = Path(out)

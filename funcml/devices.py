@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
 import torch
 
 from funcml.errors import ConfigError
@@ -31,3 +34,33 @@ def peak_memory_bytes(device: torch.device) -> int:
 
     # ru_maxrss is in kilobytes on Linux.
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def to_device(x: torch.Tensor | np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """Host data on ``device``. To CUDA through page-locked (pinned) memory with a non-blocking copy:
+    from ordinary pageable memory a ``non_blocking`` copy is not asynchronous, and a blocking one waits
+    for the GPU. (torch's pinned-memory cache keeps the staging block until its copy is done.)"""
+    t = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+    device = torch.device(device)
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
+def to_host(tensors: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], Any]:
+    """``(copies on the CPU, event)``: CUDA tensors are copied into pinned memory without waiting; the
+    copies may be read once ``event.synchronize()`` returns (``event`` is None when nothing was on a
+    GPU). Lets a consumer thread, not the compute loop, wait for the results."""
+    out, stream = {}, None
+    for name, t in tensors.items():
+        if t.device.type == "cuda":
+            host = torch.empty(t.shape, dtype=t.dtype, pin_memory=True)
+            out[name] = host.copy_(t.detach(), non_blocking=True)
+            stream = torch.cuda.current_stream(t.device)   # the copy runs on the source device's stream
+        else:
+            out[name] = t.detach()
+    if stream is None:
+        return out, None
+    event = torch.cuda.Event()
+    event.record(stream)
+    return out, event

@@ -25,6 +25,17 @@ def generator(seed: int, purpose: str, *counters: int) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(seed, purpose, *counters))
 
 
+def on_device(gen: torch.Generator, device: torch.device | str | None) -> torch.Generator:
+    """A generator that draws on ``device``: ``gen`` itself when it is there already, else a new
+    generator of that device seeded by one draw from ``gen`` (on the CPU: no device synchronisation).
+    Deterministic: the same ``gen`` state gives the same device generator."""
+    device = torch.device(device) if device is not None else gen.device
+    if gen.device.type == device.type and device.index in (None, gen.device.index):
+        return gen
+    seed = int(torch.randint(0, (1 << 63) - 1, (), generator=gen, dtype=torch.int64))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def epoch_batch(step: int, n: int, batch_size: int, seed: int) -> np.ndarray:
     """Indices (into ``range(n)``) of the meta-batch at ``step``.
 

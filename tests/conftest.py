@@ -15,19 +15,18 @@ from funcml.encoders.config import FieldConfig, TrainConfig
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _shared_data_dir() -> Path | None:
-    for candidate in (os.environ.get("FUNCML_SHARED_DATA"), REPO.parent / "shared" / "data", "/work/shared/data"):
-        if candidate and Path(candidate).is_dir():
-            return Path(candidate)
-    return None
+def _shared_data_dir() -> Path:
+    """``$FUNCML_SHARED_DATA``, else ``../shared/data`` beside the checkout (as ``benchmarks/results.py``)."""
+    return Path(os.environ.get("FUNCML_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 
 @pytest.fixture
 def shared_data() -> Path:
-    """``../shared/data`` (real datasets); tests using it skip cleanly when it is absent."""
+    """The folder of real datasets (``$FUNCML_SHARED_DATA``, default ``../shared/data``); tests using it
+    skip cleanly when it is absent."""
     path = _shared_data_dir()
-    if path is None:
-        pytest.skip("../shared/data is not available")
+    if not path.is_dir():
+        pytest.skip(f"{path} is not available (set FUNCML_SHARED_DATA)")
     return path
 
 
@@ -76,3 +75,13 @@ def tiny_train() -> TrainConfig:
 def _deterministic_threads():
     torch.set_num_threads(1)
     yield
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` run on a GPU when there is one and are skipped otherwise."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)

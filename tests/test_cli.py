@@ -60,6 +60,20 @@ def test_train_encode_evaluate_info(tmp_path, capsys):
     assert ev["all"]["count"] == 20 and 0 < ev["test"]["ssim"] <= 1
     assert ev["all"]["psnr"] == pytest.approx(enc["psnr_mean"], abs=1e-3)
     assert (tmp_path / "ev" / "reconstructions.png").stat().st_size > 1000
+    assert ev["figure"] == str(tmp_path / "ev" / "reconstructions.png")
+
+    # Evaluating reads the latent set only, and can be repeated; --out must be new unless --overwrite.
+    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "lat").rglob("*")}
+    for _ in range(2):
+        code, out, err = run(["evaluate", str(tmp_path / "lat"), "--data", data, "--json"], capsys)
+        assert code == 0, err
+        assert last_json(out)["all"] == ev["all"] and "figure" not in last_json(out)
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "lat").rglob("*")} == before
+    code, _, err = run(["evaluate", str(tmp_path / "lat"), "--data", data, "--out", str(tmp_path / "ev")], capsys)
+    assert code != 0 and "exists" in err
+    code, _, err = run(["evaluate", str(tmp_path / "lat"), "--data", data, "--out", str(tmp_path / "ev"),
+                        "--overwrite"], capsys)
+    assert code == 0, err
 
     code, out, err = run(["info", str(tmp_path / "lat"), "--json"], capsys)
     info = last_json(out)

@@ -189,3 +189,27 @@ def test_every_example_states_command_expected_output_and_run_time(name):
     assert f"python examples/{name}.py" in doc and "Expected output" in doc and "run time" in doc
     assert "--fast" in doc
     assert f"examples/{name}.py" in (ROOT / "docs" / "examples.md").read_text()
+
+
+@pytest.mark.parametrize("name, argv, expected", [
+    ("ecg_mitdb", [], "mitdb-ds1 is not present: run `funcml datasets fetch mitdb-ds1`"),
+    ("superres_breast", [], "breastmnist at size 64 is not present: run `funcml datasets fetch breastmnist@64`"),
+    ("kvasir_segment", [], "kvasir-seg is not present: download it from https://datasets.simula.no/kvasir-seg/"),
+    ("volume_nifti", [], "mricron is not present: download it from https://github.com/neurolabusc/MRIcron"),
+    ("kvasir_segment", ["--data", "no/such/folder"], "no/such/folder not found: pass --data"),
+])
+def test_without_its_data_an_example_says_what_to_download_and_where(name, argv, expected, tmp_path, monkeypatch):
+    monkeypatch.setenv("FUNCML_DATA", str(tmp_path / "root"))
+    monkeypatch.setenv("FUNCML_MEDMNIST_ROOT", str(tmp_path / "cache"))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    with pytest.raises(SystemExit) as exc:
+        example(name).main([*argv, "--out", str(tmp_path / "out")])
+    message = str(exc.value.code)
+    assert message.startswith("error: ") and expected in message
+    assert str(tmp_path / "root") in message or "not found" in message
+
+
+def test_examples_without_data_arguments_run_on_the_embedded_demo_data(tmp_path):
+    """MedNF import with nothing given: a tiny model trained on the demo images, a release written from it."""
+    res = example("mednf_import").main(["--fast", "--out", str(tmp_path / "mednf")])
+    assert res["latents"] == 180 and res["decode_max_abs_diff_vs_original"] < 1e-5

@@ -54,6 +54,14 @@ def model_dir(tmp_path_factory, signals):
 
 
 @pytest.fixture
+def every_chunk_checkpointed(monkeypatch):
+    """Encode checkpoints after every chunk (normally every 30 s): more moments to be killed at."""
+    from funcml.encoders import row_writer
+
+    monkeypatch.setattr(row_writer, "CHECKPOINT_SECONDS", 0.0)
+
+
+@pytest.fixture
 def fast_io(monkeypatch):
     """Skip fsync (it only matters for power loss, not for a killed process, whose writes the page cache
     keeps) and draw the training-curve figure as a stub PNG (matplotlib costs ~1 s per run)."""
@@ -98,7 +106,7 @@ def test_training_killed_at_every_kind_of_durable_write_resumes_the_same_traject
     with recording() as ops:
         MetaTrainer(FIELD, TRAIN, signals, tmp_path / "probe", progress=False).run()
     points = kill_points(ops.labels)
-    assert {"replace in save_checkpoint", "replace in save", "unlink in save_checkpoint",
+    assert {"replace in checkpoint", "replace in save", "unlink in checkpoint",
             "replace in _write_log", "replace in _run"} <= set(ops.labels)
     for k in points:
         out = tmp_path / f"kill{k}"
@@ -114,7 +122,8 @@ def test_training_killed_at_every_kind_of_durable_write_resumes_the_same_traject
         assert not list(out.rglob(".*.tmp")), (k, ops.labels[k - 1])
 
 
-def test_encode_killed_at_every_kind_of_durable_write_resumes_bit_identically(tmp_path, signals, model_dir, fast_io):
+def test_encode_killed_at_every_kind_of_durable_write_resumes_bit_identically(tmp_path, signals, model_dir, fast_io,
+                                                                             every_chunk_checkpointed):
     model = FieldModel.load(model_dir)
     cfg = dataclasses.replace(model.encode_defaults, batch_size=5)
     ref, _ = encode_signal_set(model, signals, tmp_path / "ref", cfg, model_dir=model_dir, progress=False)
@@ -124,7 +133,7 @@ def test_encode_killed_at_every_kind_of_durable_write_resumes_bit_identically(tm
 
     with recording() as ops:
         encode(tmp_path / "probe")
-    assert {"flush in flush", "replace in _encode_locked", "rename in finalize"} <= set(ops.labels)
+    assert {"flush in flush", "replace in checkpoint", "rename in finalize"} <= set(ops.labels)
     for k in kill_points(ops.labels):
         out = tmp_path / f"kill{k}"
         assert run_killed(lambda: encode(out), k) == -9
@@ -221,7 +230,7 @@ def test_a_killed_cli_train_resumes_the_same_trajectory(tmp_path, capsys):
 
 
 def test_disk_full_midway_keeps_the_partial_job_and_the_rerun_finishes(tmp_path, signals, model_dir, monkeypatch,
-                                                                       capsys):
+                                                                       capsys, every_chunk_checkpointed):
     data = str(write_medmnist_npz(tmp_path / "tinymnist.npz", n=(20, 4, 4)))
     argv = ["encode", data, "--model", str(model_dir), "--out", str(tmp_path / "lat"), "--batch-size", "4",
             "--device", "cpu"]

@@ -13,19 +13,25 @@ from funcml.errors import FuncmlError
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="funcml")
-def cli() -> None:
+@click.option("--threads", type=click.IntRange(min=1), default=None, envvar="FUNCML_THREADS",
+              help="CPU threads for torch in this command (default: torch's choice; env FUNCML_THREADS).")
+def cli(threads: int | None) -> None:
     """funcml: medical signals as neural fields (MedFuncta) and machine learning on their latents.
 
     Typical flow: `funcml train DATA --preset cpu-image --out MODEL`, then
     `funcml encode DATA --model MODEL --out LATENTS`, then tasks on LATENTS
     (`funcml classify --latents LATENTS`, ...). `funcml demo` runs all of it on embedded data.
     """
+    if threads is not None:  # the command owns its process: set once here, never by library calls
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def _register() -> None:
-    from funcml.cli import demo, encode, evaluate, import_mednf, info, presets, train
+    from funcml.cli import datasets, demo, encode, evaluate, import_mednf, info, presets, train
 
-    for module in (train, encode, evaluate, info, import_mednf, presets, demo):
+    for module in (train, encode, evaluate, info, import_mednf, presets, datasets, demo):
         module.register(cli)
     from funcml.cli import tasks
 
@@ -37,10 +43,11 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors end with one ``error:`` line and a non-zero exit, not a traceback."""
-    if argv is None:  # a real command line: honour FUNCML_TCMALLOC=1 (see funcml.allocator)
-        from funcml.allocator import reexec_with_tcmalloc
+    if argv is None:  # a real command line: the process belongs to funcml (see funcml.allocator)
+        from funcml.allocator import reexec_with_tcmalloc, tune_glibc_malloc
 
-        reexec_with_tcmalloc()
+        reexec_with_tcmalloc()  # FUNCML_TCMALLOC=1
+        tune_glibc_malloc()  # unless FUNCML_MALLOC_TUNE=0
     try:
         code = cli.main(args=argv, prog_name="funcml", standalone_mode=False)
     except click.exceptions.ClickException as exc:

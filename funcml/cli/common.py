@@ -83,6 +83,12 @@ def device_option(f: Callable) -> Callable:
                         help="auto (CUDA when available), cpu or cuda[:N].")(f)
 
 
+def precision_option(f: Callable) -> Callable:
+    return click.option("--precision", type=click.Choice(["auto", "fp32", "tf32", "bf16"]), default=None,
+                        help="Matmul precision: auto (default: tf32 on CUDA, fp32 on CPU), fp32 (opts out of TF32 "
+                             "on a GPU), tf32 or bf16 (both change results slightly; see docs/gpu.md).")(f)
+
+
 def overwrite_option(f: Callable) -> Callable:
     return click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")(f)
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import dataclasses
+from typing import TYPE_CHECKING
 
 import click
 
 from funcml.cli.common import (data_options, device_option, emit_json, info, json_option, load_data,
-                               overwrite_option, parse_resolution)
+                               overwrite_option, parse_resolution, precision_option)
+
+if TYPE_CHECKING:
+    import torch
+
+    from funcml.encoders.distributed import DistInfo
 
 
 @click.command("encode")
@@ -29,46 +34,67 @@ from funcml.cli.common import (data_options, device_option, emit_json, info, jso
               help="Fit only observed samples: random:F, drop-slices:F[@AXIS], box:LO-HI[,..], crop:LO-HI[,..] "
                    "or a .npy/.npz mask (see funcml.query.observed).")
 @click.option("--observed-seed", type=int, default=0, show_default=True, help="Seed of random: observed patterns.")
+@precision_option
 @overwrite_option
 @device_option
 @json_option
 @data_options
-def encode_command(data, model_dir, out, steps, batch_size, inner_lr, context_ratio, grad_rescale, split, seed,
-                   embed_model, compile_, observed, observed_seed, overwrite, device, as_json, resolution, channels,
-                   split_seed, val_fraction, test_fraction, data_option):
+def encode_command(**opts):
     """Encode DATA with the model in --model into the latent set --out.
 
     Signals are resampled to the model's grid unless --resolution says otherwise. An interrupted
-    encode resumes where it stopped when the same command is run again.
+    encode resumes where it stopped when the same command is run again. Under torchrun every
+    process runs this command: each encodes a share of the signals and process 0 merges them into
+    one latent set, the same as a one-process encode.
     """
+    import torch
+
     from funcml.devices import resolve_device
+    from funcml.encoders import distributed
+
+    dev = resolve_device(opts["device"])
+    with distributed.session():
+        dist_info = distributed.init_distributed(dev.type)
+        if dist_info.enabled and dev.type == "cuda":
+            dev = torch.device("cuda", dist_info.local_rank)
+        _encode(dev, dist_info, opts)
+
+
+def _encode(dev: torch.device, rank: DistInfo, o: dict) -> None:
+    """The encode of one process (all of it, or its share under torchrun); ``o``: the command's options."""
     from funcml.encoders.config import replace
     from funcml.encoders.encode import encode_signal_set
     from funcml.encoders.model import FieldModel
+    from funcml.encoders.precision import resolve
 
-    dev = resolve_device(device)
-    model = FieldModel.load(model_dir, device=dev)
-    res = parse_resolution(resolution) or model.signal_shape[1:]
-    signals = load_data(data, res, channels, split_seed, val_fraction, test_fraction, data_option)
-    cfg = replace(model.encode_defaults, steps=steps, inner_lr=inner_lr, context_ratio=context_ratio,
-                  grad_rescale=grad_rescale, seed=seed)
-    cfg = dataclasses.replace(cfg, batch_size=cfg.batch_size if batch_size is None else batch_size).validate()
-    indices = None if split == "all" else signals.indices(split)
-    info(f"encoding {signals.name} ({len(signals) if indices is None else len(indices)} signals, "
-         f"{signals.signal_shape}) with model {model.id[:12]}: H={cfg.steps}, batch {cfg.batch_size}, device {dev}")
+    say = info if rank.is_main else (lambda message: None)
+    model = FieldModel.load(o["model_dir"], device=dev)
+    res = parse_resolution(o["resolution"]) or model.signal_shape[1:]
+    signals = load_data(o["data"], res, o["channels"], o["split_seed"], o["val_fraction"], o["test_fraction"],
+                        o["data_option"])
+    cfg = replace(model.encode_defaults, steps=o["steps"], inner_lr=o["inner_lr"], context_ratio=o["context_ratio"],
+                  grad_rescale=o["grad_rescale"], seed=o["seed"], batch_size=o["batch_size"]).validate()
+    indices = None if o["split"] == "all" else signals.indices(o["split"])
+    precision = o["precision"] or "auto"
+    say(f"encoding {signals.name} ({len(signals) if indices is None else len(indices)} signals, "
+        f"{signals.signal_shape}) with model {model.id[:12]}: H={cfg.steps}, batch {cfg.batch_size}, device {dev}, "
+        f"precision {resolve(precision, dev)}" + (f", {rank.world_size} processes" if rank.enabled else ""))
     masks = None
-    if observed is not None:
+    if o["observed"] is not None:
         from funcml.query.observed import parse_observed
 
-        masks = parse_observed(observed, signals.spatial_shape, len(signals), seed=observed_seed)
-        info(f"fitting only the observed samples ({masks.tag})")
-    latent_set, stats = encode_signal_set(model, signals, out, cfg, model_dir=model_dir, embed_model=embed_model,
-                                          indices=indices, observed=masks, observed_tag=masks and masks.tag,
-                                          overwrite=overwrite, progress=not as_json, compile=compile_)
+        masks = parse_observed(o["observed"], signals.spatial_shape, len(signals), seed=o["observed_seed"])
+        say(f"fitting only the observed samples ({masks.tag})")
+    latent_set, stats = encode_signal_set(model, signals, o["out"], cfg, model_dir=o["model_dir"],
+                                          embed_model=o["embed_model"], indices=indices, observed=masks,
+                                          observed_tag=masks and masks.tag, overwrite=o["overwrite"],
+                                          progress=not o["as_json"], compile=o["compile_"], precision=precision)
+    if latent_set is None:  # a process other than 0 under torchrun: its share is in its shard
+        return
     info(f"done: {len(latent_set)} latents of dimension {latent_set.latent_dim}, mean PSNR {stats['psnr_mean']:.2f} dB, "
-         f"{stats['signals_per_second']:.1f} signals/s -> {out}")
-    if as_json:
-        emit_json({**stats, "out": str(out), "count": len(latent_set), "latent_dim": latent_set.latent_dim,
+         f"{stats['signals_per_second']:.1f} signals/s -> {o['out']}")
+    if o["as_json"]:
+        emit_json({**stats, "out": str(o["out"]), "count": len(latent_set), "latent_dim": latent_set.latent_dim,
                    "psnr_by_split": latent_set.manifest["metrics"].get("psnr_by_split"),
                    "latent_checksum": latent_set.manifest["latent_checksum"], "model_id": model.id})
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from funcml.cli.common import (data_options, device_option, emit_json, info, json_option, load_data,
-                               overwrite_option, parse_key_values, parse_resolution)
+                               overwrite_option, parse_key_values, parse_resolution, precision_option)
 from funcml.errors import ConfigError
 
 
@@ -40,9 +40,8 @@ from funcml.errors import ConfigError
 @click.option("--recompute/--no-recompute", default=None,
               help="Recompute each inner step in the backward instead of keeping it (same result, less memory).")
 @click.option("--compile/--no-compile", "compile_", default=None,
-              help="torch.compile the fused kernels (same result; minutes to compile on a CPU; CUDA graphs on a GPU).")
-@click.option("--precision", type=click.Choice(["fp32", "tf32", "bf16"]), default=None,
-              help="Matmul precision of the per-coordinate activations (tf32/bf16 change results; default fp32).")
+              help="torch.compile the fused kernels (same result; minutes to compile on a CPU; no CUDA graphs).")
+@precision_option
 @click.option("--seed", type=int, default=None)
 @click.option("--target-data", default=None, metavar="DATA_HIGH",
               help="Super-resolution training: the same signals as DATA at a higher resolution (same order); the "
@@ -71,8 +70,8 @@ def train_command(data, preset, out, steps, max_minutes, batch_size, micro_batch
     Under torchrun every process runs this command; they share the meta-batch.
     """
     from funcml.devices import resolve_device
+    from funcml.encoders import distributed
     from funcml.encoders.presets import get_preset
-    from funcml.encoders.trainer import MetaTrainer
 
     p = get_preset(preset)
     res = parse_resolution(resolution) or p.resolution
@@ -88,24 +87,14 @@ def train_command(data, preset, out, steps, max_minutes, batch_size, micro_batch
         grad_rescale=grad_rescale, checkpoint_every=checkpoint_every, seed=seed, recompute=recompute,
         compile=compile_, precision=precision)
     dev = resolve_device(device)
-    if target_data is not None or downsample is not None:
-        from funcml.encoders.multires import multires_trainer
-
-        trainer = multires_trainer(field_cfg, train_cfg, signals, out, dev, target_data=target_data,
-                                   downsample=downsample, target_coords=target_coords, resume=resume,
-                                   overwrite=overwrite, progress=not as_json,
-                                   extra=parse_key_values(data_option), split_seed=split_seed,
-                                   val_fraction=val_fraction, test_fraction=test_fraction)
-    else:
-        if target_coords is not None:
-            raise ConfigError("--target-coords needs --target-data or --downsample")
-        trainer = MetaTrainer(field_cfg, train_cfg, signals, out, dev, resume=resume, overwrite=overwrite,
-                              progress=not as_json)
-    if trainer.dist.is_main:
-        start = "resuming" if trainer._resume_decision else "training"
-        info(f"{start} {p.name} on {signals.name} {signals.signal_shape} x {len(trainer.train_idx)} train signals, "
-             f"{train_cfg.steps} steps, device {dev}")
-    result = trainer.run()
+    with distributed.session():
+        trainer = _make_trainer(field_cfg, train_cfg, signals, out, dev, target_data, downsample, target_coords,
+                                resume, overwrite, as_json, data_option, split_seed, val_fraction, test_fraction)
+        if trainer.dist.is_main:
+            start = "resuming" if trainer._resume_decision else "training"
+            info(f"{start} {p.name} on {signals.name} {signals.signal_shape} x {len(trainer.train_idx)} train "
+                 f"signals, {train_cfg.steps} steps, device {trainer.device}, precision {trainer.cfg.precision}")
+        result = trainer.run()
     if not trainer.dist.is_main:
         return
     s = result.summary()
@@ -116,7 +105,25 @@ def train_command(data, preset, out, steps, max_minutes, batch_size, micro_batch
     if as_json:
         from dataclasses import asdict
 
-        emit_json({**s, "field": asdict(field_cfg), "train": asdict(train_cfg)})
+        emit_json({**s, "field": asdict(field_cfg), "train": asdict(trainer.cfg)})
+
+
+def _make_trainer(field_cfg, train_cfg, signals, out, dev, target_data, downsample, target_coords, resume, overwrite,
+                  as_json, data_option, split_seed, val_fraction, test_fraction):
+    """A :class:`MetaTrainer`, or the super-resolution trainer with --target-data/--downsample."""
+    from funcml.encoders.trainer import MetaTrainer
+
+    if target_data is not None or downsample is not None:
+        from funcml.encoders.multires import multires_trainer
+
+        return multires_trainer(field_cfg, train_cfg, signals, out, dev, target_data=target_data,
+                                downsample=downsample, target_coords=target_coords, resume=resume,
+                                overwrite=overwrite, progress=not as_json, extra=parse_key_values(data_option),
+                                split_seed=split_seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    if target_coords is not None:
+        raise ConfigError("--target-coords needs --target-data or --downsample")
+    return MetaTrainer(field_cfg, train_cfg, signals, out, dev, resume=resume, overwrite=overwrite,
+                       progress=not as_json)
 
 
 def register(cli: click.Group) -> None:

@@ -102,9 +102,10 @@ class TrainConfig:
         recompute: keep only each inner step's inputs and recompute its intermediates in the
             backward (same result; less memory for about a third more inner-loop work).
         compile: run the fused kernels through ``torch.compile`` (same result; minutes of compile
-            time on a CPU, pays for long runs; with CUDA graphs on a GPU).
-        precision: matmuls of the per-coordinate activations in "fp32" (default), "tf32" (CUDA)
-            or "bf16". The lower precisions change results (see docs/benchmarks.md).
+            time on a CPU, pays for long runs; no CUDA graphs, see docs/gpu.md).
+        precision: matmuls of the per-coordinate activations in "fp32", "tf32" (CUDA tensor cores)
+            or "bf16"; "auto" (default): tf32 on CUDA, fp32 elsewhere (a trainer records the
+            resolved value). The lower precisions change results (see docs/gpu.md).
     """
 
     steps: int = 250_000
@@ -130,7 +131,7 @@ class TrainConfig:
     max_minutes: float | None = None
     recompute: bool = False
     compile: bool = False
-    precision: str = "fp32"
+    precision: str = "auto"
 
     def validate(self) -> "TrainConfig":
         _finite(inner_lr=self.inner_lr, context_ratio=self.context_ratio, outer_lr=self.outer_lr,
@@ -154,8 +155,8 @@ class TrainConfig:
         _check(self.checkpoint_minutes > 0, f"checkpoint_minutes must be > 0; got {self.checkpoint_minutes}")
         _check(self.log_every >= 1, f"log_every must be >= 1; got {self.log_every}")
         _check(self.max_minutes is None or self.max_minutes > 0, f"--max-minutes must be > 0; got {self.max_minutes}")
-        _check(self.precision in ("fp32", "tf32", "bf16"),
-               f"--precision must be fp32, tf32 or bf16; got {self.precision!r}")
+        _check(self.precision in ("auto", "fp32", "tf32", "bf16"),
+               f"--precision must be auto, fp32, tf32 or bf16; got {self.precision!r}")
         return self
 
 

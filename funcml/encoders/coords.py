@@ -10,6 +10,8 @@ from typing import Sequence
 
 import torch
 
+from funcml.seeding import on_device
+
 
 def make_grid(spatial: Sequence[int], *, low: Sequence[float] | float = -1.0, high: Sequence[float] | float = 1.0,
               device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -38,9 +40,14 @@ def values_to_signals(v: torch.Tensor, spatial: Sequence[int]) -> torch.Tensor:
 def sample_context(n_coords: int, ratio: float, generator: torch.Generator, device: torch.device | None = None
                    ) -> torch.Tensor | None:
     """A random subset of ``max(1, int(ratio * n_coords))`` coordinate indices (sorted), shared by
-    the whole batch; None (all coordinates) when ``ratio >= 1``."""
+    the whole batch; None (all coordinates) when ``ratio >= 1``.
+
+    The indices are drawn where they are used (``device``, default the generator's): with a
+    generator of that device directly, with a CPU generator through a device generator it seeds
+    (:func:`funcml.seeding.on_device`). No host-device copy, so no synchronisation per inner step.
+    """
     if ratio >= 1.0:
         return None
     k = max(1, int(ratio * n_coords))
-    idx = torch.randperm(n_coords, generator=generator)[:k].sort().values
-    return idx.to(device) if device is not None else idx
+    gen = on_device(generator, device)
+    return torch.randperm(n_coords, generator=gen, device=gen.device)[:k].sort().values

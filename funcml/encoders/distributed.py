@@ -7,8 +7,11 @@ all take the same optimizer step. The result matches a single process with the s
 
 from __future__ import annotations
 
+import inspect
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
@@ -30,14 +33,45 @@ class DistInfo:
 
 
 def init_distributed(device_type: str) -> DistInfo:
-    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1), else single process."""
+    """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1), else single process.
+
+    On CUDA the process is bound to the GPU of its ``LOCAL_RANK`` first (``torch.cuda.set_device``,
+    and ``device_id=`` to ``init_process_group`` where torch has it), so that NCCL's collectives and
+    barriers use that GPU and not GPU 0. The caller that owns the process ends it with
+    :func:`shutdown` (the CLI commands do).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo")
+        kwargs = {}
+        if device_type == "cuda":
+            torch.cuda.set_device(local_rank)
+            if "device_id" in inspect.signature(dist.init_process_group).parameters:
+                kwargs["device_id"] = torch.device("cuda", local_rank)
+        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", **kwargs)
+    return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank)
+
+
+def current() -> DistInfo:
+    """This process's place in an initialised process group (one process when there is none)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return DistInfo()
     return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(),
                     local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def from_main(value: int | None, device: torch.device) -> int | None:
+    """Process 0's ``value`` (a non-negative int, or None when it failed) in every process, by one
+    broadcast: lets the others go on with what process 0 prepared, or stop with a message instead of
+    waiting at a later collective for a process that failed."""
+    if not current().enabled:
+        return value
+    t = torch.tensor([-1 if value is None else int(value)], dtype=torch.int64, device=device)
+    dist.broadcast(t, src=0)
+    got = int(t.item())
+    return None if got < 0 else got
 
 
 def all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
@@ -71,5 +105,16 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
-    if dist.is_initialized():
+    """Leave the process group (if one is initialised): call once at the end of a torchrun process."""
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def session() -> Iterator[None]:
+    """The lifetime of a command's process group: :func:`shutdown` at the end of the block, also
+    after an error (the CLI's ``train`` and ``encode`` run inside one)."""
+    try:
+        yield
+    finally:
+        shutdown()

@@ -1,34 +1,47 @@
-"""Encode a dataset to a latent set: batched, bounded memory, resumable, deterministic.
+"""Encode a dataset to a latent set: batched, bounded memory, resumable, deterministic, scale-out.
 
 Signals are encoded in fixed chunks of ``batch_size``; chunk k's context subsets come from a
 generator seeded by (seed, k), so a chunk gives the same latents whether or not the job was
-interrupted before it. Rows are streamed into the preallocated data file of ``OUT.partial``;
-``progress.json`` records how many rows are complete, and is written only after those rows are
-flushed to disk. Rerunning the same command continues after the last complete chunk.
+interrupted before it, and whichever process encodes it. A background thread
+(:mod:`funcml.encoders.row_writer`) streams the rows into the preallocated data file of
+``OUT.partial`` and takes checkpoints: it flushes the file, then records in ``progress.json`` how
+many rows are complete (every 30 s or 256 MB of rows, and at the end; not after every chunk).
+Rerunning the same command continues after the last checkpoint.
+
+Under ``torchrun`` (an initialised process group of N processes) the chunks are split into N
+contiguous ranges; each process writes its range to its own shard and process 0 merges the shards
+into one latent set (:mod:`funcml.encoders.encode_shards`). Every chunk is computed exactly as in
+one process, so the latent set is the same, bit for bit, as a one-process encode on the same kind
+of device with the same threads per process.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from funcml.allocator import tune_glibc_malloc
 from funcml.data.base import SignalSet
-from funcml.encoders import fused
+from funcml.devices import to_device
+from funcml.encoders import distributed as ddp
+from funcml.encoders import encode_shards, fused
+from funcml.encoders import precision as precision_mod
 from funcml.encoders.config import EncodeConfig
 from funcml.encoders.fitting import fit_latents, reconstruction_psnr
 from funcml.encoders.model import FieldModel
-from funcml.errors import ArtifactError, DataError, OutputExistsError
+from funcml.encoders.row_writer import BackgroundWriter
+from funcml.errors import ArtifactError, DataError, FuncmlError, OutputExistsError
 from funcml.io import atomic_write_json, canonical_json, read_json, sha256_bytes
 from funcml.io.lock import OutputLock
 from funcml.io.schema import SHA256, Int, Obj, validate
 from funcml.latents.latentset import DATA_FILE, LatentSet, LatentSetWriter
+from funcml.progress import progress_bar
 from funcml.seeding import generator
 
 JOB_FILE = "job.json"
@@ -42,8 +55,8 @@ ObservedFn = Callable[[np.ndarray], np.ndarray]
 def encode_signal_set(model: FieldModel, signals: SignalSet, out: str | Path, config: EncodeConfig | None = None, *,
                       model_dir: str | Path | None = None, embed_model: bool = True, indices: np.ndarray | None = None,
                       observed: ObservedFn | None = None, observed_tag: str | None = None, overwrite: bool = False,
-                      progress: bool = True, max_chunks: int | None = None,
-                      compile: bool = False) -> tuple[LatentSet | None, dict]:
+                      progress: bool = True, max_chunks: int | None = None, compile: bool = False,
+                      precision: str = "auto") -> tuple[LatentSet | None, dict]:
     """Encode ``signals`` (all, or ``indices``) with ``model`` into the latent set ``out``.
 
     Args:
@@ -55,13 +68,17 @@ def encode_signal_set(model: FieldModel, signals: SignalSet, out: str | Path, co
         max_chunks: stop after this many chunks this run (testing interruption); returns ``None``.
         compile: ``torch.compile`` the fitting kernels (same latents up to float rounding; costs a
             minute or more of compile time on a CPU, pays for large datasets).
+        precision: matmul precision, ``auto`` (tf32 on CUDA, fp32 elsewhere), ``fp32``, ``tf32`` or
+            ``bf16`` (see :func:`funcml.encoders.fused.execution`); part of the job (resuming needs the same).
+
+    Under an initialised ``torch.distributed`` process group every process calls this with the same
+    arguments; each encodes its share and process 0 returns the latent set (the others ``None``).
 
     Returns:
         ``(latent_set, stats)`` with stats ``{"signals", "seconds", "signals_per_second",
         "psnr_mean", "resumed_rows"}``.
     """
     out = Path(out)
-    tune_glibc_malloc()
     cfg = (config or model.encode_defaults).validate()
     if model.id is None:
         raise ArtifactError("save the model before encoding with it (the latent set records its id)")
@@ -71,10 +88,52 @@ def encode_signal_set(model: FieldModel, signals: SignalSet, out: str | Path, co
         raise DataError(f"{signals.spec}: nothing to encode (no signals selected)")
     if out.exists() and not overwrite:
         raise OutputExistsError(f"output path exists: {out} (pass --overwrite to replace it)")
+    job = EncodeJob(model, signals, out, cfg, idx, precision_mod.resolve(precision, model.device), observed,
+                    observed_tag, model_dir, embed_model, overwrite, progress, max_chunks, compile)
+    dist_info = ddp.current()
+    if dist_info.enabled:
+        return _encode_sharded(job, dist_info)
     with OutputLock(out):
-        return _encode_locked(model, signals, out, cfg, idx, model_dir=model_dir, embed_model=embed_model,
-                              observed=observed, observed_tag=observed_tag, overwrite=overwrite, progress=progress,
-                              max_chunks=max_chunks, compile_kernels=compile)
+        return _encode_one_process(job)
+
+
+@dataclass
+class EncodeJob:
+    """One encode: what is encoded with what, and how the run behaves."""
+
+    model: FieldModel
+    signals: SignalSet
+    out: Path
+    cfg: EncodeConfig
+    idx: np.ndarray
+    precision: str
+    observed: ObservedFn | None = None
+    observed_tag: str | None = None
+    model_dir: str | Path | None = None
+    embed_model: bool = True
+    overwrite: bool = False
+    progress: bool = True
+    max_chunks: int | None = None
+    compile: bool = False
+
+    @property
+    def partial(self) -> Path:
+        return self.out.with_name(self.out.name + ".partial")
+
+    @property
+    def n_chunks(self) -> int:
+        return -(-len(self.idx) // self.cfg.batch_size)
+
+    @cached_property
+    def record(self) -> dict:
+        """What determines the latents (its hash identifies an unfinished job)."""
+        return {"model_id": self.model.id, "data_fingerprint": self.signals.fingerprint, "encode": asdict(self.cfg),
+                "count": int(len(self.idx)), "indices_sha256": sha256_bytes(self.idx.astype("<i8").tobytes()),
+                "observed": self.observed_tag, "precision": self.precision}
+
+    @cached_property
+    def hash(self) -> str:
+        return sha256_bytes(canonical_json(self.record))
 
 
 def _resume_point(partial: Path, job_hash: str, count: int, batch_size: int) -> int | None:
@@ -124,85 +183,161 @@ def _open_writer(out: Path, job_hash: str, count: int, cfg: EncodeConfig, latent
         raise type(exc)(f"{exc}{hint}") from None
 
 
-def _encode_locked(model: FieldModel, signals: SignalSet, out: Path, cfg: EncodeConfig, idx: np.ndarray, *,
-                   model_dir, embed_model, observed, observed_tag, overwrite, progress, max_chunks,
-                   compile_kernels: bool = False):
-    job = {
-        "model_id": model.id,
-        "data_fingerprint": signals.fingerprint,
-        "encode": asdict(cfg),
-        "count": int(len(idx)),
-        "indices_sha256": sha256_bytes(idx.astype("<i8").tobytes()),
-        "observed": observed_tag,
-    }
-    job_hash = sha256_bytes(canonical_json(job))
-    partial = out.with_name(out.name + ".partial")
-    labels = signals.labels[idx] if signals.labels is not None else None
-    writer, resumed = _open_writer(out, job_hash, len(idx), cfg, model.config.latent_dim,
-                                   0 if labels is None else labels.shape[1], model.id, overwrite)
-    resume, rows_done = resumed is not None, resumed or 0
-    if not resume:
-        writer.write_rows(0, split=signals.splits[idx], index=idx)
-        if labels is not None:
-            writer.write_rows(0, labels=labels)
-        writer.flush()
-        atomic_write_json(partial / JOB_FILE, {"hash": job_hash, **job})
-        atomic_write_json(partial / PROGRESS_FILE, {"rows_done": 0})
+class FileRows:
+    """The one-process :class:`funcml.encoders.row_writer.RowSink`: rows go straight into the latent
+    set's data file; a checkpoint flushes it and then records the rows done in ``progress.json``."""
 
-    device = model.device
-    bs = cfg.batch_size
-    n_chunks = (len(idx) + bs - 1) // bs
-    start_chunk = rows_done // bs
-    t0 = time.perf_counter()
+    def __init__(self, writer: LatentSetWriter, progress: Path) -> None:
+        self.writer, self.progress = writer, progress
+
+    def write(self, start: int, columns: dict[str, np.ndarray]) -> None:
+        self.writer.write_rows(start, **columns)
+        self.writer.release()
+
+    def checkpoint(self, rows_done: int) -> None:
+        self.writer.flush()
+        atomic_write_json(self.progress, {"rows_done": rows_done})
+
+
+def _prepare(job: EncodeJob) -> tuple[LatentSetWriter, int]:
+    """Open (or resume) ``OUT.partial``: ``(writer, rows already done)``. A fresh start writes the rows'
+    split, index and labels, then the job and progress records."""
+    labels = job.signals.labels[job.idx] if job.signals.labels is not None else None
+    writer, resumed = _open_writer(job.out, job.hash, len(job.idx), job.cfg, job.model.config.latent_dim,
+                                   0 if labels is None else labels.shape[1], job.model.id, job.overwrite)
+    if resumed is not None:
+        return writer, resumed
+    writer.write_rows(0, split=job.signals.splits[job.idx], index=job.idx)
+    if labels is not None:
+        writer.write_rows(0, labels=labels)
+    writer.flush()
+    atomic_write_json(job.partial / JOB_FILE, {"hash": job.hash, **job.record})
+    atomic_write_json(job.partial / PROGRESS_FILE, {"rows_done": 0})
+    return writer, 0
+
+
+def _encode_chunks(job: EncodeJob, sink, chunks: range, bar) -> tuple[int, bool]:
+    """Encode ``chunks`` into ``sink`` (through a background writer): ``(signals encoded, finished)``;
+    ``job.max_chunks`` may stop it early (testing interruption)."""
+    device, bs, net = job.model.device, job.cfg.batch_size, job.model.net
+
+    def written(rows: int, columns: dict[str, np.ndarray]) -> None:
+        bar.update(rows)
+        bar.set_postfix(psnr=f"{float(np.mean(columns['psnr'])):.2f}")
+
     encoded = 0
-    bar = tqdm(total=len(idx), initial=rows_done, desc="encode", unit="sig", disable=not progress, leave=False)
-    execution = fused.execution(compile=compile_kernels, device=device)
-    execution.__enter__()
-    try:
-        for chunk in range(start_chunk, n_chunks):
-            if max_chunks is not None and chunk - start_chunk >= max_chunks:
-                bar.close()
-                return None, {"signals": encoded, "rows_done": chunk * bs}
-            part = idx[chunk * bs:(chunk + 1) * bs]
-            x = torch.from_numpy(signals.get(part)).to(device)
+    with fused.execution(compile=job.compile, precision=job.precision, device=device), \
+            BackgroundWriter(sink, on_written=written) as rows:
+        for n, chunk in enumerate(chunks):
+            if job.max_chunks is not None and n >= job.max_chunks:
+                return encoded, False
+            part = job.idx[chunk * bs:(chunk + 1) * bs]
+            x = to_device(job.signals.get(part), device)
             weights = None
-            if observed is not None:
-                weights = torch.as_tensor(observed(part), dtype=x.dtype, device=device)
-            phi = fit_latents(model.net, x, cfg, generator=generator(cfg.seed, "encode", chunk), weights=weights)
-            psnr = reconstruction_psnr(model.net, phi, x)
-            writer.write_rows(chunk * bs, latents=phi.cpu().numpy(), psnr=psnr.cpu().numpy())
-            writer.flush()
-            atomic_write_json(partial / PROGRESS_FILE, {"rows_done": min((chunk + 1) * bs, len(idx))})
+            if job.observed is not None:
+                weights = to_device(torch.as_tensor(job.observed(part), dtype=x.dtype), device)
+            phi = fit_latents(net, x, job.cfg, generator=generator(job.cfg.seed, "encode", chunk), weights=weights)
+            rows.submit(chunk * bs, {"latents": phi, "psnr": reconstruction_psnr(net, phi, x)})
             encoded += len(part)
-            bar.update(len(part))
-            bar.set_postfix(psnr=f"{float(psnr.mean()):.2f}")
+    return encoded, True
+
+
+def _bar(job: EncodeJob, total: int, initial: int, show: bool = True):
+    return progress_bar(total=total, initial=initial, desc="encode", unit="sig", disable=not (job.progress and show),
+                        leave=False)
+
+
+def _encode_one_process(job: EncodeJob) -> tuple[LatentSet | None, dict]:
+    writer, rows_done = _prepare(job)
+    bs = job.cfg.batch_size
+    t0 = time.perf_counter()
+    with _bar(job, len(job.idx), rows_done) as bar:
+        encoded, finished = _encode_chunks(job, FileRows(writer, job.partial / PROGRESS_FILE),
+                                           range(-(-rows_done // bs), job.n_chunks), bar)
+    if not finished:
+        return None, {"signals": encoded, "rows_done": rows_done + encoded}
+    return _publish(job, writer, encoded, time.perf_counter() - t0, rows_done)
+
+
+def _encode_sharded(job: EncodeJob, dist_info: ddp.DistInfo) -> tuple[LatentSet | None, dict]:
+    """The torchrun encode: process 0 prepares ``OUT.partial`` (and holds the output lock), every
+    process encodes its range of the remaining chunks into its shard, process 0 merges and publishes."""
+    lock = writer = error = rows_done = None
+    if dist_info.is_main:
+        try:
+            lock = OutputLock(job.out)
+            writer, rows_done = _prepare(job)
+        except (FuncmlError, OSError) as exc:
+            error = exc
+    try:
+        rows_done = ddp.from_main(rows_done, job.model.device)
+        if error is not None:
+            raise error
+        if rows_done is None:
+            raise FuncmlError(f"process 0 could not start the encode of {job.out} (see its message)")
+        bs, n = job.cfg.batch_size, len(job.idx)
+        records = [{"job": job.hash, "world_size": dist_info.world_size, "rank": r, "start": lo * bs,
+                    "end": min(hi * bs, n)} for r, (lo, hi) in
+                   enumerate(encode_shards.chunk_ranges(rows_done // bs, job.n_chunks, dist_info.world_size))]
+        t0 = time.perf_counter()
+        encoded, finished = _encode_shard(job, records[dist_info.rank], dist_info.is_main)
+        if not finished or not dist_info.is_main:
+            return None, {"signals": encoded, "rank": dist_info.rank}
+        records = [r for r in records if r["end"] > r["start"]]
+        done = encode_shards.wait_for_shards(job.partial, records)
+        encode_shards.merge_shards(writer, job.partial, records)
+        atomic_write_json(job.partial / PROGRESS_FILE, {"rows_done": n})
+        shutil.rmtree(job.partial / encode_shards.SHARD_DIR, ignore_errors=True)
+        resumed = rows_done + sum(d["resumed_from"] - d["start"] for d in done)
+        return _publish(job, writer, n - resumed, time.perf_counter() - t0, resumed)
     finally:
-        execution.__exit__(None, None, None)
-        bar.close()
-    seconds = time.perf_counter() - t0
+        if lock is not None:
+            lock.release()
+
+
+def _encode_shard(job: EncodeJob, record: dict, is_main: bool) -> tuple[int, bool]:
+    """Encode this process's rows ``record["start"]:record["end"]`` into its shard."""
+    if record["end"] <= record["start"]:
+        return 0, True
+    bs = job.cfg.batch_size
+    shard = encode_shards.open_shard(job.partial, record, job.model.config.latent_dim, bs)
+    # rows_done is a multiple of the batch size or the end: a complete shard is never encoded again
+    chunks = range(-(-shard.rows_done // bs), -(-record["end"] // bs))
+    try:
+        with _bar(job, record["end"] - record["start"], shard.rows_done - record["start"], is_main) as bar:
+            return _encode_chunks(job, shard, chunks, bar)
+    finally:
+        shard.close()
+
+
+def _publish(job: EncodeJob, writer: LatentSetWriter, encoded: int, seconds: float, resumed_rows: int
+             ) -> tuple[LatentSet, dict]:
+    """Finalize ``OUT.partial`` into the latent set ``OUT``; ``(latent_set, stats)``."""
     psnr_all = np.asarray(writer.arrays["psnr"], dtype=np.float64)
     split_all = np.asarray(writer.arrays["split"])
     metrics = {"psnr_mean": float(np.nanmean(psnr_all)),
                "psnr_by_split": {name: float(np.nanmean(psnr_all[split_all == code]))
                                  for code, name in enumerate(("train", "val", "test")) if (split_all == code).any()}}
-    encoding = {**asdict(cfg), "device": str(device), "observed": observed_tag}
+    encoding = {**asdict(job.cfg), "device": str(job.model.device), "observed": job.observed_tag,
+                "precision": job.precision}
+    signals = job.signals
     source = {"name": signals.name, "spec": signals.spec, "fingerprint": signals.fingerprint}
+    model_dir = job.model_dir
     if model_dir is None:
-        model_dir = partial / "_model_tmp"
-        model.save(model_dir)
-    latent_set = writer.finalize(task=signals.task, label_names=signals.label_names, signal_shape=signals.signal_shape,
-                                 source=source, encoding=encoding, model_id=model.id, model_dir=model_dir,
-                                 embed_model=embed_model, metrics=metrics, overwrite=overwrite,
+        model_dir = job.partial / "_model_tmp"
+        job.model.save(model_dir)
+    latent_set = writer.finalize(task=signals.task, label_names=signals.label_names,
+                                 signal_shape=signals.signal_shape, source=source, encoding=encoding,
+                                 model_id=job.model.id, model_dir=model_dir, embed_model=job.embed_model,
+                                 metrics=metrics, overwrite=job.overwrite,
                                  extra={"source_info": signals.info} if signals.info else None)
-    for leftover in (JOB_FILE, PROGRESS_FILE, "_model_tmp"):
+    for leftover in (JOB_FILE, PROGRESS_FILE, "_model_tmp", encode_shards.SHARD_DIR):
         p = latent_set.path / leftover
         if p.is_dir():
-            import shutil
-
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
     stats = {"signals": encoded, "seconds": seconds,
              "signals_per_second": encoded / seconds if seconds > 0 else float("nan"),
-             "psnr_mean": metrics["psnr_mean"], "resumed_rows": rows_done}
+             "psnr_mean": metrics["psnr_mean"], "resumed_rows": resumed_rows}
     return latent_set, stats

@@ -17,21 +17,33 @@ are folded into the weights and buffers are updated in place. Further exact savi
 
 These paths are used automatically for :class:`ModulatedSiren` itself (:func:`enabled_for`);
 :class:`plain_autograd` switches them off (the reference for tests and benchmarks), and
-:func:`set_compiled` hands the kernels to ``torch.compile``.
+:func:`set_compiled` hands the kernels to ``torch.compile`` (without CUDA graphs, see
+:data:`COMPILE_MODE`).
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 
 from funcml.encoders import kernels, tiled
+from funcml.encoders import precision as precision_mod
+from funcml.encoders.constants import device_constant
 from funcml.encoders.siren import ModulatedSiren
 
-PRECISIONS = ("fp32", "tf32", "bf16")
+PRECISIONS = precision_mod.PRECISIONS
+# torch.compile mode of the kernels, on every device: inductor's fused loops without CUDA graphs.
+# "reduce-overhead" (CUDA graphs) replays each kernel into the same static output buffers, but the
+# fused steps keep their outputs: an inner step's intermediates stay in ``ctx.saved`` for the
+# backward while the next inner step replays the same kernel, and its phi' is the next step's
+# input. CUDA graph trees then fail with "accessing tensor output of CUDAGraphs that has been
+# overwritten by a subsequent run" (docs/gpu.md). Cloning every kept output would cost the
+# memory traffic the graphs save, and step markers (torch.compiler.cudagraph_mark_step_begin) do
+# not help inside one meta-step, whose G steps all need their outputs until its backward.
+COMPILE_MODE = "default"
 _STATE = {"enabled": True, "compiled": None, "shared_first": True}
 _KERNEL_NAMES = ("inner_forward", "inner_backward", "first_forward", "first_backward", "first_grads",
                  "outer_forward", "outer_backward", "latent_grads")
@@ -40,9 +52,10 @@ _COMPILED: dict = {}
 
 
 def set_compiled(mode: str | None) -> None:
-    """Run the kernels through ``torch.compile``: ``None`` (eager), ``"default"`` (fused element-wise
-    loops) or ``"reduce-overhead"`` (additionally CUDA graphs on a GPU). Compiling takes minutes on a
-    CPU, so it pays for long jobs; compiled kernels are kept for the rest of the process."""
+    """Run the kernels through ``torch.compile``: ``None`` (eager) or a compile mode, normally
+    :data:`COMPILE_MODE` (``"default"``: inductor's fused element-wise loops, no CUDA graphs).
+    Compiling takes minutes on a CPU, so it pays for long jobs; compiled kernels are kept for the
+    rest of the process."""
     if mode == _STATE["compiled"]:
         return
     _STATE["compiled"] = mode
@@ -57,35 +70,36 @@ def set_compiled(mode: str | None) -> None:
 
 
 @contextmanager
-def execution(compile: bool = False, precision: str = "fp32", device: torch.device | str = "cpu",
+def execution(compile: bool = False, precision: str = "auto", device: torch.device | str = "cpu",
               shared_first: bool = True) -> Iterator[None]:
     """Temporarily select how the fused kernels run (the math is unchanged except by precision).
 
+    Everything set here is restored on exit (the kernels' precision, the compiled kernels and CUDA's
+    TF32 flag for float32 matmuls, see :func:`funcml.encoders.precision.cuda_tf32`).
+
     Args:
-        compile: ``torch.compile`` the kernels (CUDA: with CUDA graphs, mode "reduce-overhead").
+        compile: ``torch.compile`` the kernels (mode :data:`COMPILE_MODE`, no CUDA graphs).
         precision: matmuls of the per-coordinate activations in ``"fp32"``, ``"tf32"`` (CUDA tensor
-            cores; on a CPU emulated, only to measure its effect) or ``"bf16"`` inputs with float32
-            results. Other operations always run in float32.
+            cores, float32 results; on a CPU emulated, only to measure its effect) or ``"bf16"``
+            (bfloat16 inputs and bfloat16-rounded results, returned as float32); ``"auto"``: tf32 on
+            CUDA, fp32 elsewhere. On CUDA, the other float32 matmuls use TF32 iff ``"tf32"``. Other
+            operations always run in float32.
         device: where the work runs.
         shared_first: run steps from ``phi = 0`` on one shared field (off only to measure it).
     """
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
     device = torch.device(device)
-    old = (_STATE["compiled"], kernels.MATMUL_PRECISION[0], torch.backends.cuda.matmul.allow_tf32,
-           _STATE["shared_first"])
+    precision = precision_mod.resolve(precision, device)
+    old = (_STATE["compiled"], kernels.MATMUL_PRECISION[0], _STATE["shared_first"])
     try:
         _STATE["shared_first"] = bool(shared_first)
-        set_compiled(("reduce-overhead" if device.type == "cuda" else "default") if compile else None)
+        set_compiled(COMPILE_MODE if compile else None)
         kernels.MATMUL_PRECISION[0] = precision
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
-        yield
+        with (precision_mod.cuda_tf32(precision == "tf32") if device.type == "cuda" else nullcontext()):
+            yield
     finally:
         set_compiled(old[0])
         kernels.MATMUL_PRECISION[0] = old[1]
-        torch.backends.cuda.matmul.allow_tf32 = old[2]
-        _STATE["shared_first"] = old[3]
+        _STATE["shared_first"] = old[2]
 
 
 class plain_autograd:
@@ -306,7 +320,8 @@ class OuterLoss(torch.autograd.Function):
 
 
 def _lr_tensor(lr: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return lr if isinstance(lr, torch.Tensor) else torch.tensor(float(lr), dtype=like.dtype, device=like.device)
+    """``lr`` as a 0-d tensor on ``like``'s device (a cached constant: no host-to-device copy per step)."""
+    return lr if isinstance(lr, torch.Tensor) else device_constant(float(lr), like.dtype, like.device)
 
 
 def inner_step(net: ModulatedSiren, coords: torch.Tensor, phi: torch.Tensor, values: torch.Tensor,

@@ -22,13 +22,16 @@ from __future__ import annotations
 import torch
 
 from funcml.encoders import fused_loops
+from funcml.encoders.constants import device_constant
 from funcml.encoders.fused_loops import mul_sum_, shifted_sin_cos
 
 Params = tuple  # (W_1, b_1, ..., W_S, b_S, W_K, b_K, A, a)
 
-# Precision of the per-coordinate matmuls (the expensive ones): "fp32"; "bf16" (bfloat16 inputs,
-# float32 results); "tf32" (TF32 tensor cores on CUDA via torch.backends; emulated on a CPU by
-# rounding the inputs to 10 mantissa bits, for measuring its effect). Set by fused.execution().
+# Precision of the per-coordinate matmuls (the expensive ones): "fp32"; "bf16" (bfloat16 inputs and
+# a bfloat16 result, accumulated in float32 inside the matmul and converted back to float32: the
+# result carries bfloat16's 8 significant bits); "tf32" (TF32 tensor cores on CUDA via
+# torch.backends, float32 results; emulated on a CPU by rounding the inputs to 10 mantissa bits, for
+# measuring its effect). Set by fused.execution().
 MATMUL_PRECISION = ["fp32"]
 
 
@@ -39,7 +42,7 @@ def _tf32(x: torch.Tensor) -> torch.Tensor:
 
 
 def gemm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` (2-D) at :data:`MATMUL_PRECISION`."""
+    """``a @ b`` (2-D) at :data:`MATMUL_PRECISION` (bf16: rounded to bfloat16, returned as float32)."""
     p = MATMUL_PRECISION[0]
     if p == "fp32" or a.dtype != torch.float32 or (p == "tf32" and a.is_cuda):
         return torch.mm(a, b)
@@ -93,8 +96,9 @@ def mm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 
 
 def omega_column(omegas: tuple[float, ...], like: torch.Tensor) -> torch.Tensor:
-    """``(S, 1)``: scales ``(B, S, L)`` tensors per layer."""
-    return torch.tensor(omegas, dtype=like.dtype, device=like.device).view(-1, 1)
+    """``(S, 1)``: scales ``(B, S, L)`` tensors per layer (a cached constant: no host-to-device copy
+    per call)."""
+    return device_constant(tuple(omegas), like.dtype, like.device).view(-1, 1)
 
 
 def prepare(params: Params, omegas: tuple[float, ...], coords: torch.Tensor, phi: torch.Tensor):

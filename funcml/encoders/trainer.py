@@ -19,13 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from funcml.progress import progress_bar
 
-from funcml.allocator import tune_glibc_malloc
 from funcml.data.base import SignalSet
-from funcml.devices import peak_memory_bytes
+from funcml.devices import peak_memory_bytes, to_device
 from funcml.encoders import distributed as ddp
-from funcml.encoders import fused, fused_loops
+from funcml.encoders import fused, fused_loops, precision
 from funcml.encoders.checkpoint import CHECKPOINT_DIR, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from funcml.encoders.config import EncodeConfig, FieldConfig, TrainConfig
 from funcml.encoders.coords import make_grid
@@ -76,6 +75,7 @@ class _StopRequests:
 _RESUME_FREE = {"max_minutes", "checkpoint_minutes", "checkpoint_every", "log_every", "val_every", "val_signals",
                 "recompute", "compile"}
 _TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+_TRAIN_DEFAULTS["precision"] = "fp32"  # what runs recorded before the field existed used
 CACHE_BYTES = 4 << 30
 
 
@@ -143,6 +143,26 @@ def apply_meta_update(params: list[torch.nn.Parameter], optimizer: torch.optim.O
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
     optimizer.step()
+
+
+def resolve_precision(cfg: TrainConfig, device: torch.device) -> TrainConfig:
+    """``cfg`` with ``precision="auto"`` made concrete for ``device`` (tf32 on CUDA, fp32 elsewhere), so
+    that checkpoints record what ran and a run resumes only at the precision it started with."""
+    return dataclasses.replace(cfg, precision=precision.resolve(cfg.precision, device))
+
+
+def gather_batch(cache: torch.Tensor | None, signals: SignalSet, train_idx: np.ndarray, local: np.ndarray,
+                 device: torch.device) -> torch.Tensor:
+    """The signals ``local`` (ids in ``train_idx``) ``(b, C, *spatial)`` on ``device`` without waiting
+    for the GPU: from ``cache`` (the train signals in ``train_idx`` order, on the host or the device)
+    by positions copied through pinned memory, else read from ``signals``; host data go to a GPU
+    through pinned memory (:func:`funcml.devices.to_device`)."""
+    if cache is None:
+        return to_device(signals.get(local), device)
+    pos = torch.from_numpy(np.searchsorted(train_idx, local))
+    if cache.device.type == "cpu":
+        return to_device(cache[pos], device)
+    return cache[to_device(pos, cache.device)].to(device)
 
 
 def encode_config_for(train: TrainConfig, batch_size: int = 64) -> EncodeConfig:
@@ -214,6 +234,7 @@ class MetaTrainer:
         self.dist = ddp.init_distributed(self.device.type)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
+        self.cfg = resolve_precision(self.cfg, self.device)
         if (field.dim_in, field.channels) != (signals.dim, signals.channels):
             raise ConfigError(f"the model takes {field.channels}-channel {field.dim_in}-D signals but {signals.spec} "
                               f"holds {signals.channels}-channel {signals.dim}-D signals")
@@ -300,7 +321,6 @@ class MetaTrainer:
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         """Meta-train (resuming when decided so); returns the run's summary."""
-        tune_glibc_malloc()
         try:
             with fused.execution(compile=self.cfg.compile, precision=self.cfg.precision, device=self.device):
                 return self._run()
@@ -344,7 +364,7 @@ class MetaTrainer:
         stopped_by = "steps"
         last_train_psnr = next((h["psnr_outer"] for h in reversed(history) if "psnr_outer" in h), None)
         last_ckpt_step = start
-        bar = tqdm(total=cfg.steps, initial=start, desc="meta-train", unit="step",
+        bar = progress_bar(total=cfg.steps, initial=start, desc="meta-train", unit="step",
                    disable=not (self.progress and dist_info.is_main), leave=False)
 
         def checkpoint(step: int, finished: bool = False) -> None:

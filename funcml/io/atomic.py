@@ -2,6 +2,8 @@
 
 Files are written to a temporary sibling, flushed, fsynced and renamed over the target
 (``os.replace`` is atomic on POSIX). Directories are built under ``NAME.partial`` and renamed at the end.
+What these functions write has the permissions of any other new file or folder of the process
+(``0o666`` or ``0o777`` less the umask), not the private ``0o600`` of a temporary file.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 from funcml.errors import ArtifactError, OutputExistsError
 
@@ -30,14 +32,38 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder + rename)."""
+def current_umask() -> int:
+    """The process's umask, read without changing it where ``/proc`` tells it (Linux), else set and restored."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode a plain ``open``/``mkdir`` would give a new file (``0o666``) or folder (``0o777``) under the umask."""
+    return (0o777 if directory else 0o666) & ~current_umask()
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+    """A binary file that appears at ``path`` complete (with the umask's mode) when the block ends.
+
+    Written to a temporary sibling, flushed, fsynced and renamed; an exception in the block removes
+    it and leaves ``path`` as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, default_mode())
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -46,6 +72,12 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder + rename), with the umask's mode."""
+    with atomic_file(path) as f:
+        f.write(data)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
@@ -99,6 +131,7 @@ def atomic_dir(path: str | Path, overwrite: bool = False, keep_partial: bool = F
         raise OutputExistsError(f"output path exists: {path} (pass --overwrite to replace it)")
     partial = path.with_name(path.name + ".partial")
     partial.mkdir(parents=True, exist_ok=True)
+    os.chmod(partial, default_mode(directory=True))
     try:
         yield partial
     except BaseException:

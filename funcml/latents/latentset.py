@@ -357,6 +357,12 @@ class LatentSetWriter:
             arr = self.arrays[name]
             arr[start:start + len(values)] = values
 
+    def release(self) -> None:
+        """Drop written rows from this process's memory without waiting for the disk: the page cache
+        keeps them until the kernel writes them back, :meth:`flush` makes them durable."""
+        for arr in self.arrays.values():
+            release_pages(arr)
+
     def flush(self) -> None:
         """Write the rows to disk, then drop them from this process's memory (resident memory stays flat)."""
         for arr in self.arrays.values():

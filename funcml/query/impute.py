@@ -90,7 +90,7 @@ def impute_evaluate(model, signals: SignalSet, observed: ObservedMasks, *, split
     ``heads`` ``{name: QueryRegressor}`` (heads for ``model``, e.g. ``funcml_head``) add rows that
     read the same latents and observed samples (which they keep as they are).
     """
-    from tqdm.auto import tqdm
+    from funcml.progress import progress_bar
 
     from funcml.metrics import psnr
 
@@ -107,7 +107,7 @@ def impute_evaluate(model, signals: SignalSet, observed: ObservedMasks, *, split
     scores = {m: {"psnr_hidden": [], "psnr_all": []} for m in methods}
     hidden_fraction = []
     examples: dict[str, list] = {}
-    bar = tqdm(total=len(idx), desc="impute", unit="sig", disable=not progress, leave=False)
+    bar = progress_bar(total=len(idx), desc="impute", unit="sig", disable=not progress, leave=False)
     for k, start in enumerate(range(0, len(idx), cfg.batch_size)):
         part = idx[start:start + cfg.batch_size]
         x = signals.get(part)

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from funcml.progress import progress_bar
 
 from funcml.encoders.fitting import decode
 from funcml.encoders.siren import ModulatedSiren
@@ -102,7 +102,7 @@ def render_to_folder(model, latents: np.ndarray, out: str | Path, out_shape: Seq
     with atomic_dir(out, overwrite=overwrite) as tmp:
         arr = np.lib.format.open_memmap(tmp / RENDERS_FILE, mode="w+", dtype=np.float32,
                                         shape=(n, channels, *out_shape))
-        bar = tqdm(total=n, desc="render", unit="sig", disable=not progress, leave=False)
+        bar = progress_bar(total=n, desc="render", unit="sig", disable=not progress, leave=False)
         files = []
         for start in range(0, n, batch_size):
             z = torch.from_numpy(np.array(latents[start:start + batch_size], dtype=np.float32)).to(model.device)

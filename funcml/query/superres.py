@@ -68,7 +68,7 @@ def superres_evaluate(model, low: SignalSet, high: SignalSet, *, split: str = "t
     low-resolution signals; ``extra`` adds rows ``{name: low (b, C, *in) -> (b, C, *out)}`` (other
     super-resolution methods on the same inputs).
     """
-    from tqdm.auto import tqdm
+    from funcml.progress import progress_bar
 
     check_pairs(low, high)
     model.check_signals(low.signal_shape, allow_other_resolution=True)
@@ -86,7 +86,7 @@ def superres_evaluate(model, low: SignalSet, high: SignalSet, *, split: str = "t
     per: dict[str, dict[str, list]] = {m: {"psnr": [], "ssim": []} for m in (*methods, fit_then_classic)}
     recon_psnr = []
     examples: dict[str, list[np.ndarray]] = {m: [] for m in ("low", "high", *methods)}
-    bar = tqdm(total=len(idx), desc="superres", unit="sig", disable=not progress, leave=False)
+    bar = progress_bar(total=len(idx), desc="superres", unit="sig", disable=not progress, leave=False)
     for k, start in enumerate(range(0, len(idx), cfg.batch_size)):
         part = idx[start:start + cfg.batch_size]
         x_low = torch.from_numpy(low.get(part)).to(model.device)

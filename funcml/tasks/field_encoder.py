@@ -125,7 +125,7 @@ class FieldEncoder(TransformerMixin, BaseEstimator):
 
     def transform(self, X) -> np.ndarray:
         """Latents ``(n, P)`` float32 of signals ``X``."""
-        from tqdm.auto import tqdm
+        from funcml.progress import progress_bar
 
         from funcml.encoders.config import replace
         from funcml.encoders.fitting import fit_latents
@@ -138,7 +138,7 @@ class FieldEncoder(TransformerMixin, BaseEstimator):
                       batch_size=self.batch_size).validate()
         out = np.empty((len(X), self.model_.config.latent_dim), dtype=np.float32)
         bs = cfg.batch_size
-        for chunk, start in enumerate(tqdm(range(0, len(X), bs), desc="encode", disable=not self.progress,
+        for chunk, start in enumerate(progress_bar(range(0, len(X), bs), desc="encode", disable=not self.progress,
                                            leave=False)):
             x = torch.from_numpy(X[start:start + bs]).to(self.model_.device)
             phi = fit_latents(self.model_.net, x, cfg, generator=generator(cfg.seed, "encode", chunk))

@@ -235,30 +235,38 @@ def _sample(files: list[Path], k: int) -> list[Path]:
     return [files[i] for i in np.linspace(0, len(files) - 1, k).round().astype(int)]
 
 
+def _layout(root: Path, asked: str | None, spec: str) -> str:
+    """The layout asked for (``layout=``), else the one detected in ``root``."""
+    if asked is not None:
+        return parse_choice(asked, "layout", ("pairs", "flat", "classes"), "", "image folders")
+    layout = _detect_layout(root)
+    if layout is None:
+        raise DataError(f"{spec}: no images found (neither ROOT/*.png, ROOT/CLASS/*.png nor images/ + masks/)")
+    return layout
+
+
+def _channels(files: list[Path], asked: int | None, spec: str) -> int:
+    """1 (grey) or 3 (RGB): as asked, else 1 when a sample of the images are all grey."""
+    if asked is None:
+        return 1 if all(_header_mode(p, spec)[2] for p in _sample(files, CHANNEL_SAMPLE)) else 3
+    if asked in (1, 3):
+        return int(asked)
+    raise ConfigError(f"{spec}: channels={asked}; image folders are read as 1 (grey) or 3 (RGB) channels")
+
+
 def load_image_folder(spec: str, options: LoadOptions) -> SignalSet:
     """Load an image folder (pairs, flat or class layout) lazily; see the module docstring."""
     extra = options.take_extra(_EXTRA, "image folders")
     root = Path(spec)
     if not root.is_dir():
         raise DataError(f"{spec}: not a folder")
-    layout = extra.get("layout")
-    if layout is None:
-        layout = _detect_layout(root)
-        if layout is None:
-            raise DataError(f"{spec}: no images found (neither ROOT/*.png, ROOT/CLASS/*.png nor images/ + masks/)")
-    else:
-        layout = parse_choice(layout, "layout", ("pairs", "flat", "classes"), "", "image folders")
+    layout = _layout(root, extra.get("layout"), spec)
     mask_mode = parse_choice(extra.get("masks"), "masks", ("binary", "index"), "binary", "image folders")
     files, labels, classes, mask_files = _collect(root, layout, spec)
     if mask_mode == "index" and mask_files and any(p.suffix.lower() in LOSSY_SUFFIXES for p in mask_files):
         raise ConfigError(f"{spec}: masks=index needs lossless masks (png, bmp, tif); JPEG masks are binarised")
 
-    if options.channels is None:
-        channels = 1 if all(_header_mode(p, spec)[2] for p in _sample(files, CHANNEL_SAMPLE)) else 3
-    elif options.channels in (1, 3):
-        channels = int(options.channels)
-    else:
-        raise ConfigError(f"{spec}: channels={options.channels}; image folders are read as 1 (grey) or 3 (RGB) channels")
+    channels = _channels(files, options.channels, spec)
     grid = expand_resolution(options.resolution, 2, spec) or DEFAULT_GRID
 
     def read(i: int) -> np.ndarray:

@@ -1,14 +1,14 @@
 """MedMNIST npz files (2D and 3D, every size, every task type) and the embedded demo data.
 
 Specs: a path to a MedMNIST-layout ``.npz`` (keys ``{train,val,test}_{images,labels}``),
-``medmnist:NAME[@SIZE]`` (read through the ``medmnist`` package with ``download=False`` from
-``$FUNCML_MEDMNIST_ROOT``, ``~/.medmnist`` or the embedded files) or ``demo`` (the embedded
+``medmnist:NAME[@SIZE]`` (read through the ``medmnist`` package with ``download=False`` from the data
+root's ``medmnist/`` folder, ``$FUNCML_MEDMNIST_ROOT``, ``~/.medmnist`` or the embedded files; see
+:mod:`funcml.data.catalog`) or ``demo`` (the embedded
 BreastMNIST 28x28 file, CC BY 4.0, Yang et al. 2023).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import zipfile
 from importlib import resources
@@ -145,10 +145,9 @@ def _is_medmnist_npz(path: Path) -> bool:
 
 
 def _search_roots(flag: str) -> list[Path]:
-    roots = [os.environ.get("FUNCML_MEDMNIST_ROOT"), str(Path.home() / ".medmnist")]
-    out = [Path(r) for r in roots if r]
-    out.append(demo_path().parent)
-    return out
+    from funcml.data.catalog import data_root, medmnist_caches
+
+    return [data_root() / "medmnist", *medmnist_caches(), demo_path().parent]
 
 
 def _load_spec(spec: str, options: LoadOptions) -> SignalSet:
@@ -171,7 +170,8 @@ def _load_spec(spec: str, options: LoadOptions) -> SignalSet:
             _check_with_medmnist_package(flag, size, root)
             return load_medmnist_arrays(candidate, spec, options, info)
     roots = ", ".join(str(r) for r in _search_roots(flag))
-    raise DataError(f"{spec}: {fname} not found in {roots} (set FUNCML_MEDMNIST_ROOT or pass the file path)")
+    raise DataError(f"{spec}: {fname} not found in {roots}; run `funcml datasets fetch {flag}@{size}` "
+                    f"(or pass the file's path)")
 
 
 def _check_with_medmnist_package(flag: str, size: int, root: Path) -> None:

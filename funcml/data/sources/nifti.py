@@ -213,6 +213,32 @@ def _label_files(volumes: list[Path], labels_opt: str | None, spec: str) -> list
     return [lpath]
 
 
+def _native_shapes(files: list[Path], spec: str) -> tuple[list[tuple[int, ...]], int]:
+    """Each volume's spatial shape after RAS+ reorientation, and their common channel count."""
+    native, channels = [], set()
+    for f in files:
+        shape, c = _canonical_shape(_open(f, spec), f, spec)
+        native.append(shape)
+        channels.add(c)
+    if len(channels) != 1:
+        raise DataError(f"{spec}: the volumes have different channel counts {sorted(channels)}")
+    return native, channels.pop()
+
+
+def _mask_values(files: list[Path], label_files: list[Path], native: list[tuple[int, ...]], spec: str) -> np.ndarray:
+    """The label values of all label volumes, after checking each lies on its image's grid."""
+    uniques = []
+    for f, lf, shape in zip(files, label_files, native):
+        lab, laff = _canonical_array(lf, spec, labels=True)
+        if lab.shape != shape:
+            raise DataError(f"{spec}: label volume {lf} has shape {lab.shape} but {f.name} has {shape} "
+                            f"(after RAS+ reorientation); they must share one grid")
+        if not np.allclose(laff, _canonical_affine(f, spec), atol=1e-3):
+            raise DataError(f"{spec}: label volume {lf} is not on the grid of {f.name} (different affines)")
+        uniques.append(_unique_labels(lab, str(lf)))
+    return np.unique(np.concatenate(uniques))
+
+
 def load_nifti(spec: str, options: LoadOptions) -> SignalSet:
     """Load a NIfTI file, a folder of NIfTI files or a voxelmorph npz; see the module docstring."""
     extra = options.take_extra(_EXTRA, "NIfTI volumes")
@@ -225,30 +251,10 @@ def load_nifti(spec: str, options: LoadOptions) -> SignalSet:
     root, files = _volume_files(path, spec)
     label_files = _label_files(files, extra.get("labels"), spec)
 
-    native, channels = [], set()
-    for f in files:
-        shape, c = _canonical_shape(_open(f, spec), f, spec)
-        native.append(shape)
-        channels.add(c)
-    if len(channels) != 1:
-        raise DataError(f"{spec}: the volumes have different channel counts {sorted(channels)}")
-    n_channels = channels.pop()
+    native, n_channels = _native_shapes(files, spec)
     _check_channels(n_channels, options, spec)
     grid = _grid(native, options, spec)
-
-    mask_values = None
-    if label_files is not None:
-        uniques = []
-        for f, lf, shape in zip(files, label_files, native):
-            lab, laff = _canonical_array(lf, spec, labels=True)
-            if lab.shape != shape:
-                raise DataError(f"{spec}: label volume {lf} has shape {lab.shape} but {f.name} has {shape} "
-                                f"(after RAS+ reorientation); they must share one grid")
-            img_aff = _canonical_affine(f, spec)
-            if not np.allclose(laff, img_aff, atol=1e-3):
-                raise DataError(f"{spec}: label volume {lf} is not on the grid of {f.name} (different affines)")
-            uniques.append(_unique_labels(lab, str(lf)))
-        mask_values = np.unique(np.concatenate(uniques))
+    mask_values = None if label_files is None else _mask_values(files, label_files, native, spec)
 
     def read(i: int) -> np.ndarray:
         vol, _ = _canonical_array(files[i], spec)

@@ -15,7 +15,6 @@ but sends none), so predictions of different rows never influence each other.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +119,7 @@ class LatentGraphClassifier(LatentClassifier):
 
     def _fit(self, Z, Y, Zv, Yv) -> None:
         from funcml.devices import resolve_device
+        from funcml.engine import Plan, fit
 
         parts = [Z] + ([Zv] if Zv is not None else [])
         if self._unlabelled is not None and len(self._unlabelled):
@@ -136,42 +136,27 @@ class LatentGraphClassifier(LatentClassifier):
             loss_fn = make_loss(self.task_, self._n_out(), self._class_weight_vector(Y), dev)
             x = torch.from_numpy(nodes).to(dev)
             ei = torch.from_numpy(edges).to(dev)
-            y = torch.from_numpy(Y).to(dev)
-            y = y.float() if self.task_ == MULTILABEL else y
-            has_val = Zv is not None
-            if has_val:
-                yv = torch.from_numpy(Yv).to(dev)
-                yv = yv.float() if self.task_ == MULTILABEL else yv
-                val_rows = slice(n_tr, n_tr + len(Zv))
-            best, best_state, best_epoch, history = float("inf"), None, 0, []
-            for epoch in range(1, int(self.max_epochs) + 1):
-                net.train()
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(net(x, ei)[:n_tr], y)
-                loss.backward()
-                opt.step()
-                entry = {"epoch": epoch, "train_loss": float(loss.detach())}
-                if has_val:
-                    net.eval()
-                    with torch.no_grad():
-                        val_loss = float(loss_fn(net(x, ei)[val_rows], yv))
-                    entry["val_loss"] = val_loss
-                    history.append(entry)
-                    if val_loss < best - 1e-6:
-                        best, best_epoch, best_state = val_loss, epoch, copy.deepcopy(net.state_dict())
-                    elif epoch - best_epoch >= int(self.patience):
-                        break
-                else:
-                    history.append(entry)
-            if best_state is not None:
-                net.load_state_dict(best_state)
+            y = self._targets(Y, dev)
+            validate = None
+            if Zv is not None:
+                yv, val_rows = self._targets(Yv, dev), slice(n_tr, n_tr + len(Zv))
+                validate = lambda _train_loss: float(loss_fn(net(x, ei)[val_rows], yv))  # noqa: E731
+            plan = Plan(rounds=int(self.max_epochs), patience=int(self.patience), min_delta=1e-6,
+                        score_name="val_loss")
+            # full-batch: one update per epoch on the training nodes of the whole graph
+            run = fit(net, opt, lambda _epoch: [None], lambda _: loss_fn(net(x, ei)[:n_tr], y), plan,
+                      validate=validate)
         self.net_ = net.cpu().eval()
         self.reference_ = nodes
         self.edge_index_ = edges
-        self.n_iter_ = len(history)
-        self.best_epoch_ = best_epoch if has_val else len(history)
-        self.history_ = history
+        self.n_iter_ = len(run.history)
+        self.best_epoch_ = run.best_round if validate is not None else len(run.history)
+        self.history_ = run.history
         self._index = NearestNeighbors(metric=self.metric).fit(self.reference_)
+
+    def _targets(self, Y: np.ndarray, dev: torch.device) -> torch.Tensor:
+        y = torch.from_numpy(Y).to(dev)
+        return y.float() if self.task_ == MULTILABEL else y
 
     # -- prediction -----------------------------------------------------------------------------
     def _neighbours(self) -> NearestNeighbors:

@@ -92,58 +92,42 @@ class LatentMLPClassifier(LatentClassifier):
 
     def _fit(self, Z, Y, Zv, Yv) -> None:
         from funcml.devices import resolve_device
+        from funcml.engine import Plan, fit
 
         if self.max_epochs < 1 or self.batch_size < 1:
             raise ValueError("max_epochs and batch_size must be >= 1")
         dev = resolve_device(self.device)
-        devices = [dev] if dev.type == "cuda" else []
         hidden = tuple(int(h) for h in (self.hidden_layer_sizes or ()))
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
             torch.manual_seed(int(self.random_state or 0))
             net = build_mlp(Z.shape[1], hidden, self._n_out(), float(self.dropout)).to(dev)
             gen = torch.Generator().manual_seed(int(self.random_state or 0) + 1)
             opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
             loss_fn = make_loss(self.task_, self._n_out(), self._class_weight_vector(Y), dev)
-            x = torch.from_numpy(Z).to(dev)
-            y = torch.from_numpy(Y).to(dev)
-            y = y.float() if self.task_ == MULTILABEL else y
-            has_val = Zv is not None
-            if has_val:
-                xv = torch.from_numpy(Zv).to(dev)
-                yv = torch.from_numpy(Yv).to(dev)
-                yv = yv.float() if self.task_ == MULTILABEL else yv
-            best, best_state, best_epoch, history = float("inf"), None, 0, []
-            n = len(x)
-            for epoch in range(1, int(self.max_epochs) + 1):
-                net.train()
-                order = torch.randperm(n, generator=gen).to(dev)
-                total = 0.0
-                for start in range(0, n, int(self.batch_size)):
-                    idx = order[start:start + int(self.batch_size)]
-                    loss = loss_fn(net(x[idx]), y[idx])
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    total += float(loss.detach()) * len(idx)
-                entry = {"epoch": epoch, "train_loss": total / n}
-                if has_val:
-                    net.eval()
-                    with torch.no_grad():
-                        val_loss = float(loss_fn(net(xv), yv))
-                    entry["val_loss"] = val_loss
-                    if val_loss < best - 1e-6:
-                        best, best_epoch = val_loss, epoch
-                        best_state = copy.deepcopy(net.state_dict())
-                    elif epoch - best_epoch >= int(self.patience):
-                        history.append(entry)
-                        break
-                history.append(entry)
-            if best_state is not None:
-                net.load_state_dict(best_state)
+            x, y = self._tensors(Z, Y, dev)
+            batch = int(self.batch_size)
+
+            def batches(_epoch: int):
+                order = torch.randperm(len(x), generator=gen).to(dev)
+                return (order[i:i + batch] for i in range(0, len(x), batch))
+
+            validate = None
+            if Zv is not None:
+                xv, yv = self._tensors(Zv, Yv, dev)
+                validate = lambda _train_loss: float(loss_fn(net(xv), yv))  # noqa: E731
+            plan = Plan(rounds=int(self.max_epochs), patience=int(self.patience), min_delta=1e-6,
+                        score_name="val_loss")
+            run = fit(net, opt, batches, lambda idx: (loss_fn(net(x[idx]), y[idx]), len(idx)), plan,
+                      validate=validate)
         self.net_ = net.cpu().eval()
-        self.n_iter_ = len(history)
-        self.best_epoch_ = best_epoch if has_val else len(history)
-        self.history_ = history
+        self.n_iter_ = len(run.history)
+        self.best_epoch_ = run.best_round if validate is not None else len(run.history)
+        self.history_ = run.history
+
+    def _tensors(self, Z: np.ndarray, Y: np.ndarray, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Latents ``(n, P)`` and targets on ``dev`` (float targets for multi-label tasks)."""
+        y = torch.from_numpy(Y).to(dev)
+        return torch.from_numpy(Z).to(dev), (y.float() if self.task_ == MULTILABEL else y)
 
     def _logits(self, Z: np.ndarray) -> np.ndarray:
         with torch.no_grad():

@@ -18,7 +18,7 @@ import math
 from typing import Callable, Sequence
 
 import torch
-from tqdm.auto import tqdm
+from funcml.progress import progress_bar
 
 from funcml.errors import ConfigError
 
@@ -39,6 +39,20 @@ def auto_window(spatial: Sequence[int]) -> tuple[int, ...]:
     """Occlusion window per axis: about 1/8 of each side in 1D and 2D, 1/4 in 3D (at least 1)."""
     parts = 4 if len(spatial) == 3 else 8
     return tuple(max(1, math.ceil(int(s) / parts)) for s in spatial)
+
+
+def _occlusion_window(shape: tuple[int, ...], window: Sequence[int] | None,
+                      stride: Sequence[int] | None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Occlusion window and stride over inputs of ``shape`` (signals: the channel axis whole)."""
+    if len(shape) == 1:
+        win = tuple(window or (1,))
+        step = tuple(stride or win)
+    else:
+        win = (shape[0], *(window or auto_window(shape[1:])))
+        step = (shape[0], *(stride or win[1:]))
+    if len(win) != len(shape) or len(step) != len(shape):
+        raise ConfigError(f"occlusion window {tuple(window or ())} does not fit inputs of shape {shape}")
+    return win, step
 
 
 def attribute(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, targets: torch.Tensor, method: str, *,
@@ -69,14 +83,7 @@ def attribute(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, targe
     gaps = torch.zeros(n, dtype=x.dtype) if method == "ig" else None
     shape = tuple(x.shape[1:])
     if method == "occlusion":
-        if len(shape) == 1:
-            win = tuple(window or (1,))
-            step = tuple(stride or win)
-        else:
-            win = (shape[0], *(window or auto_window(shape[1:])))
-            step = (shape[0], *(stride or win[1:]))
-        if len(win) != len(shape) or len(step) != len(shape):
-            raise ConfigError(f"occlusion window {tuple(window or ())} does not fit inputs of shape {shape}")
+        win, step = _occlusion_window(shape, window, stride)
     latent = len(shape) == 1
     bs = max(1, int(batch_size))
     if method == "gradshap" and not latent:  # captum runs n_samples copies of each input at once
@@ -84,7 +91,7 @@ def attribute(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, targe
     chunks = range(0, n, bs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        for start in tqdm(chunks, desc=desc, disable=not progress or len(chunks) < 2, leave=False):
+        for start in progress_bar(chunks, desc=desc, disable=not progress or len(chunks) < 2, leave=False):
             sl = slice(start, start + bs)
             xi, ti, bi = x[sl], targets[sl], baselines[sl]
             if method == "ig":

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 from scipy.stats import spearmanr
-from tqdm.auto import tqdm
+from funcml.progress import progress_bar
 
 
 def auc(fractions: np.ndarray, curves: np.ndarray) -> np.ndarray:
@@ -76,7 +76,7 @@ def perturbation_curves(proba: Callable[[torch.Tensor], torch.Tensor], x: torch.
     p_b = _batched(proba, baseline, targets, batch_size)
     curves = {mode: np.zeros((len(orders), n, len(ks))) for mode in ("deletion", "insertion")}
     jobs = [(o, j) for o in range(len(orders)) for j, k in enumerate(ks) if 0 < k < n_feat]
-    for o, j in tqdm(jobs, desc=desc, disable=not progress, leave=False):
+    for o, j in progress_bar(jobs, desc=desc, disable=not progress, leave=False):
         top = torch.zeros(n, n_feat, dtype=torch.bool)
         top.scatter_(1, orders[o][:, :ks[j]], True)
         for mode in ("deletion", "insertion"):

@@ -217,62 +217,94 @@ def explain_latent_set(latent_set, classifier, model=None, signals=None, rows: n
     cfg = (config or ExplainConfig()).validate()
     check_compatible(latent_set, classifier, model)
     scores = LatentScores(classifier, cfg.output)
-    kind = f"a {getattr(classifier, 'kind', type(classifier).__name__)} classifier"
-    check_method(cfg.method, scores.differentiable, kind)
+    check_method(cfg.method, scores.differentiable, _kind(classifier))
     spaces = ("latent", "signal") if cfg.space == "both" else (cfg.space,)
     if "signal" in spaces:
-        if model is None or signals is None:
-            raise ConfigError("signal-space attributions need the model and the source data (--space latent skips them)")
-        if tuple(signals.signal_shape) != tuple(latent_set.signal_shape):
-            raise DataError(f"the data's signals {tuple(signals.signal_shape)} differ from the encoded ones "
-                            f"{tuple(latent_set.signal_shape)}; pass the same DATA and --resolution as for encoding")
-        fp = latent_set.manifest["source"].get("fingerprint")
-        if fp is not None and fp != signals.fingerprint:
-            raise DataError("the data is not what this latent set was encoded from (fingerprints differ)")
+        _check_signal_inputs(latent_set, model, signals)
+    rows = _rows_to_explain(latent_set, rows)
+    names = list(getattr(classifier, "class_names_", None) or make_names(latent_set.label_names, len(classifier.classes_)))
+    z = torch.from_numpy(latent_set.rows(rows))
+    with torch.no_grad():
+        proba = scores.proba(z).double().numpy()
+    labels = None if latent_set.labels is None else np.asarray(latent_set.labels[rows])
+    targets_np = resolve_targets(cfg.target, proba, labels, classifier, names)
+    targets, predicted = torch.from_numpy(targets_np), np.argmax(proba, axis=1)
+    multilabel = scores.activation == "sigmoid"
+    report, arrays = _header(latent_set, classifier, scores, cfg, names, rows, targets_np, predicted, proba, labels)
+    kind = _kind(classifier)
+    report["latent"] = _explain_latents(latent_set, scores, z, targets_np, cfg, names, kind, arrays, log)
+    if cfg.counterfactual:
+        cls = targets_np if multilabel else predicted
+        report["counterfactual"] = _counterfactuals(latent_set, model, scores, z, cls, names, kind, cfg, arrays, log)
+    if "signal" in spaces:
+        report["signal"] = _explain_signals(latent_set, model, signals, scores, z, rows, targets, predicted, proba,
+                                            cfg, arrays, multilabel, log, progress)
+    return ExplainResult(report=report, arrays=arrays, class_names=names, titles=_titles(report, classifier, names))
+
+
+def _kind(classifier) -> str:
+    return f"a {getattr(classifier, 'kind', type(classifier).__name__)} classifier"
+
+
+def _check_signal_inputs(latent_set, model, signals) -> None:
+    """Signal-space attributions need the model and the very data the set was encoded from."""
+    if model is None or signals is None:
+        raise ConfigError("signal-space attributions need the model and the source data (--space latent skips them)")
+    if tuple(signals.signal_shape) != tuple(latent_set.signal_shape):
+        raise DataError(f"the data's signals {tuple(signals.signal_shape)} differ from the encoded ones "
+                        f"{tuple(latent_set.signal_shape)}; pass the same DATA and --resolution as for encoding")
+    fp = latent_set.manifest["source"].get("fingerprint")
+    if fp is not None and fp != signals.fingerprint:
+        raise DataError("the data is not what this latent set was encoded from (fingerprints differ)")
+
+
+def _rows_to_explain(latent_set, rows: np.ndarray | None) -> np.ndarray:
+    """``rows`` as int64, or the first 16 test rows (the first 16 rows when there is no test split)."""
     if rows is None:
         test = latent_set.split_indices("test")
         rows = (test if len(test) else np.arange(len(latent_set)))[:16]
     rows = np.asarray(rows, dtype=np.int64)
     if len(rows) == 0:
         raise DataError(f"{latent_set.path}: no rows to explain")
+    return rows
 
-    k = len(classifier.classes_)
-    names = list(getattr(classifier, "class_names_", None) or make_names(latent_set.label_names, k))
-    z = torch.from_numpy(latent_set.rows(rows))
-    with torch.no_grad():
-        proba = scores.proba(z).double().numpy()
-    labels = None if latent_set.labels is None else np.asarray(latent_set.labels[rows])
-    targets_np = resolve_targets(cfg.target, proba, labels, classifier, names)
-    targets = torch.from_numpy(targets_np)
-    predicted = np.argmax(proba, axis=1)
-    multilabel = scores.activation == "sigmoid"
+
+def _header(latent_set, classifier, scores: LatentScores, cfg: ExplainConfig, names: list[str], rows: np.ndarray,
+            targets: np.ndarray, predicted: np.ndarray, proba: np.ndarray,
+            labels: np.ndarray | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The report's description of what is explained, and the arrays that go with it."""
     index = np.asarray(latent_set.index[rows])
     report: dict[str, Any] = {
         "latents": str(latent_set.path), "model_id": latent_set.model_id, "task": latent_set.task,
         "classifier": getattr(classifier, "kind", type(classifier).__name__), "differentiable": scores.differentiable,
-        "config": {k2: (list(v) if isinstance(v, tuple) else v) for k2, v in dataclasses.asdict(cfg).items()},
-        "classes": names, "rows": rows.tolist(), "index": index.tolist(), "targets": targets_np.tolist(),
-        "target_names": [names[t] for t in targets_np], "predicted": predicted.tolist(),
-        "proba_target": proba[np.arange(len(rows)), targets_np].tolist(),
+        "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(cfg).items()},
+        "classes": names, "rows": rows.tolist(), "index": index.tolist(), "targets": targets.tolist(),
+        "target_names": [names[t] for t in targets], "predicted": predicted.tolist(),
+        "proba_target": proba[np.arange(len(rows)), targets].tolist(),
     }
-    if labels is not None and not multilabel:
+    if labels is not None and scores.activation != "sigmoid":
         report["labels"] = labels.reshape(len(rows), -1)[:, 0].tolist()
-    arrays: dict[str, np.ndarray] = {"rows": rows, "index": index, "targets": targets_np, "proba": proba}
-    bs_latent = 4096
+    return report, {"rows": rows, "index": index, "targets": targets, "proba": proba}
 
-    # 1. latent space
+
+def _explain_latents(latent_set, scores: LatentScores, z: torch.Tensor, targets_np: np.ndarray, cfg: ExplainConfig,
+                     names: list[str], kind: str, arrays: dict, log: Callable[[str], None],
+                     batch_size: int = 4096) -> dict[str, Any]:
+    """Attributions on the latents ``z`` ``(n, P)``, their completeness, quality and sanity checks."""
     t0 = time.perf_counter()
+    targets = torch.from_numpy(targets_np)
     if cfg.latent_baseline == "zero":
         zb = torch.zeros_like(z)
     else:
         zb = torch.from_numpy(_train_mean(latent_set)).expand_as(z).clone()
     reference = torch.from_numpy(_train_sample(latent_set, 64, cfg.seed))
     lat_kwargs = dict(baselines=zb, reference=reference, n_steps=cfg.ig_steps, n_samples=cfg.shap_samples,
-                      batch_size=bs_latent, seed=cfg.seed)
+                      batch_size=batch_size, seed=cfg.seed)
     a_lat, gaps = attribute(scores, z, targets, cfg.method, **lat_kwargs)
     lat: dict[str, Any] = {"baseline": cfg.latent_baseline}
-    lat["completeness"] = _completeness(gaps, _target_scores(scores, z, targets, bs_latent),
-                                        _target_scores(scores, zb, targets, bs_latent))
+    lat["completeness"] = _completeness(gaps, _target_scores(scores, z, targets, batch_size),
+                                        _target_scores(scores, zb, targets, batch_size))
+    k = len(names)
     by_class = np.full((k, z.shape[1]), np.nan)
     for c in range(k):
         sel = targets_np == c
@@ -283,54 +315,58 @@ def explain_latent_set(latent_set, classifier, model=None, signals=None, rows: n
     lat["by_class_count"] = {names[c]: int((targets_np == c).sum()) for c in range(k)}
     if cfg.quality:
         lat["quality"] = perturbation_curves(scores.proba, z, zb, a_lat, targets, points=cfg.curve_points,
-                                             random_orders=cfg.random_orders, seed=cfg.seed, batch_size=bs_latent)
+                                             random_orders=cfg.random_orders, seed=cfg.seed, batch_size=batch_size)
     if cfg.sanity:
-        if scores.differentiable:
-            cascade = []
-            for layer, module in cascading_randomisations(scores.module, cfg.seed):
-                a_r, _ = attribute(scores.with_module(module), z, targets, cfg.method, **lat_kwargs)
-                cascade.append({"layer": layer, **randomisation_summary(a_lat, a_r)})
-            lat["randomisation"] = {"cascading": cascade, "full": cascade[-1]}
-            arrays["latent_attributions_randomised"] = a_r.numpy()
-        else:
-            lat["randomisation"] = {"skipped": f"{kind} has no weights to randomise"}
+        lat["randomisation"] = _randomisation(scores, z, targets, cfg, a_lat, lat_kwargs, kind, arrays)
     lat["seconds"] = time.perf_counter() - t0
-    report["latent"] = lat
-    log(f"latent space: {cfg.method} attributions for {len(rows)} signals ({lat['seconds']:.1f} s)")
+    log(f"latent space: {cfg.method} attributions for {len(z)} signals ({lat['seconds']:.1f} s)")
+    return lat
 
-    # 2. counterfactuals
-    if cfg.counterfactual:
-        if scores.differentiable:
-            cls = targets_np if multilabel else predicted
-            cf = latent_counterfactuals(scores, z.numpy(), cls, step=cfg.cf_step, max_steps=cfg.cf_max_steps,
-                                        confidence=cfg.cf_confidence)
-            cf_report = {"from_class": [names[c] for c in cls], **cf.summary()}
-            arrays["counterfactual_latents"] = cf.latents
-            arrays["counterfactual_proba"] = cf.proba_after
-            if model is not None:
-                spatial = tuple(latent_set.signal_shape[1:])
-                dec = model.decode(z.to(model.device), spatial).cpu().numpy()
-                dec_cf = model.decode(torch.from_numpy(cf.latents).to(model.device), spatial).cpu().numpy()
-                arrays["decoded"] = dec
-                arrays["counterfactual_decoded"] = dec_cf
-                change = np.abs(dec_cf - dec).reshape(len(rows), -1)
-                cf_report["change_mean_abs"] = float(change.mean())
-                cf_report["change_max_abs"] = float(change.max())
-            report["counterfactual"] = cf_report
-            log(f"counterfactuals: {cf_report['flipped']:.0%} of predictions flipped")
-        else:
-            report["counterfactual"] = {"skipped": f"counterfactuals follow gradients; {kind} has none"}
 
-    # 3. signal space
-    if "signal" in spaces:
-        report["signal"] = _explain_signals(latent_set, model, signals, scores, z, rows, targets, predicted, proba,
-                                            cfg, arrays, multilabel, log, progress)
-    titles = [f"row {r}: {names[t]} (p {p:.2f})" for r, t, p in zip(rows, targets_np, report["proba_target"])]
-    if "labels" in report:  # the true class beside the explained one
+def _randomisation(scores: LatentScores, z: torch.Tensor, targets: torch.Tensor, cfg: ExplainConfig,
+                   a_lat: torch.Tensor, lat_kwargs: dict, kind: str, arrays: dict) -> dict[str, Any]:
+    """The model-randomisation sanity check: attributions as the classifier's layers are randomised."""
+    if not scores.differentiable:
+        return {"skipped": f"{kind} has no weights to randomise"}
+    cascade = []
+    for layer, module in cascading_randomisations(scores.module, cfg.seed):
+        a_r, _ = attribute(scores.with_module(module), z, targets, cfg.method, **lat_kwargs)
+        cascade.append({"layer": layer, **randomisation_summary(a_lat, a_r)})
+    arrays["latent_attributions_randomised"] = a_r.numpy()
+    return {"cascading": cascade, "full": cascade[-1]}
+
+
+def _counterfactuals(latent_set, model, scores: LatentScores, z: torch.Tensor, cls: np.ndarray, names: list[str],
+                     kind: str, cfg: ExplainConfig, arrays: dict, log: Callable[[str], None]) -> dict[str, Any]:
+    """Smallest latent changes that flip the classifier away from ``cls`` ``(n,)``, decoded when possible."""
+    if not scores.differentiable:
+        return {"skipped": f"counterfactuals follow gradients; {kind} has none"}
+    cf = latent_counterfactuals(scores, z.numpy(), cls, step=cfg.cf_step, max_steps=cfg.cf_max_steps,
+                                confidence=cfg.cf_confidence)
+    cf_report = {"from_class": [names[c] for c in cls], **cf.summary()}
+    arrays["counterfactual_latents"] = cf.latents
+    arrays["counterfactual_proba"] = cf.proba_after
+    if model is not None:
+        spatial = tuple(latent_set.signal_shape[1:])
+        dec = model.decode(z.to(model.device), spatial).cpu().numpy()
+        dec_cf = model.decode(torch.from_numpy(cf.latents).to(model.device), spatial).cpu().numpy()
+        arrays["decoded"], arrays["counterfactual_decoded"] = dec, dec_cf
+        change = np.abs(dec_cf - dec).reshape(len(z), -1)
+        cf_report["change_mean_abs"] = float(change.mean())
+        cf_report["change_max_abs"] = float(change.max())
+    log(f"counterfactuals: {cf_report['flipped']:.0%} of predictions flipped")
+    return cf_report
+
+
+def _titles(report: dict, classifier, names: list[str]) -> list[str]:
+    """One figure title per explained row: the explained class, its probability, the true class."""
+    titles = [f"row {r}: {names[t]} (p {p:.2f})" for r, t, p in zip(report["rows"], report["targets"],
+                                                                     report["proba_target"])]
+    if "labels" in report:
         classes = list(np.asarray(classifier.classes_).tolist())
         titles = [f"{title}; true {names[classes.index(y)] if y in classes else y}"
                   for title, y in zip(titles, report["labels"])]
-    return ExplainResult(report=report, arrays=arrays, class_names=names, titles=titles)
+    return titles
 
 
 def _explain_signals(latent_set, model, signals, scores: LatentScores, z: torch.Tensor, rows: np.ndarray,

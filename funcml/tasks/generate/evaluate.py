@@ -35,7 +35,6 @@ from funcml.tasks.generate.baselines import ClassGaussian
 from funcml.tasks.generate.features import embed, predict, train_feature_net
 from funcml.tasks.generate.metrics import (classification_accuracy_score, frechet_distance, memorisation,
                                            precision_recall)
-from funcml.tasks.generate.threads import limit_threads
 
 SINGLE_LABEL_TASKS = ("binary-class", "multi-class", "ordinal-regression")
 
@@ -87,12 +86,9 @@ class EvaluationContext:
     def __init__(self, latent_set, model, *, signals=None, seed: int = 0, k: int = 3, max_compare: int = 2000,
                  max_reference: int = 5000, max_cas_train: int = 10000, classifier: str = "logistic",
                  cnn_steps: int = 1000, repeats: int = 3, device: str | torch.device = "cpu",
-                 log: Callable[[str], None] = print, feature_net: tuple | None = None,
-                 n_threads: int | None = 1) -> None:
-        with limit_threads(n_threads):
-            self._prepare(latent_set, model, signals, seed, k, max_compare, max_reference, max_cas_train, classifier,
-                          cnn_steps, repeats, device, log, feature_net)
-        self.n_threads = n_threads
+                 log: Callable[[str], None] = print, feature_net: tuple | None = None) -> None:
+        self._prepare(latent_set, model, signals, seed, k, max_compare, max_reference, max_cas_train, classifier,
+                      cnn_steps, repeats, device, log, feature_net)
 
     def _prepare(self, latent_set, model, signals, seed, k, max_compare, max_reference, max_cas_train, classifier,
                  cnn_steps, repeats, device, log, feature_net) -> None:
@@ -208,8 +204,7 @@ class EvaluationContext:
     # -- the evaluation ---------------------------------------------------------------------------
     def evaluate(self, generator, guidance: float = 1.0) -> tuple[dict, dict]:
         """``(report, figure_sets)`` for one generator at one guidance weight."""
-        with limit_threads(self.n_threads):
-            return self._evaluate(generator, guidance)
+        return self._evaluate(generator, guidance)
 
     def _evaluate(self, generator, guidance: float) -> tuple[dict, dict]:
         conditional = bool(generator.conditional and self.y_train is not None)
@@ -242,8 +237,7 @@ def evaluate_generator(generator, latent_set, model, *, signals=None, guidance: 
                        repeats: int = 3, k: int = 3, max_compare: int = 2000, max_reference: int = 5000,
                        max_cas_train: int = 10000, classifier: str = "logistic", cnn_steps: int = 1000,
                        device: str | torch.device = "cpu",
-                       log: Callable[[str], None] = print, n_threads: int | None = 1,
-                       context: EvaluationContext | None = None) -> tuple[dict, dict]:
+                       log: Callable[[str], None] = print, context: EvaluationContext | None = None) -> tuple[dict, dict]:
     """Run the protocol above for ``generator`` (anything with ``conditional`` and
     ``sample(n, labels=, guidance=, seed=) -> (latents, labels)``).
 
@@ -254,7 +248,6 @@ def evaluate_generator(generator, latent_set, model, *, signals=None, guidance: 
         k: k of the k-NN manifolds; max_compare / max_reference / max_cas_train: caps on the set sizes.
         classifier: CAS classifier on latents (``logistic`` or ``mlp``).
         cnn_steps: training steps of the feature CNN.
-        n_threads: CPU threads (see :mod:`~funcml.tasks.generate.threads`).
         context: a prepared :class:`EvaluationContext` (the other data arguments are then ignored).
 
     Returns:
@@ -265,7 +258,7 @@ def evaluate_generator(generator, latent_set, model, *, signals=None, guidance: 
         context = EvaluationContext(latent_set, model, signals=signals, seed=seed, k=k, max_compare=max_compare,
                                     max_reference=max_reference, max_cas_train=max_cas_train,
                                     classifier=classifier, cnn_steps=cnn_steps,
-                                    repeats=repeats, device=device, log=log, n_threads=n_threads)
+                                    repeats=repeats, device=device, log=log)
     return context.evaluate(generator, guidance)
 
 

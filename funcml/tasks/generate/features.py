@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from funcml.engine import Plan, fit
 from funcml.seeding import derive_seed
 
 
@@ -85,18 +86,19 @@ def train_feature_net(signals: np.ndarray, labels: np.ndarray | None, *, multila
         weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n_out, 0.0)
         loss_fn = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32, device=device))
     g = torch.Generator().manual_seed(derive_seed(seed, "batch", 7))
-    net.train()
-    perm, pos = torch.randperm(n, generator=g), 0
-    for _ in range(steps):
-        if pos + batch_size > n:
-            perm, pos = torch.randperm(n, generator=g), 0
-        idx = perm[pos:pos + batch_size]
-        pos += batch_size
-        loss = loss_fn(net(x_all[idx].to(device)), y_all[idx].to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+
+    def stream():
+        """Batches of reshuffled passes over the signals, one per step."""
+        perm, pos = torch.randperm(n, generator=g), 0
+        while True:
+            if pos + batch_size > n:
+                perm, pos = torch.randperm(n, generator=g), 0
+            yield perm[pos:pos + batch_size]
+            pos += batch_size
+
+    batches = stream()
+    fit(net, opt, lambda _step: [next(batches)], lambda i: loss_fn(net(x_all[i].to(device)), y_all[i].to(device)),
+        Plan(rounds=steps, unit="step"), after_step=lambda _step: sched.step())
     net.eval()
     pred = predict(net, signals, multilabel=multilabel, device=device)
     acc = float((pred == labels).mean())

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -25,9 +24,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-from funcml.encoders.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
 from funcml.errors import ArtifactError, ConfigError, DataError
 from funcml.io.artifact import read_artifact_config, verify_listed_file
 from funcml.io import (atomic_write_json, canonical_json, load_tensors, save_tensors, sha256_bytes,
@@ -36,7 +33,6 @@ from funcml.seeding import derive_seed
 from funcml.tasks.generate.denoiser import ResidualMLPDenoiser, default_hidden
 from funcml.tasks.generate.config import GeneratorConfig
 from funcml.tasks.generate.processes import make_process
-from funcml.tasks.generate.threads import limit_threads
 
 FORMAT = "funcml.generator"
 VERSION = 1
@@ -57,24 +53,19 @@ def _as_labels(y: np.ndarray | None, n: int) -> np.ndarray | None:
     return y.astype(np.int64)
 
 
-def checkpoint_meta(step: int, cfg: GeneratorConfig, job: str, history: list[dict]) -> dict:
-    """``last.json`` fields for the shared checkpoint format (:mod:`funcml.encoders.checkpoint`).
-
-    The generator has no validation PSNR and no field config; ``job`` (hash of config and data)
-    decides whether a checkpoint belongs to this run.
-    """
-    return {"step": step, "finished": step >= cfg.steps, "best_val_psnr": None, "best_step": None,
-            "config": {"field": {}, "train": asdict(cfg), "data_fingerprint": job},
-            "job": job, "history": history}
+def _every_50(history: list[dict]) -> list[dict]:
+    """Per-step losses ``[{"step", "train_loss"}]`` as means over blocks of 50 steps ``[{"step", "loss"}]``."""
+    blocks = [history[i:i + 50] for i in range(0, len(history), 50)]
+    return [{"step": b[-1]["step"], "loss": float(np.mean([e["train_loss"] for e in b]))} for b in blocks]
 
 
 class LatentGenerator:
     """Class-conditional generative model of latent vectors (scikit-learn conventions).
 
     Args: see :class:`GeneratorConfig` (``method`` ``"flow"`` or ``"diffusion"``), plus
-        ``device``, ``n_threads`` (CPU threads while fitting and sampling, see
-        :mod:`~funcml.tasks.generate.threads`; None keeps torch's setting) and ``progress``
-        (tqdm bar while fitting).
+        ``device`` and ``progress`` (a bar while fitting). The generator's networks are small: on a
+        busy CPU one thread can be faster than several (``torch.set_num_threads`` in your script,
+        ``funcml --threads 1`` on the command line).
 
     Attributes (after :meth:`fit`):
         mean_, scale_: ``(P,)`` the per-dimension standardisation.
@@ -87,7 +78,7 @@ class LatentGenerator:
     def __init__(self, method: str = "flow", hidden: int | None = None, blocks: int = 3, dropout: float = 0.0,
                  steps: int = 3000, batch_size: int = 128, lr: float = 1e-3, weight_decay: float = 0.0,
                  warmup_steps: int = 100, p_uncond: float = 0.15, ema_decay: float = 0.999, sample_steps: int = 50,
-                 eta: float = 0.0, seed: int = 0, device: str | torch.device = "cpu", n_threads: int | None = 1,
+                 eta: float = 0.0, seed: int = 0, device: str | torch.device = "cpu",
                  progress: bool = False) -> None:
         self.method = method
         self.hidden = hidden
@@ -104,7 +95,6 @@ class LatentGenerator:
         self.eta = eta
         self.seed = seed
         self.device = device
-        self.n_threads = n_threads
         self.progress = progress
 
     # -- configuration --------------------------------------------------------------------------
@@ -138,10 +128,11 @@ class LatentGenerator:
         With ``checkpoint_dir`` the run is checkpointed every ``checkpoint_every`` steps and a
         later ``fit`` with the same data and settings continues from the last checkpoint.
         """
-        with limit_threads(self.n_threads):
-            return self._fit(X, y, checkpoint_dir, checkpoint_every, max_minutes, log)
+        return self._fit(X, y, checkpoint_dir, checkpoint_every, max_minutes, log)
 
     def _fit(self, X, y, checkpoint_dir, checkpoint_every, max_minutes, log) -> "LatentGenerator":
+        from funcml.engine import Checkpoints, Plan, fit
+
         cfg = self.config.validate()
         X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or len(X) < 2:
@@ -149,92 +140,74 @@ class LatentGenerator:
         if not np.isfinite(X).all():
             raise DataError("latents contain NaN or infinite values")
         labels = _as_labels(y, len(X))
+        y_idx = self._learn_standardisation(X, labels)
         device = torch.device(self.device)
-        n, p = X.shape
-        self.n_features_in_ = p
-        self.mean_ = X.mean(axis=0)
-        self.scale_ = np.maximum(X.std(axis=0), 1e-6 * max(float(X.std()), 1e-12)).astype(np.float32)
-        if labels is not None:
-            self.classes_, y_idx, counts = np.unique(labels, return_inverse=True, return_counts=True)
-            self.class_prior_ = counts / counts.sum()
-        else:
-            self.classes_, self.class_prior_, y_idx = None, None, None
         k = 0 if self.classes_ is None else len(self.classes_)
-        process = make_process(cfg.method, cfg.eta)
-
         data = torch.from_numpy((X - self.mean_) / self.scale_).to(device)
         y_all = None if y_idx is None else torch.from_numpy(y_idx.astype(np.int64)).to(device)
         torch.manual_seed(derive_seed(cfg.seed, "init"))
-        net = self._build_net(p, k).to(device)
+        net = self._build_net(X.shape[1], k).to(device)
         ema = copy.deepcopy(net).requires_grad_(False)
-        both = nn.ModuleDict({"net": net, "ema": ema})
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         job = sha256_bytes(canonical_json({"config": asdict(cfg), "data": sha256_bytes(X.tobytes()),
                                            "labels": None if labels is None else sha256_bytes(labels.tobytes())}))
-        start, history = 0, []
-        ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-        if ckpt is not None:
-            meta = read_checkpoint_meta(ckpt)
-            if meta is not None and meta.get("job") == job:
-                meta = load_checkpoint(ckpt, both, opt)
-                start, history = int(meta["step"]), list(meta.get("history", []))
-                if log:
-                    log(f"resuming generator training at step {start}/{cfg.steps}")
-        t0 = time.perf_counter()
-        bar = tqdm(total=cfg.steps, initial=start, desc=f"generate {cfg.method}", unit="step",
-                   disable=not self.progress, leave=False)
-        running, done = [], start
-        self.finished_ = True
-        net.train()
-        try:
-            for step in range(start, cfg.steps):
-                g = torch.Generator().manual_seed(derive_seed(cfg.seed, "batch", step))
-                idx = torch.randint(n, (cfg.batch_size,), generator=g).to(device)
-                t = torch.rand(cfg.batch_size, generator=g).to(device)
-                eps = torch.randn(cfg.batch_size, p, generator=g).to(device)
-                x0 = data[idx]
-                yb = None
-                if y_all is not None:
-                    drop = (torch.rand(cfg.batch_size, generator=g) < cfg.p_uncond).to(device)
-                    yb = torch.where(drop, torch.full_like(y_all[idx], k), y_all[idx])
-                xt, target = process.training_pair(x0, t, eps)
-                loss = (net(xt, t, yb) - target).pow(2).mean()
-                if not torch.isfinite(loss):
-                    raise ConfigError(f"generator training diverged at step {step} (loss {float(loss)}); "
-                                      "lower --lr")
-                for group in opt.param_groups:
-                    group["lr"] = self._lr(step)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-                opt.step()
-                decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-                with torch.no_grad():
-                    for pe, pn in zip(ema.parameters(), net.parameters()):
-                        pe.lerp_(pn, 1 - decay)
-                running.append(loss.item())
-                if (step + 1) % 50 == 0 or step + 1 == cfg.steps:
-                    history.append({"step": step + 1, "loss": float(np.mean(running))})
-                    bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
-                    running = []
-                bar.update(1)
-                done = step + 1
-                if ckpt is not None and (done % checkpoint_every == 0 or done == cfg.steps):
-                    save_checkpoint(ckpt, both, opt, checkpoint_meta(done, cfg, job, history))
-                if max_minutes is not None and (time.perf_counter() - t0) / 60 > max_minutes and done < cfg.steps:
-                    if ckpt is not None:
-                        save_checkpoint(ckpt, both, opt, checkpoint_meta(done, cfg, job, history))
-                    self.finished_ = False
-                    break
-        finally:
-            bar.close()
+        # one round per step: the batch, times and noise of step s come from generators seeded by (seed, s)
+        plan = Plan(rounds=cfg.steps, lr_at=lambda step, _round: self._lr(step), clip_grad_norm=1.0,
+                    max_minutes=max_minutes, check_finite=True, progress=self.progress,
+                    desc=f"generate {cfg.method}", unit="step")
+        ckpt = None if checkpoint_dir is None else Checkpoints(Path(checkpoint_dir), job, every=checkpoint_every)
+        loss = self._loss(net, make_process(cfg.method, cfg.eta), data, y_all, k, cfg)
+        run = fit(net, opt, lambda step: [step], loss, plan, after_step=self._ema_update(net, ema, cfg),
+                  checkpoints=ckpt, state=nn.ModuleDict({"net": net, "ema": ema}), log=log)
         ema.eval()
-        self.net_ = ema
-        self.history_ = history
-        self.training_ = {"steps_done": done, "steps": cfg.steps,
-                          "seconds": time.perf_counter() - t0, "resumed_from": start,
-                          "final_loss": history[-1]["loss"] if history else None, "train_latents": int(n)}
+        self.net_, self.finished_ = ema, run.stopped_by != "max_minutes"
+        self.history_ = _every_50(run.history)
+        self.training_ = {"steps_done": run.steps_done, "steps": cfg.steps, "seconds": run.seconds,
+                          "resumed_from": run.resumed_from,
+                          "final_loss": self.history_[-1]["loss"] if self.history_ else None, "train_latents": len(X)}
         return self
+
+    def _learn_standardisation(self, X: np.ndarray, labels: np.ndarray | None) -> np.ndarray | None:
+        """Set ``mean_``, ``scale_``, ``classes_``, ``class_prior_``; return class indices ``(N,)`` or None."""
+        self.n_features_in_ = X.shape[1]
+        self.mean_ = X.mean(axis=0)
+        self.scale_ = np.maximum(X.std(axis=0), 1e-6 * max(float(X.std()), 1e-12)).astype(np.float32)
+        if labels is None:
+            self.classes_, self.class_prior_ = None, None
+            return None
+        self.classes_, y_idx, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        self.class_prior_ = counts / counts.sum()
+        return y_idx
+
+    @staticmethod
+    def _loss(net: nn.Module, process, data: torch.Tensor, y_all: torch.Tensor | None, k: int,
+              cfg: GeneratorConfig) -> Callable[[int], torch.Tensor]:
+        """The denoising loss of step ``s``: batch, times, noise and label drops seeded by ``(seed, s)``."""
+        n, p, device = data.shape[0], data.shape[1], data.device
+
+        def loss(step: int) -> torch.Tensor:
+            g = torch.Generator().manual_seed(derive_seed(cfg.seed, "batch", step))
+            idx = torch.randint(n, (cfg.batch_size,), generator=g).to(device)
+            t = torch.rand(cfg.batch_size, generator=g).to(device)
+            eps = torch.randn(cfg.batch_size, p, generator=g).to(device)
+            yb = None
+            if y_all is not None:
+                drop = (torch.rand(cfg.batch_size, generator=g) < cfg.p_uncond).to(device)
+                yb = torch.where(drop, torch.full_like(y_all[idx], k), y_all[idx])
+            xt, target = process.training_pair(data[idx], t, eps)
+            return (net(xt, t, yb) - target).pow(2).mean()
+
+        return loss
+
+    @staticmethod
+    def _ema_update(net: nn.Module, ema: nn.Module, cfg: GeneratorConfig) -> Callable[[int], None]:
+        def update(step: int) -> None:
+            decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+            with torch.no_grad():
+                for pe, pn in zip(ema.parameters(), net.parameters()):
+                    pe.lerp_(pn, 1 - decay)
+
+        return update
 
     # -- sampling -------------------------------------------------------------------------------
     def _check_fitted(self) -> None:
@@ -289,8 +262,7 @@ class LatentGenerator:
         Returns:
             ``(latents (n, P) float32, labels (n,) int64 or None)`` like ``GaussianMixture.sample``.
         """
-        with limit_threads(self.n_threads):
-            return self._sample(n, labels, guidance, seed, steps)
+        return self._sample(n, labels, guidance, seed, steps)
 
     def _sample(self, n, labels, guidance, seed, steps) -> tuple[np.ndarray, np.ndarray | None]:
         self._check_fitted()
@@ -348,8 +320,7 @@ class LatentGenerator:
         return gen_id
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device = "cpu",
-             n_threads: int | None = 1) -> "LatentGenerator":
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> "LatentGenerator":
         """Load and verify a saved generator (raises :class:`ArtifactError` when anything is off)."""
         directory = Path(directory)
         meta = read_artifact_config(directory, CONFIG_FILE, FORMAT, VERSION, "generator")
@@ -358,7 +329,7 @@ class LatentGenerator:
             cfg = GeneratorConfig(**meta["config"]).validate()
         except (TypeError, ConfigError) as exc:
             raise ArtifactError(f"{directory}/{CONFIG_FILE}: invalid config ({exc})") from None
-        gen = cls(**asdict(cfg), device=device, n_threads=n_threads)
+        gen = cls(**asdict(cfg), device=device)
         tensors = load_tensors(weights)
         classes = meta.get("classes")
         gen.n_features_in_ = int(meta["latent_dim"])

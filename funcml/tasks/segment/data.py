@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from funcml.progress import progress_bar
 
 from funcml.data.base import SignalSet
 from funcml.encoders.config import EncodeConfig
@@ -46,7 +46,7 @@ def encode_rows(model, signals: SignalSet, indices: np.ndarray, config: EncodeCo
     """Latents ``(n, P)`` of ``signals[indices]`` (test-time encoding, deterministic per chunk)."""
     cfg = config or model.encode_defaults
     out = np.empty((len(indices), model.config.latent_dim), dtype=np.float32)
-    bar = tqdm(total=len(indices), desc="encode", unit="sig", disable=not progress, leave=False)
+    bar = progress_bar(total=len(indices), desc="encode", unit="sig", disable=not progress, leave=False)
     for k, start in enumerate(range(0, len(indices), cfg.batch_size)):
         part = indices[start:start + cfg.batch_size]
         x = torch.from_numpy(signals.get(part)).to(model.device)

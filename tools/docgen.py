@@ -1,7 +1,7 @@
 """Generate the reference pages of the documentation from the code itself.
 
-    python -m funcml.docgen cli > docs/cli.md     # every command and option of the click tree
-    python -m funcml.docgen api > docs/api.md     # public Python entry points, from docstrings
+    python tools/docgen.py cli > docs/cli.md     # every command and option of the click tree
+    python tools/docgen.py api > docs/api.md     # public Python entry points, from docstrings
 
 Both outputs are deterministic (no terminal width, no memory addresses), so a test can
 regenerate them and compare with the committed pages.
@@ -15,13 +15,18 @@ import inspect
 import pkgutil
 import re
 import sys
+from pathlib import Path
 from typing import Iterable
 
 import click
 
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run from a checkout: document the funcml beside this script
+    sys.path.insert(0, str(REPO))
+
 CLI_HEADER = """# CLI reference
 
-Generated from the click commands by `python -m funcml.docgen cli > docs/cli.md`; a test
+Generated from the click commands by `python tools/docgen.py cli > docs/cli.md`; a test
 (`tests/test_docs.py`) fails when this page and the code disagree. Every command also answers
 `--help`. Metrics go to the last line of stdout as one JSON object with `--json`; progress and
 messages go to stderr. Exit codes are listed on the [reliability page](reliability.md).
@@ -29,7 +34,7 @@ messages go to stderr. Exit codes are listed on the [reliability page](reliabili
 
 API_HEADER = """# Python API reference
 
-Generated from the docstrings by `python -m funcml.docgen api > docs/api.md`; a test
+Generated from the docstrings by `python tools/docgen.py api > docs/api.md`; a test
 (`tests/test_docs.py`) fails when this page and the code disagree. Tensor shapes are written as
 `(B, C, *spatial)`: B signals, C channels, spatial size 1D `(L,)`, 2D `(H, W)` or 3D `(D, H, W)`.
 """
@@ -254,7 +259,7 @@ def api_reference() -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv not in (["cli"], ["api"]):
-        print("usage: python -m funcml.docgen cli|api", file=sys.stderr)
+        print("usage: python tools/docgen.py cli|api", file=sys.stderr)
         return 2
     sys.stdout.write(cli_reference() if argv[0] == "cli" else api_reference())
     return 0
