@@ -173,7 +173,7 @@ class _Interrupt(PairSet):
 
 def test_an_interrupted_training_resumes_to_the_same_head(tmp_path):
     model, train, val = _sr_setup()
-    cfg = HeadTraining(steps=40, batch_size=4, coords_per_signal=32, val_every=20, checkpoint_every=10)
+    cfg = HeadTraining(steps=40, batch_size=4, coords_per_signal=32, val_every=10)
     arch = QueryHeadConfig(out_dim=1, neighbours=2, base="classic", hidden=8, layers=1, encoder_width=4,
                            encoder_depth=1)
 

@@ -1,10 +1,10 @@
 """Training a query head on a frozen field: one loop for values (MSE) and class logits (cross-entropy).
 
-The loop draws batches from a :class:`funcml.query.pairs.PairSet`, runs AdamW with a cosine
-learning rate over the run's progress (steps done, or the wall-time budget spent, whichever is
-further), shows a progress bar, validates every ``val_every`` steps (values: PSNR on a validation
-PairSet; the best head is kept), and with a checkpoint folder writes a resumable checkpoint every
-``checkpoint_every`` steps, so an interrupted run continues where it stopped.
+The head trains through :func:`funcml.engine.fit` on batches drawn from a
+:class:`funcml.query.pairs.PairSet`: AdamW with a cosine learning rate over the run's progress (steps
+done, or the time budget spent on its clock, wall or process CPU time, whichever is further),
+rounds of ``val_every`` steps, each validated (PSNR on a validation PairSet; the best head is kept)
+and, with a checkpoint folder, checkpointed, so an interrupted run continues where it stopped.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -20,17 +19,14 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from funcml.encoders.checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
-from funcml.errors import ConfigError, TrainingDivergedError
-from funcml.io import load_tensors, save_tensors
+from funcml.engine import CLOCKS, SCHEMA, Checkpoints, FitResult, Plan, fit
+from funcml.errors import ArtifactError, ConfigError
+from funcml.io.checkpoint import CHECKPOINT_DIR, read_checkpoint_meta
 from funcml.query.grids import grid_cell
 from funcml.query.head import Query, QueryHead
 from funcml.query.pairs import PairSet
 
-BEST_FILE = "best.safetensors"
-CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
 
 
 @dataclass(frozen=True)
@@ -45,7 +41,7 @@ class HeadTraining:
         clock: what ``max_minutes`` counts: ``wall`` time, or the ``process``'s CPU time (all its
             threads; on a shared machine the compute the run actually got).
         jitter: move each output position uniformly within its cell (labels between samples).
-        val_every, checkpoint_every: steps between validations and between checkpoints.
+        val_every: steps between validations (and checkpoints): one round of the training engine.
         seed: seeds initialisation and batches.
     """
 
@@ -58,12 +54,11 @@ class HeadTraining:
     clock: str = "wall"
     jitter: bool = False
     val_every: int = 250
-    checkpoint_every: int = 250
     seed: int = 0
 
     def validate(self) -> "HeadTraining":
-        if min(self.steps, self.batch_size, self.coords_per_signal, self.val_every, self.checkpoint_every) < 1:
-            raise ConfigError("--steps, --batch-size, --coords-per-signal, --val-every and --checkpoint-every must be >= 1")
+        if min(self.steps, self.batch_size, self.coords_per_signal, self.val_every) < 1:
+            raise ConfigError("--steps, --batch-size, --coords-per-signal and --val-every must be >= 1")
         if not self.lr > 0 or self.weight_decay < 0:
             raise ConfigError(f"--lr must be > 0 and --weight-decay >= 0; got {self.lr}, {self.weight_decay}")
         if self.clock not in CLOCKS:
@@ -116,130 +111,74 @@ def _loss(out: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None,
     return (se * weights).sum() / weights.sum().clamp_min(1.0)
 
 
-def _lr(cfg: HeadTraining, step: int, spent: float) -> tuple[float, float]:
-    """``(progress in [0, 1], learning rate)``: steps done or budget spent, whichever is further."""
-    p = step / cfg.steps
-    if cfg.max_minutes:
-        p = max(p, spent / (60.0 * cfg.max_minutes))
-    p = min(p, 1.0)
-    return p, cfg.lr * 0.5 * (1.0 + math.cos(math.pi * p))
-
-
-@dataclass
-class _State:
-    step: int = 0
-    elapsed: float = 0.0
-    cpu: float = 0.0
-    best: float | None = None
-    best_step: int | None = None
-    history: list | None = None
-    best_state: dict | None = None
-
-
-def _resume(ckpt: Path | None, head: QueryHead, opt, meta: dict, fresh_on_mismatch: bool) -> _State:
-    if ckpt is None or read_checkpoint_meta(ckpt) is None:
-        return _State(history=[])
-    last = read_checkpoint_meta(ckpt)
-    if last["config"] != meta:
-        if fresh_on_mismatch:
-            shutil.rmtree(ckpt / "checkpoints", ignore_errors=True)
-            return _State(history=[])
+def _check_identity(ckpt: Path | None, identity: dict, fresh_on_mismatch: bool) -> None:
+    """Refuse (or, with ``fresh_on_mismatch``, discard) a checkpoint in ``ckpt`` of another training."""
+    if ckpt is None or not (ckpt / CHECKPOINT_DIR).exists():
+        return
+    try:
+        last = read_checkpoint_meta(ckpt, SCHEMA)
+    except ArtifactError:
+        last = None
+    if last is not None and last["identity"] == identity:
+        return
+    if not fresh_on_mismatch:
         raise ConfigError(f"{ckpt} holds a head training with other settings or data; pass --overwrite to start over")
-    load_checkpoint(ckpt, head, opt)
-    return _State(int(last["step"]), float(last.get("elapsed", 0.0)), float(last.get("cpu", 0.0)),
-                  last["best_val_psnr"], last["best_step"],
-                  list(last["history"]))
+    shutil.rmtree(ckpt / CHECKPOINT_DIR, ignore_errors=True)
 
 
-def _checkpoint(ckpt: Path, head: QueryHead, opt, st: _State, meta: dict, finished: bool) -> None:
-    save_checkpoint(ckpt, head, opt, {"step": st.step, "finished": finished, "best_val_psnr": st.best,
-                                      "best_step": st.best_step, "config": meta, "history": st.history,
-                                      "elapsed": st.elapsed, "cpu": st.cpu})
-
-
-def _validate(head: QueryHead, net, val: PairSet, st: _State, ckpt: Path | None, log) -> None:
-    head.eval()
-    score = pairs_psnr(head, net, val)
-    head.train()
-    if not st.history or st.history[-1]["step"] != st.step:
-        st.history.append({"step": st.step, "seconds": round(st.elapsed, 1)})
-    st.history[-1].update({f"val_{k}_psnr": v for k, v in score.items()})
-    if st.best is None or score["head"] > st.best:
-        st.best, st.best_step = score["head"], st.step
-        if ckpt is not None:
-            save_tensors(ckpt / "checkpoints" / BEST_FILE, {k: v.detach().cpu() for k, v in head.state_dict().items()})
-        else:
-            st.best_state = {k: v.detach().clone() for k, v in head.state_dict().items()}
-    if log:
-        log(f"step {st.step}: validation PSNR head {score['head']:.2f} dB" +
-            (f", base {score['base']:.2f} dB" if "base" in score else ""))
-
-
-def _loop(head, net, pairs: PairSet, cfg: HeadTraining, opt, st: _State, loss: str, val, ckpt, meta, bar, log) -> None:
-    """The optimisation steps from ``st.step`` until the steps or the time budget are used up."""
-    t0, e0, c0, cpu0, running = time.perf_counter(), st.elapsed, time.process_time(), st.cpu, []
-    while True:
-        st.elapsed, st.cpu = e0 + time.perf_counter() - t0, cpu0 + time.process_time() - c0
-        p, lr = _lr(cfg, st.step, st.cpu if cfg.clock == "process" else st.elapsed)
-        if p >= 1.0:
-            break
-        for g in opt.param_groups:
-            g["lr"] = lr
-        q, target, w = pairs.batch(st.step, cfg.batch_size, cfg.coords_per_signal, cfg.seed, jitter=cfg.jitter)
-        value = _loss(head(net, q), target, w, loss)
-        if not torch.isfinite(value):
-            raise TrainingDivergedError(f"the head's loss became {value.item()} at step {st.step}; try a lower --lr")
-        opt.zero_grad(set_to_none=True)
-        value.backward()
-        opt.step()
-        st.step += 1
-        running.append(value.item())
-        bar.update(1)
-        if st.step % 50 == 0 or st.step % cfg.val_every == 0:
-            st.history.append({"step": st.step, "loss": float(np.mean(running)), "seconds": round(st.elapsed, 1)})
-            bar.set_postfix(loss=f"{st.history[-1]['loss']:.5f}")
-            running = []
-            if val is not None and st.step % cfg.val_every == 0:
-                _validate(head, net, val, st, ckpt, log)
-        if ckpt is not None and st.step % cfg.checkpoint_every == 0:
-            _checkpoint(ckpt, head, opt, st, meta, False)
-    if running:
-        st.history.append({"step": st.step, "loss": float(np.mean(running)), "seconds": round(st.elapsed, 1)})
+def _plan(cfg: HeadTraining, validating: bool, progress: bool) -> Plan:
+    """Rounds of ``val_every`` steps, a cosine rate over steps or budget, the best validation PSNR kept."""
+    return Plan(rounds=math.ceil(cfg.steps / cfg.val_every), total_steps=cfg.steps, max_minutes=cfg.max_minutes,
+                clock=cfg.clock, stop_within_round=True, check_finite=True, maximize=True,
+                lr_schedule=lambda p: cfg.lr * 0.5 * (1.0 + math.cos(math.pi * p)), progress=progress,
+                desc="query head", unit="round", score_name="val_head_psnr" if validating else None)
 
 
 def train_head(head: QueryHead, net, pairs: PairSet, cfg: HeadTraining, *, loss: str = "mse",
                val: PairSet | None = None, checkpoint_dir: str | Path | None = None, meta: dict | None = None,
                fresh_on_mismatch: bool = False, progress: bool = True, log: Callable[[str], None] | None = None
                ) -> dict:
-    """Train ``head`` in place on ``pairs``; return the record (history, steps, seconds, best validation).
+    """Train ``head`` in place on ``pairs`` through :func:`funcml.engine.fit`; return the record
+    (history, steps, seconds, CPU seconds, best validation).
 
-    With ``val`` the head with the best validation PSNR is kept. With ``checkpoint_dir`` the run
-    resumes from ``checkpoint_dir/checkpoints`` when it holds a checkpoint of the same ``meta``
-    (one of other settings is refused, or discarded with ``fresh_on_mismatch``), and an interrupt
-    (Ctrl-C) writes a checkpoint before it ends the run.
+    With ``val`` the head is validated every ``val_every`` steps and the one with the best PSNR is
+    kept. With ``checkpoint_dir`` the run checkpoints at every validation and resumes from
+    ``checkpoint_dir/checkpoints`` when it holds a checkpoint of the same ``meta`` (one of other
+    settings is refused, or discarded with ``fresh_on_mismatch``).
     """
     cfg = cfg.validate()
     ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    meta = json.loads(json.dumps({"field": dict(meta or {}), "train": asdict(cfg),
-                                  "data_fingerprint": str((meta or {}).get("data", ""))}))
+    identity = json.loads(json.dumps({"field": dict(meta or {}), "train": asdict(cfg),
+                                      "data_fingerprint": str((meta or {}).get("data", ""))}))
+    _check_identity(ckpt, identity, fresh_on_mismatch)
     opt = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    st = _resume(ckpt, head, opt, meta, fresh_on_mismatch)
-    head.train()
-    bar = tqdm(total=cfg.steps, initial=st.step, desc="query head", unit="step", disable=not progress, leave=False)
-    try:
-        _loop(head, net, pairs, cfg, opt, st, loss, val, ckpt, meta, bar, log)
-    except KeyboardInterrupt:
-        if ckpt is not None:
-            _checkpoint(ckpt, head, opt, st, meta, False)
-        raise
-    bar.close()
-    if val is not None and (not st.history or "val_head_psnr" not in st.history[-1]):
-        _validate(head, net, val, st, ckpt, log)
-    if val is not None and st.best_step != st.step:
-        best = load_tensors(ckpt / "checkpoints" / BEST_FILE) if ckpt is not None else st.best_state
-        head.load_state_dict(best)
-    if ckpt is not None:
-        _checkpoint(ckpt, head, opt, st, meta, True)
+
+    def batches(rnd: int):
+        for step in range(rnd * cfg.val_every, min((rnd + 1) * cfg.val_every, cfg.steps)):
+            yield pairs.batch(step, cfg.batch_size, cfg.coords_per_signal, cfg.seed, jitter=cfg.jitter)
+
+    def validate(_train_loss: float) -> tuple[float, dict]:
+        score = pairs_psnr(head, net, val)
+        if log:
+            log(f"validation PSNR head {score['head']:.2f} dB" + (f", base {score['base']:.2f} dB" if "base" in score else ""))
+        return score["head"], {f"val_{k}_psnr": v for k, v in score.items() if k != "head"}
+
+    def step_loss(batch) -> torch.Tensor:
+        q, target, w = batch
+        return _loss(head(net, q), target, w, loss)
+
+    run = fit(head, opt, batches, step_loss, _plan(cfg, val is not None, progress),
+              validate=validate if val is not None else None,
+              checkpoints=None if ckpt is None else Checkpoints(ckpt, identity), log=log)
     head.eval()
-    return {"steps": st.step, "seconds": st.elapsed, "cpu_seconds": st.cpu, "history": st.history, "best_val_psnr": st.best,
-            "best_step": st.best_step, "training": asdict(cfg)}
+    return _record(run, cfg)
+
+
+def _record(run: FitResult, cfg: HeadTraining) -> dict:
+    """The training record of a head: its history with the step of every round, steps, times, best round."""
+    history = [{"step": min(e["round"] * cfg.val_every, run.steps_done), "loss": e["train_loss"],
+                **{k: v for k, v in e.items() if k.startswith("val_")}} for e in run.history]
+    best_step = history[run.best_round - 1]["step"] if run.best_round else None
+    return {"steps": run.steps_done, "seconds": run.seconds, "cpu_seconds": run.cpu_seconds, "history": history,
+            "best_val_psnr": run.best_score, "best_step": best_step, "stopped_by": run.stopped_by,
+            "training": asdict(cfg)}

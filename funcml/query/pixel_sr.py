@@ -3,25 +3,25 @@
 ``ResidualSRNet`` maps a signal interpolated to the output grid (bicubic 2D, trilinear 3D, linear
 1D) to a correction added to it: ``depth`` convolutions of ``width`` channels (3 per axis, ReLU).
 ``PixelSR().fit(low, high)`` trains it on pairs ``(n, C, *small)``/``(n, C, *large)`` (MSE, Adam,
-cosine learning rate over steps or a wall-time budget, like the query head); ``predict(low, size)``
+cosine learning rate over steps or a time budget, through :func:`funcml.engine.fit`); ``predict(low, size)``
 upsamples new signals. One code path for 1D, 2D and 3D.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from funcml.engine import CLOCKS, Plan, fit
 from funcml.errors import ConfigError, DataError
-from funcml.query.fit import CLOCKS
 from funcml.query.interpolate import interpolate_signals
 from funcml.seeding import derive_seed
+
+ROUND = 50  # steps per engine round (one history entry each)
 
 
 class ResidualSRNet(nn.Module):
@@ -47,7 +47,7 @@ class PixelSR:
 
     Args: width, depth (network); steps, batch_size, lr, max_minutes, clock (``wall`` or ``process``
     CPU time, as for the query head), seed (training); progress.
-    Learnt attributes: ``net_``, ``history_`` (loss every 50 steps), ``fit_seconds_``, ``cpu_seconds_``, ``steps_``.
+    Learnt attributes: ``net_``, ``history_`` (mean loss of every 50 steps), ``fit_seconds_``, ``cpu_seconds_``, ``steps_``.
     """
 
     def __init__(self, width: int = 64, depth: int = 6, steps: int = 3000, batch_size: int = 16, lr: float = 1e-3,
@@ -70,38 +70,25 @@ class PixelSR:
         torch.manual_seed(derive_seed(self.seed, "init"))
         net = ResidualSRNet(len(size), high_t.shape[1], self.width, self.depth).to(self.device)
         opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+        if self.clock not in CLOCKS or self.steps < 1:
+            raise ConfigError(f"PixelSR needs steps >= 1 and a clock of {tuple(CLOCKS)}; got {self.steps}, {self.clock!r}")
         sizes = torch.tensor([len(u) for u in ups], dtype=torch.float64)
-        if self.clock not in CLOCKS:
-            raise ConfigError(f"clock must be one of {tuple(CLOCKS)}; got {self.clock!r}")
-        clock = CLOCKS[self.clock]
-        t0, cpu0, c0, step, history, running = time.perf_counter(), time.process_time(), clock(), 0, [], []
-        bar = tqdm(total=self.steps, desc="pixel SR", unit="step", disable=not self.progress, leave=False)
-        while True:
-            p = step / self.steps
-            if self.max_minutes:
-                p = max(p, (clock() - c0) / (60 * self.max_minutes))
-            if p >= 1:
-                break
-            for g in opt.param_groups:
-                g["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * p))
-            gen = torch.Generator().manual_seed(derive_seed(self.seed, "batch", step))
-            k = int(torch.multinomial(sizes, 1, generator=gen))
-            pick = torch.randint(len(ups[k]), (min(self.batch_size, len(ups[k])),), generator=gen)
-            x, y = ups[k][pick.to(self.device)], high_t[torch.as_tensor(rows[k])[pick].to(self.device)]
-            loss = (net(x) - y).pow(2).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            step += 1
-            running.append(loss.item())
-            bar.update(1)
-            if step % 50 == 0:
-                history.append({"step": step, "loss": float(np.mean(running))})
-                running = []
-        bar.close()
-        self.net_, self.history_, self.steps_ = net.eval(), history, step
-        self.fit_seconds_ = time.perf_counter() - t0
-        self.cpu_seconds_ = time.process_time() - cpu0
+        targets = [torch.as_tensor(r).to(self.device) for r in rows]
+
+        def batches(rnd: int):
+            for step in range(rnd * ROUND, min((rnd + 1) * ROUND, self.steps)):
+                gen = torch.Generator().manual_seed(derive_seed(self.seed, "batch", step))
+                k = int(torch.multinomial(sizes, 1, generator=gen))
+                pick = torch.randint(len(ups[k]), (min(self.batch_size, len(ups[k])),), generator=gen).to(self.device)
+                yield ups[k][pick], high_t[targets[k][pick]]
+
+        plan = Plan(rounds=math.ceil(self.steps / ROUND), total_steps=self.steps, max_minutes=self.max_minutes,
+                    lr_schedule=lambda p: self.lr * 0.5 * (1 + math.cos(math.pi * p)), clock=self.clock,
+                    stop_within_round=True, progress=self.progress, desc="pixel SR", unit="round")
+        run = fit(net, opt, batches, lambda b: (net(b[0]) - b[1]).pow(2).mean(), plan)
+        self.net_, self.steps_ = net.eval(), run.steps_done
+        self.history_ = [{"step": min(e["round"] * ROUND, run.steps_done), "loss": e["train_loss"]} for e in run.history]
+        self.fit_seconds_, self.cpu_seconds_ = run.seconds, run.cpu_seconds
         return self
 
     def predict(self, low: np.ndarray, size: Sequence[int], batch_size: int = 32) -> np.ndarray:

@@ -39,8 +39,8 @@ class QuerySegmenter(QueryEstimator):
     ``coords_per_signal=1024``, ``lr=2e-3``, ``jitter=True``).
 
     Learnt attributes: ``head_``, ``model_``, ``n_classes_``, ``field_shape_`` (grid the latents
-    were fitted on), ``mask_shape_``, ``align_``, ``class_names_``, ``history_`` (loss every 50
-    steps), ``fit_seconds_``.
+    were fitted on), ``mask_shape_``, ``align_``, ``class_names_``, ``history_`` (mean loss of every
+    ``val_every`` steps), ``fit_seconds_``.
     """
 
     task = "segment"

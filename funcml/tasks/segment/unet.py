@@ -8,15 +8,14 @@ Inputs whose size is not a multiple of ``2 ** depth`` are padded (replicate) and
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from funcml.engine import CLOCKS, Plan, fit
 from funcml.errors import ConfigError, DataError
 from funcml.io import atomic_dir, atomic_write_json, save_tensors
 from funcml.seeding import derive_seed
@@ -74,6 +73,9 @@ class UNet(nn.Module):
 class UNetSegmenter:
     """Train/predict wrapper around :class:`UNet` (scikit-learn conventions).
 
+    ``max_minutes``: a time budget of ``clock`` time (``wall``, or the ``process``'s CPU time) that
+    ends the run before ``epochs`` when it is spent; the cosine learning rate follows the budget.
+
     Learnt attributes: ``net_``, ``n_classes_``, ``history_`` (mean loss per epoch), ``fit_seconds_``,
     ``cpu_seconds_`` (process CPU time), ``steps_``.
     """
@@ -94,73 +96,48 @@ class UNetSegmenter:
         self.max_minutes = max_minutes
         self.clock = clock
 
-    def _progress(self, step: int, total: int, spent: float) -> float:
-        """Fraction of the run done: steps, or the time budget (``max_minutes`` of ``clock``) spent."""
-        p = step / total
-        return min(1.0, max(p, spent / (60 * self.max_minutes))) if self.max_minutes else p
-
     def fit(self, x: np.ndarray, masks: np.ndarray, n_classes: int | None = None) -> "UNetSegmenter":
-        """Train on ``x`` ``(n, C, *spatial)`` and ``masks`` ``(n, *spatial)`` for ``epochs`` (or until
-        ``max_minutes`` of ``clock`` time, ``wall`` or ``process`` CPU time, are spent)."""
-        from funcml.query.fit import CLOCKS
-
         x = np.asarray(x, dtype=np.float32)
         masks = np.asarray(masks)
         if x.shape[0] != masks.shape[0] or x.shape[2:] != masks.shape[1:]:
             raise DataError(f"signals {x.shape} and masks {masks.shape} do not pair up")
-        if self.epochs < 1 or self.batch_size < 1 or self.clock not in CLOCKS:
-            raise ConfigError("--epochs and --batch-size must be >= 1 (and clock wall or process)")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("--epochs and --batch-size must be >= 1")
+        if self.clock not in CLOCKS:
+            raise ConfigError(f"clock must be one of {tuple(CLOCKS)}; got {self.clock!r}")
         k = int(n_classes or max(int(masks.max()) + 1, 2))
         torch.manual_seed(derive_seed(self.seed, "init"))
         net = UNet(x.ndim - 2, x.shape[1], k, self.base, self.depth).to(self.device)
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
-        data = (torch.from_numpy(x), torch.from_numpy(masks.astype(np.int64)))
+        xt, mt = torch.from_numpy(x), torch.from_numpy(masks.astype(np.int64))
         total = self.epochs * max(1, math.ceil(len(x) / self.batch_size))
-        clock, t0, cpu0 = CLOCKS[self.clock], time.perf_counter(), time.process_time()
-        c0, state = clock(), {"step": 0, "total": total}
-        history = []
-        bar = tqdm(total=total, desc="u-net", unit="step", disable=not self.progress, leave=False)
-        for epoch in range(self.epochs):
-            losses = self._epoch(net, opt, data, epoch, state, lambda: clock() - c0, bar)
-            if losses:
-                history.append({"epoch": epoch + 1, "loss": float(np.mean(losses))})
-                bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
-            if self._progress(state["step"], total, clock() - c0) >= 1:
-                break
-        bar.close()
-        self.net_, self.n_classes_, self.history_ = net.eval(), k, history
-        self.fit_seconds_, self.cpu_seconds_ = time.perf_counter() - t0, time.process_time() - cpu0
-        self.steps_ = state["step"]
+        plan = Plan(rounds=self.epochs, total_steps=total,
+                    lr_schedule=lambda p: self.lr * 0.5 * (1 + math.cos(math.pi * p)), max_minutes=self.max_minutes, clock=self.clock, stop_within_round=True,
+                    progress=self.progress, desc="u-net")
+
+        def loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+            return F.cross_entropy(net(batch[0].to(self.device)), batch[1].to(self.device))
+
+        run = fit(net, opt, lambda epoch: self._batches(xt, mt, epoch), loss, plan)
+        history = [{"epoch": e["epoch"], "loss": e["train_loss"]} for e in run.history]
+        self.net_ = net.eval()
+        self.n_classes_ = k
+        self.history_ = history
+        self.fit_seconds_, self.cpu_seconds_, self.steps_ = run.seconds, run.cpu_seconds, run.steps_done
         return self
 
-    def _epoch(self, net, opt, data, epoch: int, state: dict, spent, bar) -> list[float]:
-        """One pass over the shuffled data (random flips); stops early when the budget is spent."""
-        xt, mt = data
-        dim = xt.dim() - 2
+    def _batches(self, xt: torch.Tensor, mt: torch.Tensor, epoch: int):
+        """Epoch ``epoch``'s shuffled batches ``(signals, masks)``, randomly flipped along each axis."""
         gen = torch.Generator().manual_seed(derive_seed(self.seed, "batch", epoch))
         order = torch.randperm(len(xt), generator=gen)
-        losses = []
-        net.train()
         for start in range(0, len(xt), self.batch_size):
-            p = self._progress(state["step"], state["total"], spent())
-            if p >= 1:
-                break
             rows = order[start:start + self.batch_size]
             xb, mb = xt[rows], mt[rows]
             if self.augment:
-                for axis in range(dim):
+                for axis in range(xt.ndim - 2):
                     if bool(torch.rand((), generator=gen) < 0.5):
                         xb, mb = xb.flip(2 + axis), mb.flip(1 + axis)
-            for g in opt.param_groups:
-                g["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * p))
-            loss = F.cross_entropy(net(xb.to(self.device)), mb.to(self.device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-            state["step"] += 1
-            bar.update(1)
-        return losses
+            yield xb, mb
 
     def predict(self, x: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """Class masks ``(n, *spatial)`` int64."""
