@@ -5,13 +5,13 @@ thread, so that other jobs on a shared machine do not change the budget) on the 
 is scored on the 156 test images (PSNR, SSIM against the real 64x64 images):
 
 * real pairs: the query head reading everything (field features, latent, observed samples), the
-  head without the field (observed samples only), the head without observed samples (field and
-  latent only), and the residual CNN on the bicubic-upsampled input (SRCNN/VDSR style);
+  head without observed samples (field and latent only; with ``--ablation`` also the head without
+  the field, observed samples only), and the residual CNN on the bicubic-upsampled input (SRCNN/VDSR style);
 * self-supervised (no 64x64 data): the head and the CNN trained on the 28x28 training images
   downsampled by random factors in ``--scales``, asked for the 28x28 originals.
 
 The field model is a ``funcml train`` model of breastmnist.npz (the command is in docs/querying.md).
-Run: ``python benchmarks/query_head_superres.py --model MODEL [--minutes 5]``.
+Run: ``python benchmarks/query_head_superres.py --model MODEL [--minutes 3]``.
 """
 
 from __future__ import annotations
@@ -37,9 +37,9 @@ from funcml.query.superres import superres_evaluate  # noqa: E402
 
 HEADS = {  # name -> head inputs
     "funcml_head": "features,latent,observed",
-    "head_observed_only": "observed",
     "head_field_only": "features,latent",
 }
+ABLATION = {"head_observed_only": "observed"}  # with --ablation: the head without the field
 
 
 def parse(argv):
@@ -48,6 +48,7 @@ def parse(argv):
     p.add_argument("--minutes", type=float, default=6.0, help="CPU minutes (one thread) of each learned method")
     p.add_argument("--scales", default="1.5-4")
     p.add_argument("--repeats", type=int, default=4)
+    p.add_argument("--ablation", action="store_true", help="also train the head on observed samples only")
     p.add_argument("--figure", default="docs/figures/query-head-superres-breastmnist.png")
     p.add_argument("--name", default="query_head_superres_breastmnist")
     return p.parse_args(argv)
@@ -64,12 +65,12 @@ def train_heads(model, low, high, args) -> tuple[dict, dict]:
     selfsup_val = downsampled_pairs(model, low.get(va), scales=scales, repeats=1, seed=1, progress=False)
     record = {"encode_seconds": time.perf_counter() - t0, "real_pairs": len(real), "selfsup_pairs": len(selfsup)}
     heads = {}
-    for name, inputs in HEADS.items():
+    for name, inputs in {**HEADS, **(ABLATION if args.ablation else {})}.items():
         heads[name] = budget_head("superres", inputs, args.minutes).fit(model, real, grid=low.spatial_shape, val=real_val, log=print)
     heads["funcml_head_selfsup"] = budget_head("superres", HEADS["funcml_head"], args.minutes).fit(
         model, selfsup, grid=low.spatial_shape, val=selfsup_val, log=print)
     for name, est in heads.items():
-        record[name] = {**fit_record(est), "inputs": HEADS.get(name, HEADS["funcml_head"])}
+        record[name] = {**fit_record(est), "inputs": {**HEADS, **ABLATION}.get(name, HEADS["funcml_head"])}
         print(name, record[name], flush=True)
     return heads, record
 

@@ -265,3 +265,20 @@ def test_a_spent_time_budget_ends_the_training_with_a_validated_head():
     assert rec["best_val_psnr"] == pytest.approx(rec["history"][-1]["val_base_psnr"], abs=1e-4)  # starts as its base
     with pytest.raises(ConfigError, match="clock"):
         HeadTraining(clock="moon").validate()
+
+
+def test_demo_stages_report_the_head_beside_the_field_and_the_baselines(tmp_path):
+    from funcml.data.base import ArraySignalSet
+    from funcml.demo import DemoContext
+    from funcml.tasks.query import impute_stage, superres_stage
+
+    x = _smooth(24, (8, 8))
+    splits = np.repeat(np.array([0, 2], np.uint8), 12)
+    signals = ArraySignalSet(x, name="s", spec="s", splits=splits, labels=None, task="none", label_names=None,
+                             fingerprint="s")
+    ctx = DemoContext(out=tmp_path, signals=signals, model=_model(2, (8, 8)), latent_set=None, device="cpu",
+                      quick=True, log=lambda m: None)
+    sr, imp = superres_stage(ctx), impute_stage(ctx)
+    assert {"funcml", "funcml_head", "bicubic"} <= set(sr) and np.isfinite(sr["funcml_head"]["psnr"])
+    assert {"funcml", "funcml_head", "biharmonic"} <= set(imp) and np.isfinite(imp["funcml_head"]["psnr_hidden"])
+    assert (tmp_path / "superres.png").stat().st_size > 1000 and (tmp_path / "impute.png").stat().st_size > 1000
