@@ -15,7 +15,7 @@ import numpy as np
 
 from funcml.demo import DemoContext, register_demo_stage
 
-HEAD_SECONDS = 45  # wall time of each demo head (quick: 20 steps)
+HEAD_SECONDS = 30  # wall time of each demo head (quick: 20 steps)
 
 
 def _test_rows(ctx: DemoContext, n: int) -> np.ndarray:
@@ -32,7 +32,7 @@ def _demo_head(ctx: DemoContext, task: str, make_pairs, grid) -> object:
     """A small query head for ``task`` trained on the pairs ``make_pairs(model, x_train)`` builds."""
     from funcml.query.estimator import QueryRegressor
 
-    pairs = make_pairs(ctx.model, ctx.signals.get(_train_rows(ctx, 64 if ctx.quick else 256)))
+    pairs = make_pairs(ctx.model, ctx.signals.get(_train_rows(ctx, 64 if ctx.quick else 128)))
     head = QueryRegressor(task, steps=20 if ctx.quick else 2000, max_minutes=None if ctx.quick else HEAD_SECONDS / 60,
                           batch_size=8, coords_per_signal=256, lr=2e-3, progress=False)
     return head.fit(ctx.model, pairs, grid=grid)
