@@ -12,11 +12,12 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test install docs reference wheel clean
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml setup.py funcml/backends/csrc/cpu_loops.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps medmnist==3.0.2
+	# -e: also builds the cpu backend's C loops in place, for this machine's CPU (see setup.py)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -37,9 +38,9 @@ reference: $(STAMP)
 	$(PY) tools/docgen.py api > docs/api.md
 	$(PY) benchmarks/render_docs.py
 
-# dist/funcml-VERSION-py3-none-any.whl (the embedded demo data and py.typed included)
+# dist/funcml-VERSION-*.whl (the embedded demo data, py.typed and the C loops built for any CPU of this architecture)
 wheel: $(STAMP)
-	$(PY) -m pip wheel . --no-deps --no-build-isolation --quiet -w dist
+	FUNCML_PORTABLE_BUILD=1 $(PY) -m pip wheel . --no-deps --no-build-isolation --quiet -w dist
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) site build dist *.egg-info
+	rm -rf $(VENV) $(DEMO_OUT) site build dist *.egg-info funcml/backends/*.so

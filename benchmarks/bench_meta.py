@@ -19,14 +19,17 @@ foundation's code); ``funcml`` (fused kernels, as shipped: automatic micro-batch
 variants ``funcml+mbN`` (micro-batches of N), ``funcml+full`` (the whole batch in one pass),
 ``funcml+recompute``, ``funcml+compile``, ``funcml+bf16``, ``funcml+tf32``, ``funcml+noshared``
 (the first inner step computed per signal instead of on one shared field), ``funcml+layers``
-(encoding and first-order loops layer by layer over cache-sized groups of signals, as before the
-tiled pass of :mod:`funcml.encoders.tiled`: ``FUNCML_TILED=0``) and ``funcml+atenloops`` (ATen's
-element-wise operations instead of funcml's fused C loops, :mod:`funcml.encoders.fused_loops`, and
-no tiled pass: the shift added by ``baddbmm``, separate ``sin`` and ``cos``, separate product and
-sums); ``floor`` (encoding only): just the matmuls and sine/cosine that the layer-by-layer encode
-cannot avoid, timed alone (:func:`floor_encode`): an upper bound on the throughput of that path
-(``floor+atenloops``: with ATen's ``sin`` and ``cos``). The tiled pass goes beyond it: its
-matmuls read their operands from the core's cache instead of memory.
+(the cpu backend with encoding and first-order loops layer by layer over cache-sized groups of
+signals instead of its tiled pass, :mod:`funcml.backends.tiled`: ``FUNCML_TILED=0``) and
+``funcml+atenloops`` (the ``fused`` backend: ATen's element-wise operations instead of the cpu
+backend's C loops, :mod:`funcml.backends.native`, and no tiled pass: the shift added by
+``baddbmm``, separate ``sin`` and ``cos``, separate product and sums); ``floor`` (encoding only):
+just the matmuls and sine/cosine that the layer-by-layer encode cannot avoid, timed alone
+(:func:`floor_encode`): an upper bound on the throughput of that path (``floor+atenloops``: with
+ATen's ``sin`` and ``cos``). The tiled pass goes beyond it: its matmuls read their operands from the
+core's cache instead of memory. ``autograd`` is the ``reference`` backend, ``funcml`` the default
+(``auto``). A checkout from before :mod:`funcml.backends` (``bench_checkouts.py``) is run through its
+own switches (``plain_autograd``, ``execution``, ``FUNCML_FUSED_LOOPS``).
 
 Memory: *peak RSS* is the child's whole life (imports, warm-up, compilation included); *steady
 peak* starts after the warm-up (meta-step: after ``--warmup`` steps; encoding: after the first
@@ -182,15 +185,34 @@ def _sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def child(job: dict) -> dict:
+def execution_of(opts: dict, device):
+    """``(context, config overrides)`` that run the implementation ``opts``: the backend, precision and
+    compile fields of the configurations and CUDA's TF32 scope; for a checkout from before
+    :mod:`funcml.backends`, its global switches."""
     import contextlib
 
+    try:
+        from funcml.backends import precision
+    except ImportError:  # an older checkout (bench_checkouts.py)
+        from funcml.encoders import fused
+
+        ctx = contextlib.ExitStack()
+        if opts["kind"] == "autograd":
+            ctx.enter_context(fused.plain_autograd())
+        ctx.enter_context(fused.execution(compile=opts["compile"], precision=opts["precision"], device=device,
+                                          shared_first=opts["shared_first"]))
+        return ctx, {}
+    backend = "reference" if opts["kind"] == "autograd" else "fused" if opts["aten_loops"] else "auto"
+    return precision.scoped(opts["precision"], device), {"backend": backend, "precision": opts["precision"],
+                                                         "compile": opts["compile"]}
+
+
+def child(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(job["threads"])
     if job["phase"] == "matmul":
         return matmul_rate(job)
-    from funcml.encoders import fused
     from funcml.encoders.coords import make_grid
     from funcml.encoders.siren import ModulatedSiren
 
@@ -198,9 +220,9 @@ def child(job: dict) -> dict:
     field, train, spatial, enc_batch = build_config(job["config"])
     opts = parse_impl(job["impl"])
     if opts["aten_loops"]:
-        os.environ["FUNCML_FUSED_LOOPS"] = "0"  # read at each call by funcml.encoders.fused_loops
+        os.environ["FUNCML_FUSED_LOOPS"] = "0"  # older checkouts (now: the fused backend, see execution_of)
     if opts["layers"]:
-        os.environ["FUNCML_TILED"] = "0"  # read at each call by funcml.encoders.tiled
+        os.environ["FUNCML_TILED"] = "0"  # the default of funcml.backends.Execution.tiled
     if job["alloc"] == "tuned" or (job["alloc"] == "default" and opts["kind"] != "official"):
         from funcml.allocator import tune_glibc_malloc
 
@@ -221,22 +243,18 @@ def child(job: dict) -> dict:
         batch = train.batch_size if job["phase"] == "train" else enc_batch
         official = Official(Path(job["official"]), net, (1, *spatial), batch, train.inner_lr, train.inner_steps,
                             train.context_ratio, device=str(device))
-    ctx = contextlib.ExitStack()
-    if opts["kind"] == "autograd":
-        ctx.enter_context(fused.plain_autograd())
-    ctx.enter_context(fused.execution(compile=opts["compile"], precision=opts["precision"], device=device,
-                                      shared_first=opts["shared_first"]))
+    ctx, overrides = execution_of(opts, device)
     import funcml
 
     with ctx:
         if job["phase"] == "train":
-            res = train_child(job, net, official, coords, train, spatial, device, opts)
+            res = train_child(job, net, official, coords, train, spatial, device, opts, overrides)
         else:
-            res = encode_child(job, net, official, train, spatial, enc_batch, device)
+            res = encode_child(job, net, official, train, spatial, enc_batch, device, overrides)
     return {**res, "funcml_file": funcml.__file__}
 
 
-def train_child(job, net, official, coords, train, spatial, device, opts) -> dict:
+def train_child(job, net, official, coords, train, spatial, device, opts, overrides) -> dict:
     import torch
 
     from funcml.encoders.meta import draw_subsets
@@ -252,7 +270,10 @@ def train_child(job, net, official, coords, train, spatial, device, opts) -> dic
     cfg = train
     import dataclasses
 
-    cfg = dataclasses.replace(cfg, recompute=opts["recompute"])
+    cfg = dataclasses.replace(cfg, recompute=opts["recompute"], **overrides)
+    meta_gradient = compute_meta_gradient
+    if overrides and not opts["shared_first"]:  # the trainer's step with the shared first step switched off
+        meta_gradient = _without_shared_first_step(cfg)
     b = cfg.batch_size
     x = torch.rand(b, 1, *spatial, generator=torch.Generator().manual_seed(1)).to(device)
     n_coords = coords.shape[0]
@@ -271,7 +292,7 @@ def train_child(job, net, official, coords, train, spatial, device, opts) -> dic
         subs = subsets_for(k)
         if official:
             return official.meta_step(x, subs, optimizer)
-        stats = compute_meta_gradient(net, optimizer, coords, x, subs, cfg)
+        stats = meta_gradient(net, optimizer, coords, x, subs, cfg)
         apply_meta_update(params, optimizer, cfg)
         return stats.means()["loss_outer"]
 
@@ -304,6 +325,24 @@ def train_child(job, net, official, coords, train, spatial, device, opts) -> dic
             "cpu_s": statistics.median(cpu[job["warmup"]:])}
 
 
+def _without_shared_first_step(cfg):
+    """:func:`funcml.encoders.trainer.compute_meta_gradient` with ``Execution.shared_first`` off."""
+    import dataclasses
+
+    from funcml.backends import Execution
+    from funcml.encoders.meta import accumulate_meta_gradient
+    from funcml.encoders.trainer import auto_micro_batch
+
+    def meta_gradient(net, optimizer, coords, x, subsets, cfg):
+        optimizer.zero_grad(set_to_none=True)
+        micro = cfg.micro_batch_size or auto_micro_batch(net.config, cfg, coords.shape[0], x.shape[0], x.device)
+        execution = dataclasses.replace(Execution.of(cfg, x.device), shared_first=False)
+        return accumulate_meta_gradient(net, coords, x, subsets, cfg.inner_lr, first_order=cfg.first_order,
+                                        loss_scale=1.0 / cfg.batch_size, micro_batch_size=micro,
+                                        recompute=cfg.recompute, execution=execution)
+    return meta_gradient
+
+
 def MatmulFlops():
     """A dispatch mode that adds up the FLOPs of every matmul (torch.utils.flop_counter's formulas;
     its FlopCounterMode cannot follow ``autograd.grad`` through double backward)."""
@@ -329,7 +368,7 @@ def MatmulFlops():
     return _Mode()
 
 
-def encode_child(job, net, official, train, spatial, batch, device) -> dict:
+def encode_child(job, net, official, train, spatial, batch, device, overrides) -> dict:
     import numpy as np
     import torch
 
@@ -342,7 +381,7 @@ def encode_child(job, net, official, train, spatial, batch, device) -> dict:
     n_batches = job["encode_batches"]
     x = torch.rand(n_batches * batch, 1, *spatial, generator=torch.Generator().manual_seed(2)).to(device)
     cfg = EncodeConfig(steps=steps, inner_lr=train.inner_lr, context_ratio=train.context_ratio, grad_rescale=True,
-                       batch_size=batch)
+                       batch_size=batch, **overrides)
     n_coords = int(np.prod(spatial))
     base = _rss_bytes()
     times, cpu, first, pre_peak = [], [], None, 0
@@ -383,22 +422,26 @@ def floor_encode(net, signals, steps: int, device, fused_sincos: bool = True) ->
     """The work an exact float32 encode of ``signals`` cannot avoid with these kernels, timed alone.
 
     Per test-time step (but the first where funcml runs it once on a field shared by the batch, see
-    :func:`funcml.encoders.fused.shared_first_grads`): each sine layer's sine and cosine of its
+    :meth:`funcml.backends.FusedBackend.shared_first_grads`): each sine layer's sine and cosine of its
     pre-activations (the forward needs one, the latent gradient the other) and each hidden layer's
     two matmuls (forward, and the backward to the previous layer), in the same cache-sized passes of
-    signals as the layer-by-layer path of :func:`funcml.encoders.fused.latent_grads`, on the
+    signals as the layer-by-layer path of :meth:`funcml.backends.FusedBackend.latent_grads`, on the
     network's real pre-activations at phi = 0; nothing else (no shifts, residual sums, loss,
     reductions, projections or output layer). Its throughput is an upper bound for any exact
     closed-form float32 encode that runs layer by layer on ATen's matmuls with funcml's one-pass sine
-    and cosine (:mod:`funcml.encoders.fused_loops`; ``fused_sincos=False``: ATen's separate ``sin``
+    and cosine (:mod:`funcml.backends.native`; ``fused_sincos=False``: ATen's separate ``sin``
     and ``cos``, the ``floor+atenloops`` row) on this machine; the tiled pass
-    (:mod:`funcml.encoders.tiled`) is not bound by it."""
+    (:mod:`funcml.backends.tiled`) is not bound by it."""
     import torch
 
-    from funcml.encoders import kernels
+    from funcml.backends import Execution, backend_for, kernels, native
+    from funcml.backends.backend import cache_chunk
+    from funcml.backends.fused import flat_params
+    from funcml.backends.ops import AtenOps
     from funcml.encoders.coords import make_grid
-    from funcml.encoders.fused import cache_chunk, flat_params, shared_first_grads
-    from funcml.encoders.fused_loops import sin_cos_into
+
+    aten = AtenOps()
+    ops = native.NativeOps(lib=native.library()) if fused_sincos and native.available() else aten
 
     b, spatial = signals.shape[0], tuple(signals.shape[2:])
     params = tuple(flat_params(net))
@@ -410,22 +453,18 @@ def floor_encode(net, signals, steps: int, device, fused_sincos: bool = True) ->
         h, sigma, wps, _ = kernels.prepare(params, omegas, coords, signals.new_zeros(1, net.config.latent_dim))
         pre, x = [], None
         for k in range(len(omegas)):
-            u = (h.unsqueeze(0) + sigma[:, 0:1]) if k == 0 else kernels.linear_shift(x, wps[k].t(), sigma[:, k:k + 1])
+            u = (h.unsqueeze(0) + sigma[:, 0:1]) if k == 0 else aten.linear_shift(x, wps[k].t(), sigma[:, k:k + 1])
             pre.append(u.expand(chunk, n, width).reshape(chunk * n, width).contiguous())
             x = torch.sin(u) if x is None else x + torch.sin(u)
         sbuf, cbuf, mbuf = (torch.empty(chunk * n, width, device=device) for _ in range(3))
         wts = [None] + [w.t().contiguous() for w in wps[1:]]
-        full_steps = steps - 1 if shared_first_grads(net, b, n) else steps
+        full_steps = steps - 1 if backend_for(Execution(), device).shared_first_grads(net, b, n) else steps
         for _ in range(full_steps):
             for start in range(0, b, chunk):
                 rows = min(chunk, b - start) * n
                 s, c, m = sbuf[:rows], cbuf[:rows], mbuf[:rows]
                 for k in range(len(omegas)):
-                    if fused_sincos:
-                        sin_cos_into(pre[k][:rows], s, c)
-                    else:
-                        torch.sin(pre[k][:rows], out=s)
-                        torch.cos(pre[k][:rows], out=c)
+                    ops.sin_cos_into(pre[k][:rows], s, c)
                     if k + 1 < len(omegas):
                         torch.mm(s, wts[k + 1], out=m)
                 for k in range(len(omegas) - 1, 0, -1):

@@ -4,7 +4,7 @@
   configurations), plain AdamW against ``trainer.make_optimizer`` (the fused kernel), with the
   largest difference of the parameters after the timed steps (same gradients for both).
 - ``adjoint``: a sine layer's pre-activation adjoint and its coordinate sum, ATen's four passes
-  (``cbar = qbar g``, ``c xbar``, ``- s cbar``, the sum) against ``fused_loops.field_adjoint``,
+  (``cbar = qbar g``, ``c xbar``, ``- s cbar``, the sum) against the cpu backend's ``field_adjoint``,
   at the per-pass shapes ``(B, n, L)`` of the presets.
 
 Medians over ``--rounds`` interleaved rounds; the numbers go to ``benchmarks/results/RESULT.json``
@@ -76,7 +76,9 @@ def bench_adamw(rounds: int) -> list[list]:
 def bench_adjoint(rounds: int) -> list[list]:
     import torch
 
-    from funcml.encoders import fused_loops
+    from funcml.backends import native
+
+    loops = native.NativeOps(lib=native.library())
 
     rows = []
     for shape in ADJOINT_SHAPES:
@@ -91,7 +93,7 @@ def bench_adjoint(rounds: int) -> list[list]:
             return ubar.sum(dim=1)
 
         def fused():
-            return fused_loops.field_adjoint(c, xbar, s, qbar, gk, out=out)
+            return loops.field_adjoint(c, xbar, s, qbar, gk, out=out)
 
         ms = _median_ms({"aten": aten, "fused": fused}, rounds, 20)
         print(f"adjoint {shape}: ATen {ms['aten']:.3f} ms, one pass {ms['fused']:.3f} ms "

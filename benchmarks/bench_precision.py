@@ -29,8 +29,8 @@ from pathlib import Path
 def gradient_error(precision: str, omega_first: float, omega_last: float) -> float:
     import torch
 
+    from funcml.backends import Execution
     from funcml.data import load_signals
-    from funcml.encoders import fused
     from funcml.encoders.coords import make_grid
     from funcml.encoders.meta import accumulate_meta_gradient, draw_subsets
     from funcml.encoders.presets import get_preset
@@ -44,14 +44,14 @@ def gradient_error(precision: str, omega_first: float, omega_last: float) -> flo
     coords = make_grid(signals.spatial_shape)
     subsets = draw_subsets(coords.shape[0], train.context_ratio, train.inner_steps, torch.Generator().manual_seed(1))
 
-    def grads():
+    def grads(execution):
         net.zero_grad()
-        accumulate_meta_gradient(net, coords, x, subsets, train.inner_lr, first_order=False, loss_scale=1 / 16)
+        accumulate_meta_gradient(net, coords, x, subsets, train.inner_lr, first_order=False, loss_scale=1 / 16,
+                                 execution=execution)
         return torch.cat([p.grad.flatten() for p in net.parameters()])
 
-    ref = grads()
-    with fused.execution(precision=precision):
-        low = grads()
+    ref = grads(Execution())
+    low = grads(Execution(precision=precision))
     return float((low - ref).norm() / ref.norm())
 
 

@@ -2,8 +2,8 @@
 
 On a CUDA GPU (the default when there is one):
 
-* ``equivalence``: the fused meta-gradients and encodings against plain autograd (the reference) on
-  the GPU, in float64 and float32 (TF32 off), largest relative difference;
+* ``equivalence``: the fused backend's meta-gradients and encodings against the reference (plain
+  autograd) on the GPU, in float64 and float32 (TF32 off), largest relative difference;
 * ``steps``: 40 meta-steps each of the paper presets ``image-64``, ``ecg`` and ``volume-32`` (synthetic
   smooth signals of their shapes) at fp32, tf32 and bf16: median step time (steps 6 on, each timed
   between two ``torch.cuda.synchronize``), ``max_memory_allocated``, and loss sanity (finite, not
@@ -19,7 +19,9 @@ On a CUDA GPU (the default when there is one):
 
 Without a GPU (``--device cpu``, or no CUDA) it runs in a reduced mode: tiny configurations, a few
 steps, no compile, syncs counted as the operations that would synchronise on a GPU
-(:class:`funcml.syncs.HostSyncOps`); the test suite runs it so that it cannot rot.
+(:class:`funcml.syncs.HostSyncOps`); the test suite runs it so that it cannot rot. Everything runs the
+``fused`` backend, the one that runs on a GPU (on a CPU: ATen's element-wise operations, not the cpu
+backend's C loops).
 
 Sections that would not fit in ``--budget`` seconds are skipped and listed. ``--write-result`` writes
 ``benchmarks/results/gpu_check.json`` (``gpu_check_reduced.json`` in reduced mode), task ``gpu``.
@@ -32,9 +34,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections import Counter
 import json
 import math
-import os
 import statistics
 import sys
 import tempfile
@@ -45,13 +47,15 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
+BACKEND = "fused"  # the backend of a GPU (on a CPU: ATen's element-wise work, as on a GPU)
 for path in (HERE, HERE.parent):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
 from funcml.data.base import ArraySignalSet  # noqa: E402
 from funcml.devices import to_device  # noqa: E402
-from funcml.encoders import fused  # noqa: E402
+from funcml.backends import Execution  # noqa: E402
+from funcml.backends import precision as precision_mod  # noqa: E402
 from funcml.encoders.config import EncodeConfig, FieldConfig, TrainConfig  # noqa: E402
 from funcml.encoders.coords import make_grid  # noqa: E402
 from funcml.encoders.encode import encode_signal_set  # noqa: E402
@@ -97,7 +101,7 @@ def config(name: str, reduced: bool) -> tuple[FieldConfig, TrainConfig, tuple[in
     """A preset's field and train configuration (shrunk in reduced mode) and its signal shape."""
     shape = (REDUCED_SHAPES if reduced else SHAPES)[name]
     overrides = {**REDUCED_ARCH, **REDUCED_TRAIN} if reduced else {}
-    field, train = get_preset(name).build(len(shape) - 1, shape[0], **overrides)
+    field, train = get_preset(name).build(len(shape) - 1, shape[0], backend=BACKEND, **overrides)
     return field, train, shape
 
 
@@ -132,12 +136,13 @@ def equivalence(device: torch.device) -> dict:
         subsets = draw_subsets(256, 0.25, 3, torch.Generator().manual_seed(5), device)
         enc = EncodeConfig(steps=5, inner_lr=1e-2, context_ratio=0.25)
         grads, latents = [], []
-        with fused.execution(precision="fp32", device=device):
-            for plain in (True, False):
+        with precision_mod.scoped("fp32", device):
+            for backend in ("reference", BACKEND):
                 net.zero_grad()
-                with (fused.plain_autograd() if plain else torch.enable_grad()):
-                    accumulate_meta_gradient(net, coords, x, subsets, 1e-2, first_order=False, loss_scale=1 / 6)
-                    latents.append(fit_latents(net, x, enc, generator=torch.Generator().manual_seed(2)))
+                accumulate_meta_gradient(net, coords, x, subsets, 1e-2, first_order=False, loss_scale=1 / 6,
+                                         execution=Execution(backend=backend))
+                latents.append(fit_latents(net, x, dataclasses.replace(enc, backend=backend, precision="fp32"),
+                                           generator=torch.Generator().manual_seed(2)))
                 grads.append([p.grad.detach().clone() for p in net.parameters()])
         grad_err = max(_rel(a, b) for a, b in zip(*grads))
         latent_err = _rel(*latents)
@@ -152,6 +157,7 @@ def timed_steps(name: str, precision: str, steps: int, device: torch.device, red
     """``steps`` meta-steps of the trainer's pieces (batch, subsets, meta-gradient, AdamW), each timed
     between two device synchronisations."""
     field, train, shape = config(name, reduced)
+    train = dataclasses.replace(train, precision=precision, compile=compile)
     x_all = torch.from_numpy(smooth_signals(max(2 * train.batch_size, 8), shape)).to(device)
     torch.manual_seed(0)
     net = ModulatedSiren(field, inner_lr=train.inner_lr).to(device)
@@ -160,7 +166,7 @@ def timed_steps(name: str, precision: str, steps: int, device: torch.device, red
     coords = make_grid(shape[1:], device=device)
     times, losses = [], []
     peak_reset(device)
-    with fused.execution(compile=compile, precision=precision, device=device):
+    with precision_mod.scoped(precision, device):
         for step in range(steps):
             sync(device)
             t0 = time.perf_counter()
@@ -212,7 +218,7 @@ def encoding(device: torch.device, reduced: bool, budget: "Budget") -> list[dict
         torch.manual_seed(0)
         model = FieldModel(ModulatedSiren(field, inner_lr=train.inner_lr), shape,
                            EncodeConfig(steps=train.test_steps, inner_lr=train.inner_lr,
-                                        context_ratio=train.context_ratio, batch_size=batch))
+                                        context_ratio=train.context_ratio, batch_size=batch, backend=BACKEND))
         model.save(Path(tmp) / "m")
         model = FieldModel.load(Path(tmp) / "m", device=device)
         for k, precision in enumerate(("auto", "fp32")):
@@ -220,8 +226,9 @@ def encoding(device: torch.device, reduced: bool, budget: "Budget") -> list[dict
                 continue
             log(f"encoding {n} image-64 signals at {precision}")
             with count_syncs(device) as syncs:
-                _, stats = encode_signal_set(model, signals, Path(tmp) / f"lat{k}", model_dir=Path(tmp) / "m",
-                                             progress=False, precision=precision)
+                cfg = dataclasses.replace(model.encode_defaults, precision=precision)
+                _, stats = encode_signal_set(model, signals, Path(tmp) / f"lat{k}", cfg, model_dir=Path(tmp) / "m",
+                                             progress=False)
             rows.append({"precision": precision, "signals": n, "batch_size": batch, "steps_H": train.test_steps,
                          "signals_per_second": stats["signals_per_second"], "syncs": syncs.kinds,
                          "syncs_per_chunk": syncs.count / -(-n // batch), "psnr_mean": stats["psnr_mean"]})
@@ -233,7 +240,7 @@ class count_syncs:
     ``torch.cuda.synchronize`` calls; on a CPU the operations that would synchronise on a GPU."""
 
     def __init__(self, device: torch.device) -> None:
-        self.device, self.count, self.kinds = device, 0, {}
+        self.device, self.count, self.kinds, self.sites = device, 0, {}, Counter()
 
     def __enter__(self) -> "count_syncs":
         if self.device.type == "cuda":
@@ -250,6 +257,7 @@ class count_syncs:
             self._ctx.__exit__(*exc)
             torch.cuda.synchronize = self._real
             self.kinds = {"sync_debug_warnings": len(self._found), "torch.cuda.synchronize": len(self._explicit)}
+            self.sites = self._found.sites + Counter({"torch.cuda.synchronize": len(self._explicit)})
         else:
             self._ops.__exit__(*exc)
             self.kinds = dict(self._ops.counts)
@@ -268,8 +276,9 @@ def trainer_syncs(device: torch.device, reduced: bool) -> dict:
                 MetaTrainer(field, cfg, signals, Path(tmp) / f"m{steps}", device, progress=False).run()
             counts[steps] = syncs
     per_step = (counts[12].count - counts[2].count) / 10
+    sites = {site: n / 10 for site, n in (counts[12].sites - counts[2].sites).most_common(8)}
     return {"config": "image-64", "precision": "auto", "syncs_2_steps": counts[2].kinds,
-            "syncs_12_steps": counts[12].kinds, "syncs_per_step": per_step,
+            "syncs_12_steps": counts[12].kinds, "syncs_per_step": per_step, "sites_per_step": sites,
             "counted_as": "torch sync warnings + torch.cuda.synchronize" if device.type == "cuda"
             else "operations that synchronise on a GPU (reduced mode)"}
 
@@ -310,6 +319,40 @@ def compile_section(device: torch.device, reduced: bool, compile_steps: int, ste
     return compiled
 
 
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmv", "aten::mv")
+
+
+def _self_time(event, device: torch.device) -> float:
+    """An averaged profiler event's own time in microseconds, on the GPU (CPU in reduced mode)."""
+    if device.type != "cuda":
+        return float(event.self_cpu_time_total)
+    return float(getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0.0))
+
+
+def profile_section(device: torch.device, reduced: bool, steps: int = 4) -> dict:
+    """Where a tf32 ``image-64`` meta-step spends its device time: per step the device time, the share of
+    matrix products (``aten::mm`` and kin), the number of kernel launches, and the five operators that take
+    most (on a CPU the same from the operators' CPU time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    timed_steps("image-64", "tf32", 2, device, reduced)  # warm-up: allocator, cuBLAS handles
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        timed_steps("image-64", "tf32", steps, device, reduced)
+        wall = time.perf_counter() - t0
+    ops = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    total = sum(_self_time(e, device) for e in ops) or 1.0
+    matmul = sum(_self_time(e, device) for e in ops if e.key in MATMUL_OPS)
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    top = sorted(ops, key=lambda e: _self_time(e, device), reverse=True)[:5]
+    return {"config": "image-64", "precision": "tf32", "steps": steps, "wall_ms_per_step": 1e3 * wall / steps,
+            "busy_ms_per_step": total / 1e3 / steps, "matmul_share": matmul / total,
+            "kernel_launches_per_step": sum(e.count for e in kernels) / steps if kernels else None,
+            "top_ops": {e.key: round(_self_time(e, device) / total, 3) for e in top},
+            "timed_on": "GPU kernels" if device.type == "cuda" else "CPU operators (reduced mode)"}
+
+
 def run(device: torch.device, reduced: bool, steps: int, budget: Budget, compile_steps: int) -> dict:
     results: dict = {"device": str(device), "reduced": reduced, "gpu": torch.cuda.get_device_name(device)
                      if device.type == "cuda" else None}
@@ -318,6 +361,8 @@ def run(device: torch.device, reduced: bool, steps: int, budget: Budget, compile
         results["syncs"] = section("syncs per meta-step of MetaTrainer", trainer_syncs, device, reduced)
     results["steps"] = section("meta-steps", meta_steps, device, reduced, steps, budget)
     results["encode"] = section("encoding", encoding, device, reduced, budget)
+    if budget.allows("profile"):
+        results["profile"] = section("profile of an image-64 tf32 meta-step", profile_section, device, reduced)
     if reduced:
         results["compile"] = {"skipped": "reduced mode (compiling takes minutes on a CPU)"}
     elif budget.allows("compile"):
@@ -349,10 +394,22 @@ def tables(results: dict) -> list:
              for r in rows if "error" not in r]
     enc = [[r["precision"], r["signals"], r["steps_H"], round(r["signals_per_second"], 1), r["syncs_per_chunk"]]
            for r in (results["encode"] if isinstance(results["encode"], list) else [])]
+    prof, syncs = results.get("profile") or {}, results.get("syncs") or {}
+    where = [["syncs per meta-step (MetaTrainer)", syncs.get("syncs_per_step")],
+             *[[f"  at {site}", n] for site, n in (syncs.get("sites_per_step") or {}).items()],
+             ["image-64 tf32: busy ms per step", _round(prof.get("busy_ms_per_step"))],
+             ["image-64 tf32: wall ms per step (profiled)", _round(prof.get("wall_ms_per_step"))],
+             ["image-64 tf32: share of matrix products", _round(prof.get("matmul_share"), 3)],
+             ["image-64 tf32: kernel launches per step", _round(prof.get("kernel_launches_per_step"))]]
     return [table("Meta-steps (synthetic signals of the presets' shapes)",
                   ["config", "precision", "median s/step", "peak GB", "x fp32", "loss", "sane"], steps),
             table("Encoding (image-64, untrained model)", ["precision", "signals", "H", "signals/s", "syncs/chunk"],
-                  enc)]
+                  enc),
+            table("Where a meta-step waits and spends its time", ["measure", "value"], where)]
+
+
+def _round(value, digits: int = 1):
+    return None if value is None else round(float(value), digits)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,8 +423,6 @@ def main(argv: list[str] | None = None) -> int:
     name = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     reduced = device.type != "cuda"
-    if reduced:  # the element-wise work in ATen, as on a GPU (not the CPU's fused C loops)
-        os.environ["FUNCML_FUSED_LOOPS"] = "0"
     steps = args.steps or (4 if reduced else 40)
     results = run(device, reduced, steps, Budget(args.budget), args.compile_steps)
     print(json.dumps(results, sort_keys=True, default=float, allow_nan=False))

@@ -2,9 +2,10 @@
 
 ``torch.profiler`` and sampling profilers distort this step: under the profiler the 8 MB
 element-wise operators of the 3D preset took 10-13 ms each instead of about 1 ms, and the step
-14 s instead of 7.6. This script instead wraps the matmul helpers of ``funcml.encoders.kernels``,
-the fused element-wise loops, the passes that call them and the kernel entry points of
-``funcml.encoders.fused`` with ``time.perf_counter`` (a microsecond against calls of 0.1-10 ms),
+14 s instead of 7.6. This script instead wraps the matmul primitives of the backend that runs
+(``funcml.backends.ops.AtenOps``, or the cpu backend's ``NativeOps``), its element-wise loops, the
+passes of ``funcml.backends.kernels`` that call them and the kernel entry points with
+``time.perf_counter`` (a microsecond against calls of 0.1-10 ms),
 runs ``--steps`` meta-steps of a ``bench_meta.py`` configuration after one warm-up step and prints,
 per call site, the time per step, the calls per step and (for matmuls) the counted GFLOP/s.
 Times of enclosing passes include those of the calls inside them. The summary and the call sites go
@@ -29,9 +30,12 @@ from bench_meta import CONFIGS  # noqa: E402
 from profile_step import meta_step_runner  # noqa: E402
 from results import table, write_result  # noqa: E402
 
-MATMULS = ("gemm", "gemm_add", "gemm_add_", "linear_shift")
-LOOPS = ("shifted_sin_cos", "_mul_into", "layer_inputs", "field_forward", "reverse_field", "reverse_closed_grad",
-         "closed_grad", "prepare", "param_grads")
+MATMULS = ("gemm", "gemm_add", "gemm_add_", "linear_shift")   # methods of the primitives
+ELEMENTWISE = ("shifted_sin_cos", "mul_sum_", "field_adjoint")   # methods of the primitives
+LOOPS = ("_mul_into", "layer_inputs", "field_forward", "reverse_field", "reverse_closed_grad", "closed_grad",
+         "prepare", "param_grads")                             # functions of funcml.backends.kernels
+ENTRY_POINTS = ("inner_forward", "inner_backward", "first_forward", "first_backward", "first_grads",
+                "outer_forward", "outer_backward", "latent_grads")
 
 
 def main() -> None:
@@ -46,7 +50,7 @@ def main() -> None:
     import torch
 
     from funcml.allocator import tune_glibc_malloc
-    from funcml.encoders import fused, kernels
+    from funcml.backends import Execution, backend_for, kernels
 
     seconds: collections.Counter = collections.Counter()
     calls: collections.Counter = collections.Counter()
@@ -67,13 +71,16 @@ def main() -> None:
             return out
         return wrapper
 
-    for name in MATMULS:  # gemm(a, b), gemm_add(c, a, b), gemm_add_(c, a, b), linear_shift(x, w, shift)
-        operands = (lambda a: (a[0], a[1])) if name == "linear_shift" else (lambda a: (a[-2], a[-1]))
-        setattr(kernels, name, timed(getattr(kernels, name), name, operands))
+    ops = type(backend_for(Execution(), "cpu").ops)  # the default backend's primitives on this machine
+    for name in MATMULS:  # gemm(self, a, b), gemm_add(self, c, a, b), ..., linear_shift(self, x, w, shift)
+        operands = (lambda a: (a[1], a[2])) if name == "linear_shift" else (lambda a: (a[-2], a[-1]))
+        setattr(ops, name, timed(getattr(ops, name), name, operands))
+    for name in ELEMENTWISE:
+        setattr(ops, name, timed(getattr(ops, name), name))
     for name in LOOPS:
         setattr(kernels, name, timed(getattr(kernels, name), name))
-    for name in list(fused._K):
-        fused._K[name] = timed(fused._K[name], f"kernel {name}", by_caller=False)
+    for name in ENTRY_POINTS:
+        setattr(kernels, name, timed(getattr(kernels, name), f"kernel {name}", by_caller=False))
 
     tune_glibc_malloc()
     torch.set_num_threads(args.threads)

@@ -24,8 +24,10 @@ import os
 import sys
 from pathlib import Path
 
-ENV = "FUNCML_TCMALLOC"
-TUNE_ENV = "FUNCML_MALLOC_TUNE"
+from funcml import environment
+
+ENV = environment.TCMALLOC
+TUNE_ENV = environment.MALLOC_TUNE
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 NEVER = -1  # as M_TRIM_THRESHOLD: never trim (glibc reads it as the largest size_t)
 CANDIDATES = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4",
@@ -43,13 +45,11 @@ def find_tcmalloc() -> str | None:
 
 
 def requested(environ: dict | None = None) -> bool:
-    env = os.environ if environ is None else environ
-    return env.get(ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    return environment.tcmalloc(environ)
 
 
 def preloaded(environ: dict | None = None) -> bool:
-    env = os.environ if environ is None else environ
-    return "tcmalloc" in env.get("LD_PRELOAD", "")
+    return "tcmalloc" in environment.preload(environ)
 
 
 def reexec_with_tcmalloc() -> None:
@@ -82,7 +82,7 @@ def tune_glibc_malloc() -> bool:
     Returns True when applied. Peak memory does not grow; the process simply keeps its peak until
     it exits, for reuse by its later allocations.
     """
-    if os.environ.get(TUNE_ENV, "1").strip().lower() in ("0", "false", "no", "off") or preloaded():
+    if not environment.malloc_tune() or preloaded():
         return False
     if not sys.platform.startswith("linux"):
         return False

@@ -9,7 +9,8 @@ Two counters:
   ``aten.lift_fresh``, a blocking copy when made on a GPU) and copies between devices. On a CPU it
   shows, without a GPU, that a loop would not wait for one.
 * :func:`cuda_syncs` (CUDA): torch's own sync check, ``torch.cuda.set_sync_debug_mode("warn")``,
-  whose warnings are counted; the previous mode is restored on exit.
+  whose warnings are counted, each with the line of Python that caused it (``found.sites``); the
+  previous mode is restored on exit.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -59,11 +61,20 @@ class HostSyncOps(TorchDispatchMode):
         return sum(self.counts.values())
 
 
+class SyncLog(list):
+    """The warning messages of :func:`cuda_syncs` (its length is the count); ``sites`` counts them by
+    ``file:line`` of the Python code that caused each."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sites: Counter = Counter()
+
+
 @contextmanager
-def cuda_syncs() -> Iterator[list]:
-    """Inside the block every CUDA synchronisation torch can detect is recorded: yields the list of
-    warning messages (its length is the count)."""
-    found: list = []
+def cuda_syncs() -> Iterator[SyncLog]:
+    """Inside the block every CUDA synchronisation torch can detect is recorded: yields a
+    :class:`SyncLog`, filled when the block ends."""
+    found = SyncLog()
     old = torch.cuda.get_sync_debug_mode()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -72,4 +83,7 @@ def cuda_syncs() -> Iterator[list]:
             yield found
         finally:
             torch.cuda.set_sync_debug_mode(old)
-            found.extend(str(w.message) for w in caught if "synchroniz" in str(w.message).lower())
+            for w in caught:
+                if "synchroniz" in str(w.message).lower():
+                    found.append(str(w.message))
+                    found.sites[f"{Path(w.filename).name}:{w.lineno}"] += 1

@@ -1,6 +1,6 @@
-"""On a CUDA GPU (skipped without one, ``pytest -m cuda`` runs only these): the fused kernels against
-autograd in float64 and float32, no host synchronisation in the inner loop or the encoding steps,
-and a tiny train and encode."""
+"""On a CUDA GPU (skipped without one, ``pytest -m cuda`` runs only these): the fused backend against
+the reference (autograd) in float64 and float32, the cpu backend refused there, no host synchronisation
+in the inner loop or the encoding steps, and a tiny train and encode."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 import torch
 
-from funcml.encoders import fused
+from funcml.backends import Execution, backend_for, precision
 from funcml.encoders.config import EncodeConfig, FieldConfig
 from funcml.encoders.coords import make_grid, sample_context
 from funcml.encoders.encode import encode_signal_set
@@ -22,6 +22,7 @@ from funcml.latents import LatentSet
 
 pytestmark = pytest.mark.cuda
 CUDA = torch.device("cuda")
+FUSED = backend_for(Execution(backend="fused"), CUDA)
 
 
 def _rel(a, b):
@@ -60,10 +61,10 @@ def test_inner_steps_and_outer_loss_match_autograd_in_float64(channels, masked):
     phi0 = torch.randn(4, 6, dtype=torch.float64, device=CUDA, requires_grad=True)
     lr = net.inner_learning_rate(0.2)
     ref = torch.autograd.grad(_reference(net, coords, values, weights, phi0, lr, 2).sum(), [phi0] + params)
-    with fused.execution(precision="fp32", device=CUDA):
-        q, _ = fused.inner_step(net, coords, phi0, values, lr, weights)
-        q, _ = fused.inner_step(net, coords, q, values, lr, weights)
-        got = torch.autograd.grad(fused.outer_loss(net, coords, q, values, weights).sum(), [phi0] + params)
+    with precision.scoped("fp32", CUDA):
+        q, _ = FUSED.inner_step(net, coords, phi0, values, lr, weights)
+        q, _ = FUSED.inner_step(net, coords, q, values, lr, weights)
+        got = torch.autograd.grad(FUSED.outer_loss(net, coords, q, values, weights).sum(), [phi0] + params)
     for (name, _), a, b in zip([("phi", None)] + list(net.named_parameters()), ref, got):
         assert _rel(a, b) < 1e-10, name
 
@@ -75,8 +76,8 @@ def test_first_step_on_one_shared_field_matches_autograd_in_float64(channels):
     params = list(net.parameters())
     zero = torch.zeros(4, 6, dtype=torch.float64, device=CUDA, requires_grad=True)
     ref = torch.autograd.grad(_reference(net, coords, values, None, zero, 0.2, 1).sum(), params)
-    p, _ = fused.first_step(net, coords, values, 0.2)
-    got = torch.autograd.grad(fused.outer_loss(net, coords, p, values).sum(), params)
+    p, _ = FUSED.first_step(net, coords, values, 0.2)
+    got = torch.autograd.grad(FUSED.outer_loss(net, coords, p, values).sum(), params)
     for (name, _), a, b in zip(net.named_parameters(), ref, got):
         assert _rel(a, b) < 1e-10, name
 
@@ -86,7 +87,7 @@ def test_latent_gradients_with_a_context_subset_match_autograd_in_float64():
     coords, values, weights = _problem(2, masked=True)
     phi = torch.randn(4, 6, dtype=torch.float64, device=CUDA)
     context = torch.tensor([0, 3, 4, 9, 16], device=CUDA)
-    loss, grad, sub = fused.latent_grads(net, coords, phi, values, weights, context)
+    loss, grad, sub = FUSED.latent_grads(net, coords, phi, values, weights, context)
     z = phi.clone().requires_grad_(True)
     g_ref = torch.autograd.grad(per_signal_mse(net(coords, z), values, weights).sum(), z)[0]
     s_ref = torch.autograd.grad(per_signal_mse(net(coords[context], z), values[:, context], weights[:, context]).sum(),
@@ -103,14 +104,14 @@ def _float32_setup():
 def test_meta_gradient_and_encoding_match_plain_autograd_in_float32():
     net, x, coords = _float32_setup()
     subsets = draw_subsets(64, 0.25, 3, torch.Generator().manual_seed(5), CUDA)
-    cfg = EncodeConfig(steps=6, inner_lr=1e-2, context_ratio=0.25)
     grads, latents = [], []
-    with fused.execution(precision="fp32", device=CUDA):
-        for plain in (True, False):
+    with precision.scoped("fp32", CUDA):
+        for backend in ("reference", "fused"):
             net.zero_grad()
-            with (fused.plain_autograd() if plain else torch.enable_grad()):
-                accumulate_meta_gradient(net, coords, x, subsets, 1e-2, first_order=False, loss_scale=1 / 6)
-                latents.append(fit_latents(net, x, cfg, generator=torch.Generator().manual_seed(2)))
+            accumulate_meta_gradient(net, coords, x, subsets, 1e-2, first_order=False, loss_scale=1 / 6,
+                                     execution=Execution(backend=backend))
+            cfg = EncodeConfig(steps=6, inner_lr=1e-2, context_ratio=0.25, backend=backend, precision="fp32")
+            latents.append(fit_latents(net, x, cfg, generator=torch.Generator().manual_seed(2)))
             grads.append([p.grad.clone() for p in net.parameters()])
     for (name, _), a, b in zip(net.named_parameters(), *grads):
         assert _rel(a, b) < 1e-3, name
@@ -151,9 +152,18 @@ def test_a_tiny_train_and_encode_on_the_gpu(tmp_path, tiny_images, tiny_field, t
     assert result.finished and result.peak_memory_bytes > 0
     assert model.training["config"]["precision"] == "tf32"   # auto: TF32 on a GPU
     cfg = EncodeConfig(steps=3, inner_lr=0.5, context_ratio=0.5, batch_size=5)
-    sets = [encode_signal_set(model, tiny_images, tmp_path / f"lat{k}", cfg, model_dir=tmp_path / "m",
-                              progress=False, precision=p)[0] for k, p in enumerate(("fp32", "fp32", "auto"))]
+    sets = [encode_signal_set(model, tiny_images, tmp_path / f"lat{k}", dataclasses.replace(cfg, precision=p),
+                              model_dir=tmp_path / "m", progress=False)[0] for k, p in enumerate(("fp32", "fp32", "auto"))]
     assert sets[0].manifest["latent_checksum"] == sets[1].manifest["latent_checksum"]   # deterministic
     assert sets[2].manifest["encoding"]["precision"] == "tf32"
     reopened = LatentSet.open(tmp_path / "lat0")
     assert len(reopened) == len(tiny_images) and reopened.manifest["metrics"]["psnr_mean"] > 5
+
+
+def test_the_cpu_backend_is_refused_on_a_gpu_and_auto_is_fused():
+    from funcml.backends import resolve
+    from funcml.errors import ConfigError
+
+    assert resolve("auto", CUDA) == "fused"
+    with pytest.raises(ConfigError):
+        fit_latents(_net(1, torch.float32), torch.rand(2, 1, 4, 4, device=CUDA), EncodeConfig(steps=1, backend="cpu"))

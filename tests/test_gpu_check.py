@@ -32,3 +32,6 @@ def test_gpu_check_runs_in_reduced_mode_and_prints_one_json_object():
     # per encoding chunk only its signals come from the host (the steps make no tensor and read nothing)
     assert all(e["syncs"] == {"tensor from host data": 4} for e in r["encode"])
     assert r["syncs"]["syncs_per_step"] >= 0 and "compile" in r
+    prof = r["profile"]
+    assert prof["steps"] == 4 and prof["busy_ms_per_step"] > 0 and 0 < prof["matmul_share"] < 1
+    assert prof["top_ops"] and all(0 < share <= 1 for share in prof["top_ops"].values())

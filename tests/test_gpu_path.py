@@ -1,6 +1,6 @@
 """The GPU path, checked on a CPU where a CPU can show it: no host-device synchronisation per inner
 step, context subsets drawn with the generator of their device, cached device constants, scoped
-TF32 and compile settings, pinned host copies."""
+TF32, compile without CUDA graphs, pinned host copies."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import os
 import pytest
 import torch
 
+from funcml.backends import Execution, fused, kernels, precision
+from funcml.backends.constants import device_constant
 from funcml.devices import to_device, to_host
-from funcml.encoders import fused, kernels, precision
 from funcml.encoders.config import EncodeConfig, FieldConfig
-from funcml.encoders.constants import device_constant
 from funcml.encoders.coords import make_grid, sample_context
 from funcml.encoders.fitting import fit_latents
 from funcml.encoders.meta import draw_subsets, meta_losses
@@ -27,19 +27,16 @@ def _setup(seed=0):
     return net, make_grid((8, 8)), torch.rand(6, 1, 8, 8)
 
 
-@pytest.fixture
-def aten_loops(monkeypatch):
-    """The element-wise work in ATen, as on a GPU (the CPU's fused C loops are not used there)."""
-    monkeypatch.setenv("FUNCML_FUSED_LOOPS", "0")
+AS_ON_A_GPU = Execution(backend="fused")  # the element-wise work in ATen, as on a GPU (no C loops there)
 
 
 @pytest.mark.parametrize("steps", [1, 3])
-def test_a_meta_step_makes_no_tensor_from_host_data_and_reads_nothing_back(aten_loops, steps):
+def test_a_meta_step_makes_no_tensor_from_host_data_and_reads_nothing_back(steps):
     net, coords, x = _setup()
     subsets = draw_subsets(64, 0.25, steps, torch.Generator().manual_seed(1), coords.device)
-    meta_losses(net, coords, x, subsets, 0.01)[0].sum().backward()   # first call: the constants are made
+    meta_losses(net, coords, x, subsets, 0.01, execution=AS_ON_A_GPU)[0].sum().backward()   # constants made
     with HostSyncOps() as ops:
-        outer, _ = meta_losses(net, coords, x, subsets, 0.01)
+        outer, _ = meta_losses(net, coords, x, subsets, 0.01, execution=AS_ON_A_GPU)
         outer.sum().backward()
         subsets = draw_subsets(64, 0.25, steps, torch.Generator().manual_seed(2), coords.device)
     assert ops.total == 0, dict(ops.counts)
@@ -51,9 +48,9 @@ def test_a_meta_step_makes_no_tensor_from_host_data_and_reads_nothing_back(aten_
 
 
 @pytest.mark.parametrize("rescale", [True, False])
-def test_encoding_steps_make_no_tensor_from_host_data_and_read_nothing_back(aten_loops, rescale):
+def test_encoding_steps_make_no_tensor_from_host_data_and_read_nothing_back(rescale):
     net, _, x = _setup()
-    cfg = EncodeConfig(steps=4, context_ratio=0.25, grad_rescale=rescale)
+    cfg = EncodeConfig(steps=4, context_ratio=0.25, grad_rescale=rescale, backend="fused")
     fit_latents(net, x, cfg, generator=torch.Generator().manual_seed(2))
     with HostSyncOps() as ops:
         fit_latents(net, x, cfg, generator=torch.Generator().manual_seed(2))
@@ -120,13 +117,13 @@ def test_tf32_is_set_for_a_block_and_a_callers_setting_reads_back_unchanged(befo
          "fp32_precision": lambda: setattr(m, "fp32_precision", "tf32")}[before]()
         old = state()
         for enabled, inside in ((True, "tf32"), (False, "ieee")):
-            with fused.execution(precision="tf32" if enabled else "fp32", device="cuda"):
-                assert m.fp32_precision == inside and kernels.MATMUL_PRECISION[0] == ("tf32" if enabled else "fp32")
+            with precision.scoped("tf32" if enabled else "fp32", "cuda"):
+                assert m.fp32_precision == inside
             assert state() == old, (state(), old)
-        with fused.execution(device="cuda"):   # auto
+        with precision.scoped("auto", "cuda"):
             assert m.fp32_precision == "tf32"
-        with fused.execution(device="cpu"):    # nothing to do on a CPU
-            assert state() == old and kernels.MATMUL_PRECISION[0] == "fp32"
+        with precision.scoped("tf32", "cpu"):    # nothing to do on a CPU
+            assert state() == old
         assert state() == old
 
     if not precision._has_new_api():
@@ -137,11 +134,13 @@ def test_tf32_is_set_for_a_block_and_a_callers_setting_reads_back_unchanged(befo
 def test_compiling_never_uses_cuda_graphs(monkeypatch):
     """``--compile`` selects the mode without CUDA graphs on every device (docs/gpu.md)."""
     modes = []
-    monkeypatch.setattr(fused, "set_compiled", lambda mode: modes.append(mode))
-    for device in ("cpu", "cuda"):
-        with fused.execution(compile=True, device=device):
-            pass
-    assert modes == ["default", None, "default", None] and fused.COMPILE_MODE == "default"
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: modes.append(kw.get("mode")) or fn)
+    fused.compiled.cache_clear()
+    try:
+        fused.compiled("inner_forward")
+    finally:
+        fused.compiled.cache_clear()
+    assert modes == ["default"] and fused.COMPILE_MODE == "default"
 
 
 def test_host_copies_round_trip_and_stay_on_the_cpu_without_a_gpu():

@@ -1,4 +1,5 @@
-"""The wheel holds what an installed funcml needs (embedded data, py.typed) and nothing of the tooling."""
+"""The wheel holds what an installed funcml needs (embedded data, py.typed, the cpu backend's C loops where
+a C compiler exists) and nothing of the tooling."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ def wheel(tmp_path_factory) -> Path:
     pytest.importorskip("setuptools")
     out = tmp_path_factory.mktemp("wheel")
     source = tmp_path_factory.mktemp("source")  # a copy: setuptools writes build/ and *.egg-info beside the sources
-    for name in ("pyproject.toml", "README.md", "LICENSE"):
+    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "funcml", source / "funcml", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "funcml", source / "funcml", ignore=shutil.ignore_patterns("__pycache__", "*.so"))
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
                            "--no-index", "-q", "-w", str(out)], capture_output=True, text=True, timeout=300,
                           cwd=source, env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
@@ -37,6 +38,9 @@ def test_the_wheel_has_the_version_the_data_and_the_type_marker(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert {"funcml/py.typed", "funcml/data/assets/breastmnist.npz", "funcml/data/assets/ATTRIBUTION.md"} <= set(names)
     assert not [n for n in names if "docgen" in n or n.startswith(("tests/", "benchmarks/", "examples/", "tools/"))]
+    loops = [n for n in names if n.startswith("funcml/backends/_cpu_loops") and n.endswith(".so")]
+    assert len(loops) == (1 if shutil.which("cc") or shutil.which("gcc") else 0), names
+    assert not [n for n in names if n.endswith(".c")]   # the source builds the library; it is not installed
     metadata = zipfile.ZipFile(wheel).read(f"funcml-{funcml.__version__}.dist-info/METADATA").decode()
     assert f"\nVersion: {funcml.__version__}\n" in metadata
 
@@ -46,9 +50,12 @@ def test_the_unpacked_wheel_runs_and_reads_its_embedded_data(wheel, tmp_path):
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     code = ("import funcml, sys; from funcml.data import load_signals; s = load_signals('demo'); "
-            "assert funcml.__file__.startswith(sys.argv[1]), funcml.__file__; print(len(s), s.signal_shape)")
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "site")], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=120)
+            "assert funcml.__file__.startswith(sys.argv[1]), funcml.__file__; "
+            "from funcml.backends import native; assert native.available() == bool(sys.argv[2]); "
+            "print(len(s), s.signal_shape)")
+    built = any(n.startswith("funcml/backends/_cpu_loops") for n in zipfile.ZipFile(wheel).namelist())
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "site"), "1" if built else ""],
+                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[0] == "780"
     proc = subprocess.run([sys.executable, "-m", "funcml", "--version"], capture_output=True, text=True, env=env,

@@ -250,10 +250,14 @@ def test_model_config_fields_are_validated(tmp_path, world):
     shutil.copytree(world["model"], tmp_path / "model")
     out = _mutate_each_field(tmp_path / "model" / "config.json", lambda: _load_model(tmp_path), skip=("training",))
     accepted = {k for k, v in out.items() if v == "ok"}
-    # Right type, and within the (open-ended) range: a huge but valid number of steps is a choice.
+    # Right type, and within the (open-ended) range: a huge but valid number of steps is a choice. Models
+    # written before the execution fields existed lack them: they load with the defaults (auto, auto, off).
     assert {k for k in accepted if not k.startswith("funcml_version")} <= {
         "encode.steps = 1000000000000000", "encode.batch_size = 1000000000000000", "encode.seed = -1",
-        "encode.inner_lr = 1000000000000000", "encode.seed = 1000000000000000"}, accepted
+        "encode.inner_lr = 1000000000000000", "encode.seed = 1000000000000000", "encode.backend = <deleted>",
+        "encode.precision = <deleted>", "encode.compile = <deleted>"}, accepted
+    for must in ("encode.backend = 'x'", "encode.precision = 'x'", "encode.compile = 'x'", "encode.backend = None"):
+        assert out[must] == "refused", must
 
 
 def test_checkpoint_metadata_fields_are_validated(tmp_path, world):

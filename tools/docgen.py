@@ -40,7 +40,7 @@ Generated from the docstrings by `python tools/docgen.py api > docs/api.md`; a t
 """
 
 # Packages whose ``__all__`` is the public API, in page order.
-API_PACKAGES = ("funcml.data", "funcml.encoders", "funcml.latents", "funcml.io", "funcml.errors", "funcml.estimators")
+API_PACKAGES = ("funcml.data", "funcml.encoders", "funcml.backends", "funcml.latents", "funcml.io", "funcml.errors", "funcml.estimators")
 # Packages without ``__all__``: their public entry points, as "module:name" (skipped when absent).
 API_CURATED = {
     "funcml.query": ("funcml.query.render:render_latents", "funcml.query.render:render_to_folder",

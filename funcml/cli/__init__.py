@@ -7,13 +7,13 @@ import sys
 
 import click
 
-from funcml import __version__
+from funcml import __version__, environment
 from funcml.errors import FuncmlError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="funcml")
-@click.option("--threads", type=click.IntRange(min=1), default=None, envvar="FUNCML_THREADS",
+@click.option("--threads", type=click.IntRange(min=1), default=None, envvar=environment.THREADS,
               help="CPU threads for torch in this command (default: torch's choice; env FUNCML_THREADS).")
 def cli(threads: int | None) -> None:
     """funcml: medical signals as neural fields (MedFuncta) and machine learning on their latents.
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}", err=True)
         sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - a bug, not a user error: one line, the traceback in a file
-        if os.environ.get("FUNCML_DEBUG"):
+        if environment.debug():
             raise
         click.echo(f"error: internal error ({type(exc).__name__}: {str(exc)[:300]}); this is a bug in funcml. "
                    f"{_save_traceback()}", err=True)

@@ -89,6 +89,13 @@ def precision_option(f: Callable) -> Callable:
                              "on a GPU), tf32 or bf16 (both change results slightly; see docs/gpu.md).")(f)
 
 
+def backend_option(f: Callable) -> Callable:
+    return click.option("--backend", type=click.Choice(["auto", "reference", "fused", "cpu"]), default=None,
+                        help="Implementation of the fitting: auto (default: cpu on a CPU where funcml's C loops are "
+                             "built, else fused), reference (plain autograd), fused (hand-derived reverse) or cpu "
+                             "(fused with C loops). Same math; float rounding differs.")(f)
+
+
 def overwrite_option(f: Callable) -> Callable:
     return click.option("--overwrite", is_flag=True, help="Replace the output if it exists.")(f)
 

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from funcml.cli.common import (data_options, device_option, emit_json, info, json_option, load_data,
-                               overwrite_option, parse_resolution, precision_option)
+from funcml.cli.common import (backend_option, data_options, device_option, emit_json, info, json_option,
+                               load_data, overwrite_option, parse_resolution, precision_option)
 
 if TYPE_CHECKING:
     import torch
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
                    "or a .npy/.npz mask (see funcml.query.observed).")
 @click.option("--observed-seed", type=int, default=0, show_default=True, help="Seed of random: observed patterns.")
 @precision_option
+@backend_option
 @overwrite_option
 @device_option
 @json_option
@@ -65,7 +66,7 @@ def _encode(dev: torch.device, rank: DistInfo, o: dict) -> None:
     from funcml.encoders.config import replace
     from funcml.encoders.encode import encode_signal_set
     from funcml.encoders.model import FieldModel
-    from funcml.encoders.precision import resolve
+    from funcml.backends.precision import resolve
 
     say = info if rank.is_main else (lambda message: None)
     model = FieldModel.load(o["model_dir"], device=dev)
@@ -73,12 +74,13 @@ def _encode(dev: torch.device, rank: DistInfo, o: dict) -> None:
     signals = load_data(o["data"], res, o["channels"], o["split_seed"], o["val_fraction"], o["test_fraction"],
                         o["data_option"])
     cfg = replace(model.encode_defaults, steps=o["steps"], inner_lr=o["inner_lr"], context_ratio=o["context_ratio"],
-                  grad_rescale=o["grad_rescale"], seed=o["seed"], batch_size=o["batch_size"]).validate()
+                  grad_rescale=o["grad_rescale"], seed=o["seed"], batch_size=o["batch_size"], backend=o["backend"],
+                  precision=o["precision"] or "auto", compile=o["compile_"]).validate()
     indices = None if o["split"] == "all" else signals.indices(o["split"])
-    precision = o["precision"] or "auto"
     say(f"encoding {signals.name} ({len(signals) if indices is None else len(indices)} signals, "
         f"{signals.signal_shape}) with model {model.id[:12]}: H={cfg.steps}, batch {cfg.batch_size}, device {dev}, "
-        f"precision {resolve(precision, dev)}" + (f", {rank.world_size} processes" if rank.enabled else ""))
+        f"precision {resolve(cfg.precision, dev)}, backend {cfg.backend}"
+        + (f", {rank.world_size} processes" if rank.enabled else ""))
     masks = None
     if o["observed"] is not None:
         from funcml.query.observed import parse_observed
@@ -88,7 +90,7 @@ def _encode(dev: torch.device, rank: DistInfo, o: dict) -> None:
     latent_set, stats = encode_signal_set(model, signals, o["out"], cfg, model_dir=o["model_dir"],
                                           embed_model=o["embed_model"], indices=indices, observed=masks,
                                           observed_tag=masks and masks.tag, overwrite=o["overwrite"],
-                                          progress=not o["as_json"], compile=o["compile_"], precision=precision)
+                                          progress=not o["as_json"])
     if latent_set is None:  # a process other than 0 under torchrun: its share is in its shard
         return
     info(f"done: {len(latent_set)} latents of dimension {latent_set.latent_dim}, mean PSNR {stats['psnr_mean']:.2f} dB, "

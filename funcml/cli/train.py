@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from funcml.cli.common import (data_options, device_option, emit_json, info, json_option, load_data,
-                               overwrite_option, parse_key_values, parse_resolution, precision_option)
+from funcml.cli.common import (backend_option, data_options, device_option, emit_json, info, json_option,
+                               load_data, overwrite_option, parse_key_values, parse_resolution, precision_option)
 from funcml.errors import ConfigError
 
 
@@ -42,6 +42,7 @@ from funcml.errors import ConfigError
 @click.option("--compile/--no-compile", "compile_", default=None,
               help="torch.compile the fused kernels (same result; minutes to compile on a CPU; no CUDA graphs).")
 @precision_option
+@backend_option
 @click.option("--seed", type=int, default=None)
 @click.option("--target-data", default=None, metavar="DATA_HIGH",
               help="Super-resolution training: the same signals as DATA at a higher resolution (same order); the "
@@ -60,8 +61,8 @@ from funcml.errors import ConfigError
 def train_command(data, preset, out, steps, max_minutes, batch_size, micro_batch_size, width, depth, latent_dim,
                   omega_first, omega_last, inner_steps, inner_lr, context_ratio, outer_lr, weight_decay, grad_clip,
                   warmup_steps, first_order, meta_sgd, val_every, val_signals, test_steps, grad_rescale,
-                  checkpoint_every, recompute, compile_, precision, seed, target_data, downsample, target_coords,
-                  resume, overwrite, device, as_json,
+                  checkpoint_every, recompute, compile_, precision, backend, seed, target_data, downsample,
+                  target_coords, resume, overwrite, device, as_json,
                   resolution, channels, split_seed, val_fraction, test_fraction, data_option):
     """Meta-learn a neural-field model on DATA (its train split) and write it to --out.
 
@@ -85,7 +86,7 @@ def train_command(data, preset, out, steps, max_minutes, batch_size, micro_batch
         outer_lr=outer_lr, weight_decay=weight_decay, grad_clip=grad_clip, warmup_steps=warmup_steps,
         first_order=first_order, val_every=val_every, val_signals=val_signals, test_steps=test_steps,
         grad_rescale=grad_rescale, checkpoint_every=checkpoint_every, seed=seed, recompute=recompute,
-        compile=compile_, precision=precision)
+        compile=compile_, precision=precision, backend=backend)
     dev = resolve_device(device)
     with distributed.session():
         trainer = _make_trainer(field_cfg, train_cfg, signals, out, dev, target_data, downsample, target_coords,
@@ -93,7 +94,8 @@ def train_command(data, preset, out, steps, max_minutes, batch_size, micro_batch
         if trainer.dist.is_main:
             start = "resuming" if trainer._resume_decision else "training"
             info(f"{start} {p.name} on {signals.name} {signals.signal_shape} x {len(trainer.train_idx)} train "
-                 f"signals, {train_cfg.steps} steps, device {trainer.device}, precision {trainer.cfg.precision}")
+                 f"signals, {train_cfg.steps} steps, device {trainer.device}, precision {trainer.cfg.precision}, "
+                 f"backend {train_cfg.backend}")
         result = trainer.run()
     if not trainer.dist.is_main:
         return

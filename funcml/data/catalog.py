@@ -9,13 +9,13 @@ download (:mod:`funcml.data.fetch`); for the others :func:`missing_message` says
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from funcml import environment
 from funcml.errors import DataError
 
-DATA_ROOT_ENV = "FUNCML_DATA"
+DATA_ROOT_ENV = environment.DATA
 MEDMNIST_SIZES = (28, 64, 128, 224)
 
 # The MedMNIST v2 / MedMNIST+ collections (Yang et al., Scientific Data 2023), modality of each.
@@ -73,13 +73,13 @@ STATIC_DATASETS = (
 
 def data_root(root: str | Path | None = None) -> Path:
     """The data root: ``root``, else ``$FUNCML_DATA``, else ``~/.funcml/data``."""
-    return Path(root or os.environ.get(DATA_ROOT_ENV) or Path.home() / ".funcml" / "data").expanduser()
+    return Path(root or environment.data_root() or Path.home() / ".funcml" / "data").expanduser()
 
 
 def medmnist_caches() -> list[Path]:
     """The ``medmnist`` package's cache folders: ``$FUNCML_MEDMNIST_ROOT`` and ``~/.medmnist``."""
-    env = os.environ.get("FUNCML_MEDMNIST_ROOT")
-    return ([Path(env)] if env else []) + [Path.home() / ".medmnist"]
+    env = environment.medmnist_root()
+    return ([env] if env else []) + [Path.home() / ".medmnist"]
 
 
 def medmnist_info() -> dict[str, dict]:

@@ -13,6 +13,7 @@ import typing
 from dataclasses import asdict, dataclass, fields
 from typing import Any, TypeVar
 
+from funcml.backends.execution import BACKENDS
 from funcml.errors import ConfigError
 
 T = TypeVar("T")
@@ -106,6 +107,10 @@ class TrainConfig:
         precision: matmuls of the per-coordinate activations in "fp32", "tf32" (CUDA tensor cores)
             or "bf16"; "auto" (default): tf32 on CUDA, fp32 elsewhere (a trainer records the
             resolved value). The lower precisions change results (see docs/gpu.md).
+        backend: which implementation computes the meta-gradient: "reference" (plain autograd),
+            "fused" (hand-derived reverse), "cpu" (fused with C loops) or "auto" (default: cpu on a
+            CPU where the loops are built, else fused); see :mod:`funcml.backends`. The same math;
+            float rounding differs.
     """
 
     steps: int = 250_000
@@ -132,6 +137,7 @@ class TrainConfig:
     recompute: bool = False
     compile: bool = False
     precision: str = "auto"
+    backend: str = "auto"
 
     def validate(self) -> "TrainConfig":
         _finite(inner_lr=self.inner_lr, context_ratio=self.context_ratio, outer_lr=self.outer_lr,
@@ -155,9 +161,14 @@ class TrainConfig:
         _check(self.checkpoint_minutes > 0, f"checkpoint_minutes must be > 0; got {self.checkpoint_minutes}")
         _check(self.log_every >= 1, f"log_every must be >= 1; got {self.log_every}")
         _check(self.max_minutes is None or self.max_minutes > 0, f"--max-minutes must be > 0; got {self.max_minutes}")
-        _check(self.precision in ("auto", "fp32", "tf32", "bf16"),
-               f"--precision must be auto, fp32, tf32 or bf16; got {self.precision!r}")
+        _check_execution(self.precision, self.backend)
         return self
+
+
+def _check_execution(precision: str, backend: str) -> None:
+    _check(precision in ("auto", "fp32", "tf32", "bf16"),
+           f"--precision must be auto, fp32, tf32 or bf16; got {precision!r}")
+    _check(backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
 
 
 @dataclass(frozen=True)
@@ -173,6 +184,9 @@ class EncodeConfig:
             rescaled per signal to the norm of the subsampled one.
         batch_size: signals encoded together.
         seed: seeds the context subsets (encoding is deterministic for a given seed and batch size).
+        backend: which implementation computes the test-time gradients (see ``TrainConfig.backend``).
+        precision: matmul precision, "auto" (tf32 on CUDA, fp32 elsewhere), "fp32", "tf32" or "bf16".
+        compile: run the fused kernels through ``torch.compile``.
     """
 
     steps: int = 20
@@ -181,6 +195,9 @@ class EncodeConfig:
     grad_rescale: bool = True
     batch_size: int = 64
     seed: int = 0
+    backend: str = "auto"
+    precision: str = "auto"
+    compile: bool = False
 
     def validate(self) -> "EncodeConfig":
         _finite(inner_lr=self.inner_lr, context_ratio=self.context_ratio)
@@ -188,7 +205,12 @@ class EncodeConfig:
         _check(self.inner_lr > 0, f"--inner-lr must be > 0; got {self.inner_lr}")
         _check(0 < self.context_ratio <= 1, f"--context-ratio must be in (0, 1]; got {self.context_ratio}")
         _check(self.batch_size >= 1, f"--batch-size must be >= 1; got {self.batch_size}")
+        _check_execution(self.precision, self.backend)
         return self
+
+
+# Fields added after models and latent sets were first written: a file without them reads as these.
+ENCODE_ADDED = {"backend": "auto", "precision": "auto", "compile": False}
 
 
 def to_dict(cfg: Any) -> dict:

@@ -8,13 +8,14 @@ all take the same optimizer step. The result matches a single process with the s
 from __future__ import annotations
 
 import inspect
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 import torch.distributed as dist
+
+from funcml import environment
 
 
 @dataclass(frozen=True)
@@ -40,10 +41,10 @@ def init_distributed(device_type: str) -> DistInfo:
     barriers use that GPU and not GPU 0. The caller that owns the process ends it with
     :func:`shutdown` (the CLI commands do).
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = environment.world_size()
     if world <= 1:
         return DistInfo()
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_rank = environment.local_rank()
     if not dist.is_initialized():
         kwargs = {}
         if device_type == "cuda":
@@ -59,7 +60,7 @@ def current() -> DistInfo:
     if not (dist.is_available() and dist.is_initialized()):
         return DistInfo()
     return DistInfo(rank=dist.get_rank(), world_size=dist.get_world_size(),
-                    local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+                    local_rank=environment.local_rank())
 
 
 def from_main(value: int | None, device: torch.device) -> int | None:

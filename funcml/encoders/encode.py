@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
@@ -27,11 +27,11 @@ from typing import Callable
 import numpy as np
 import torch
 
+from funcml.backends import precision as precision_mod
 from funcml.data.base import SignalSet
 from funcml.devices import to_device
 from funcml.encoders import distributed as ddp
-from funcml.encoders import encode_shards, fused
-from funcml.encoders import precision as precision_mod
+from funcml.encoders import encode_shards
 from funcml.encoders.config import EncodeConfig
 from funcml.encoders.fitting import fit_latents, reconstruction_psnr
 from funcml.encoders.model import FieldModel
@@ -55,21 +55,19 @@ ObservedFn = Callable[[np.ndarray], np.ndarray]
 def encode_signal_set(model: FieldModel, signals: SignalSet, out: str | Path, config: EncodeConfig | None = None, *,
                       model_dir: str | Path | None = None, embed_model: bool = True, indices: np.ndarray | None = None,
                       observed: ObservedFn | None = None, observed_tag: str | None = None, overwrite: bool = False,
-                      progress: bool = True, max_chunks: int | None = None, compile: bool = False,
-                      precision: str = "auto") -> tuple[LatentSet | None, dict]:
+                      progress: bool = True, max_chunks: int | None = None) -> tuple[LatentSet | None, dict]:
     """Encode ``signals`` (all, or ``indices``) with ``model`` into the latent set ``out``.
 
     Args:
         model: a saved :class:`FieldModel` (its id goes into the manifest).
-        config: test-time settings (default: the model's own).
+        config: test-time settings (default: the model's own), including how they run: ``backend``,
+            ``precision`` (``auto``: tf32 on CUDA, fp32 elsewhere; recorded resolved, part of the job:
+            resuming needs the same) and ``compile`` (``torch.compile`` the fitting kernels: same
+            latents up to float rounding, a minute or more of compile time on a CPU).
         model_dir: the model's directory, embedded in (or referenced by) the latent set.
         observed: optional ``indices -> (b, N)`` 0/1 masks of observed coordinates; only those are
             fitted. ``observed_tag`` identifies the masks in the job hash and the manifest.
         max_chunks: stop after this many chunks this run (testing interruption); returns ``None``.
-        compile: ``torch.compile`` the fitting kernels (same latents up to float rounding; costs a
-            minute or more of compile time on a CPU, pays for large datasets).
-        precision: matmul precision, ``auto`` (tf32 on CUDA, fp32 elsewhere), ``fp32``, ``tf32`` or
-            ``bf16`` (see :func:`funcml.encoders.fused.execution`); part of the job (resuming needs the same).
 
     Under an initialised ``torch.distributed`` process group every process calls this with the same
     arguments; each encodes its share and process 0 returns the latent set (the others ``None``).
@@ -80,6 +78,7 @@ def encode_signal_set(model: FieldModel, signals: SignalSet, out: str | Path, co
     """
     out = Path(out)
     cfg = (config or model.encode_defaults).validate()
+    cfg = replace(cfg, precision=precision_mod.resolve(cfg.precision, model.device))
     if model.id is None:
         raise ArtifactError("save the model before encoding with it (the latent set records its id)")
     model.check_signals(signals.signal_shape, allow_other_resolution=True)
@@ -88,8 +87,8 @@ def encode_signal_set(model: FieldModel, signals: SignalSet, out: str | Path, co
         raise DataError(f"{signals.spec}: nothing to encode (no signals selected)")
     if out.exists() and not overwrite:
         raise OutputExistsError(f"output path exists: {out} (pass --overwrite to replace it)")
-    job = EncodeJob(model, signals, out, cfg, idx, precision_mod.resolve(precision, model.device), observed,
-                    observed_tag, model_dir, embed_model, overwrite, progress, max_chunks, compile)
+    job = EncodeJob(model, signals, out, cfg, idx, observed, observed_tag, model_dir, embed_model, overwrite, progress,
+                    max_chunks)
     dist_info = ddp.current()
     if dist_info.enabled:
         return _encode_sharded(job, dist_info)
@@ -106,7 +105,6 @@ class EncodeJob:
     out: Path
     cfg: EncodeConfig
     idx: np.ndarray
-    precision: str
     observed: ObservedFn | None = None
     observed_tag: str | None = None
     model_dir: str | Path | None = None
@@ -114,7 +112,6 @@ class EncodeJob:
     overwrite: bool = False
     progress: bool = True
     max_chunks: int | None = None
-    compile: bool = False
 
     @property
     def partial(self) -> Path:
@@ -126,10 +123,12 @@ class EncodeJob:
 
     @cached_property
     def record(self) -> dict:
-        """What determines the latents (its hash identifies an unfinished job)."""
-        return {"model_id": self.model.id, "data_fingerprint": self.signals.fingerprint, "encode": asdict(self.cfg),
+        """What determines the latents (its hash identifies an unfinished job); how they are computed
+        (backend, compile: float rounding only) may change between a job and its resumption."""
+        encode = {k: v for k, v in asdict(self.cfg).items() if k not in ("backend", "compile")}
+        return {"model_id": self.model.id, "data_fingerprint": self.signals.fingerprint, "encode": encode,
                 "count": int(len(self.idx)), "indices_sha256": sha256_bytes(self.idx.astype("<i8").tobytes()),
-                "observed": self.observed_tag, "precision": self.precision}
+                "observed": self.observed_tag}
 
     @cached_property
     def hash(self) -> str:
@@ -226,8 +225,7 @@ def _encode_chunks(job: EncodeJob, sink, chunks: range, bar) -> tuple[int, bool]
         bar.set_postfix(psnr=f"{float(np.mean(columns['psnr'])):.2f}")
 
     encoded = 0
-    with fused.execution(compile=job.compile, precision=job.precision, device=device), \
-            BackgroundWriter(sink, on_written=written) as rows:
+    with precision_mod.scoped(job.cfg.precision, device), BackgroundWriter(sink, on_written=written) as rows:
         for n, chunk in enumerate(chunks):
             if job.max_chunks is not None and n >= job.max_chunks:
                 return encoded, False
@@ -318,8 +316,7 @@ def _publish(job: EncodeJob, writer: LatentSetWriter, encoded: int, seconds: flo
     metrics = {"psnr_mean": float(np.nanmean(psnr_all)),
                "psnr_by_split": {name: float(np.nanmean(psnr_all[split_all == code]))
                                  for code, name in enumerate(("train", "val", "test")) if (split_all == code).any()}}
-    encoding = {**asdict(job.cfg), "device": str(job.model.device), "observed": job.observed_tag,
-                "precision": job.precision}
+    encoding = {**asdict(job.cfg), "device": str(job.model.device), "observed": job.observed_tag}
     signals = job.signals
     source = {"name": signals.name, "spec": signals.spec, "fingerprint": signals.fingerprint}
     model_dir = job.model_dir

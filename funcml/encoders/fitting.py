@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from funcml.encoders import fused
 from funcml.encoders.config import EncodeConfig
 from funcml.encoders.coords import make_grid, sample_context, signals_to_values, values_to_signals
+from funcml.encoders.dispatch import fast_path
 from funcml.encoders.meta import per_signal_mse, psnr_from_mse
 from funcml.encoders.siren import ModulatedSiren
 
@@ -43,7 +43,7 @@ def _fit_closed_form(net: ModulatedSiren, coords, values, weights, phi, lr, conf
         c, v, w = (coords, values, weights) if rescale else _select(coords, values, weights, idx)
         context = idx if rescale else None
         start = None if (step == 0 and from_zero) else phi
-        _, g, g_sub = fused.latent_grads(net, c, start, v, w, context=context)
+        _, g, g_sub = fast_path(config, net, c, v, w).latent_grads(net, c, start, v, w, context=context)
         if rescale:
             g = g * (g_sub.norm(dim=1, keepdim=True) / (g.norm(dim=1, keepdim=True) + 1e-16))
         phi = phi - lr * g
@@ -77,7 +77,7 @@ def fit_latents(net: ModulatedSiren, signals: torch.Tensor, config: EncodeConfig
     lr = net.inner_learning_rate(config.inner_lr)
     if not differentiable:
         lr = lr.detach() if isinstance(lr, torch.Tensor) else lr
-    if not differentiable and fused.enabled_for(net, coords, values, weights):
+    if not differentiable and fast_path(config, net, coords, values, weights) is not None:
         return _fit_closed_form(net, coords, values, weights, latents.detach().clone(), lr, config, generator,
                                 from_zero)
     phi = latents.detach().clone().requires_grad_(True) if not differentiable else latents.requires_grad_(True)

@@ -11,6 +11,10 @@ batch, as in the official code); the outer loss uses all N. The outer gradient f
 unrolled inner updates (``create_graph=True``) unless first-order is requested.
 
 Every function here is pure: it takes the network, the latents and the data and returns tensors.
+This is the reference definition of the method, in plain autograd. Where a backend applies
+(:func:`funcml.encoders.dispatch.fast_path`, chosen by ``execution``: see :mod:`funcml.backends`),
+an entry point hands the same computation to it first thing; ``tests/test_backend_*.py`` hold each
+backend to these functions.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from typing import Sequence
 
 import torch
 
-from funcml.encoders import fused
+from funcml.backends import Execution, FusedBackend
 from funcml.encoders.coords import sample_context, signals_to_values
+from funcml.encoders.dispatch import fast_path
 from funcml.encoders.siren import ModulatedSiren
 
 
@@ -47,8 +52,7 @@ def _subset(coords: torch.Tensor, values: torch.Tensor, weights: torch.Tensor | 
 def adapt_latents(net: ModulatedSiren, coords: torch.Tensor, values: torch.Tensor,
                   subsets: Sequence[torch.Tensor | None], inner_lr: float, *, create_graph: bool,
                   weights: torch.Tensor | None = None, latents: torch.Tensor | None = None,
-                  recompute: bool = False, projection: "fused.ProjectionGrad | None" = None
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
+                  recompute: bool = False, execution: Execution | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``len(subsets)`` inner SGD steps on phi from zero (or from ``latents``).
 
     Args:
@@ -57,35 +61,20 @@ def adapt_latents(net: ModulatedSiren, coords: torch.Tensor, values: torch.Tenso
         inner_lr: alpha (meta-SGD networks use their learnt per-dimension rates instead).
         create_graph: keep the graph of each inner gradient (second order).
         recompute: keep only each inner step's inputs and recompute the rest in the backward
-            (fused path only; less memory, about a third more inner-loop work).
-        projection: fused path with ``create_graph``: the graph's :class:`fused.ProjectionGrad`,
-            which forms the latent projection's gradient of all steps with one matmul.
+            (fused backends only; less memory, about a third more inner-loop work).
+        execution: the backend and its options (default: ``auto``).
 
     Returns:
         ``(phi, last_inner_loss)``: adapted latents ``(B, P)`` and the per-signal loss ``(B,)`` of
         the last inner step (zeros when there are no steps).
     """
-    b = values.shape[0]
     lr = net.inner_learning_rate(inner_lr)
+    fast = fast_path(execution, net, coords, values, weights)
+    if fast is not None:
+        return fast.adapt_latents(net, coords, values, subsets, lr, create_graph=create_graph, weights=weights,
+                                  latents=latents, recompute=recompute)
+    b = values.shape[0]
     loss = torch.zeros(b, device=values.device, dtype=values.dtype)
-    if fused.enabled_for(net, coords, values, weights):
-        # Closed-form gradients with exact fused reverses (see fused.py): second order with one
-        # ordinary backward, or in place without a graph; from phi = 0 the batch shares one field.
-        phi = latents  # None: zeros, and the first step runs on one shared field
-        for idx in subsets:
-            c, v, w = _subset(coords, values, weights, idx)
-            if not create_graph:
-                loss, grad, _ = fused.latent_grads(net, c, None if phi is None else phi.detach(), v, w)
-                phi = -lr * grad if phi is None else phi - lr * grad
-            elif phi is None and fused.shared_first_step(net, b):
-                phi, loss = fused.first_step(net, c, v, lr, w, projection=projection)
-            else:
-                if phi is None:
-                    phi = torch.zeros(b, net.config.latent_dim, device=values.device, dtype=values.dtype)
-                phi, loss = fused.inner_step(net, c, phi, v, lr, w, recompute=recompute, projection=projection)
-        if phi is None:
-            phi = torch.zeros(b, net.config.latent_dim, device=values.device, dtype=values.dtype)
-        return phi, loss.detach()
     if latents is None:
         latents = torch.zeros(b, net.config.latent_dim, device=values.device, dtype=values.dtype)
     phi = latents if latents.requires_grad else latents.requires_grad_(True)
@@ -138,81 +127,70 @@ def draw_subsets(n_coords: int, ratio: float, steps: int, generator: torch.Gener
 
 def meta_losses(net: ModulatedSiren, coords: torch.Tensor, signals: torch.Tensor,
                 subsets: Sequence[torch.Tensor | None], inner_lr: float, first_order: bool = False, *,
-                recompute: bool = False, latents: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                recompute: bool = False, latents: torch.Tensor | None = None,
+                execution: Execution | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-signal outer losses ``(B,)`` (full context, after adaptation) and last inner losses.
 
     ``signals`` is ``(B, C, *spatial)`` on the grid ``coords`` ``(N, d)``; ``recompute`` see
     :func:`adapt_latents`; ``latents`` ``(B, P)``: start the inner loop there instead of at zero.
     """
     values = signals_to_values(signals)
-    use_fused = fused.enabled_for(net, coords, values)
-    projection = fused.projection_grad(net) if use_fused else None
+    fast = fast_path(execution, net, coords, values)
+    if fast is not None:
+        return fast.meta_losses(net, coords, values, subsets, net.inner_learning_rate(inner_lr), first_order,
+                                recompute=recompute, latents=latents)
     phi, inner = adapt_latents(net, coords, values, subsets, inner_lr, create_graph=not first_order,
-                               recompute=recompute, projection=None if first_order else projection,
-                               latents=latents)
-    if use_fused:
-        outer = fused.outer_loss(net, coords, phi, values, projection=projection)
-    else:
-        outer = per_signal_mse(net(coords, phi), values)
-    return outer, inner
+                               latents=latents, execution=execution)
+    return per_signal_mse(net(coords, phi), values), inner
 
 
 def accumulate_meta_gradient(net: ModulatedSiren, coords: torch.Tensor, signals: torch.Tensor,
                              subsets: Sequence[torch.Tensor | None], inner_lr: float, *, first_order: bool,
                              loss_scale: float, micro_batch_size: int | None = None,
-                             recompute: bool = False) -> MetaStats:
+                             recompute: bool = False, execution: Execution | None = None) -> MetaStats:
     """Add ``loss_scale * grad_theta sum_b L_outer,b`` to ``.grad`` of the network's parameters.
 
     The batch is processed ``micro_batch_size`` signals at a time; because each signal's inner
     loop only involves its own latent and the context subsets are fixed for the whole step, the
     accumulated gradient equals the full-batch gradient (up to float summation order). With
     ``loss_scale = 1 / global_batch`` the result is the gradient of the mean outer loss. Where the
-    fused first step applies, it runs once for the whole batch (:func:`_shares_first_step`).
+    backend shares the first inner step of the micro-batches (``FusedBackend.shares_first_step``), it
+    runs once for the whole batch (:func:`_accumulate_from_one_first_step`).
     """
     b = signals.shape[0]
     step = b if not micro_batch_size else micro_batch_size
-    if _shares_first_step(net, coords, signals, subsets, step, first_order):
-        return _accumulate_from_one_first_step(net, coords, signals, subsets, inner_lr, loss_scale, step, recompute)
+    fast = fast_path(execution, net, coords, signals)
+    if fast is not None and fast.shares_first_step(net, b, step, first_order, len(subsets)):
+        return _accumulate_from_one_first_step(fast, net, coords, signals, subsets, inner_lr, loss_scale, step,
+                                               recompute, execution)
     stats = MetaStats()
     for start in range(0, b, step):
         part = signals[start:start + step]
-        outer, inner = meta_losses(net, coords, part, subsets, inner_lr, first_order, recompute=recompute)
+        outer, inner = meta_losses(net, coords, part, subsets, inner_lr, first_order, recompute=recompute,
+                                   execution=execution)
         (outer.sum() * loss_scale).backward()
         stats.add(outer.detach(), inner)
     return stats
 
 
-def _shares_first_step(net: ModulatedSiren, coords: torch.Tensor, signals: torch.Tensor,
-                       subsets: Sequence[torch.Tensor | None], step: int, first_order: bool) -> bool:
-    """Whether the micro-batches of a second-order fused meta-step share one first inner step.
-
-    From ``phi = 0`` every signal has the same field, so the first step's forward and reverse cost
-    about as much for the whole batch as for one micro-batch (:class:`fused.FirstStep`): run per
-    micro-batch they would be repeated, and at a micro-batch of one signal not shared at all.
-    """
-    b = signals.shape[0]
-    return (not first_order and len(subsets) > 0 and step < b
-            and fused.enabled_for(net, coords, signals) and fused.shared_first_step(net, b))
-
-
-def _accumulate_from_one_first_step(net: ModulatedSiren, coords: torch.Tensor, signals: torch.Tensor,
-                                    subsets: Sequence[torch.Tensor | None], inner_lr: float, loss_scale: float,
-                                    step: int, recompute: bool) -> MetaStats:
+def _accumulate_from_one_first_step(fast: FusedBackend, net: ModulatedSiren, coords: torch.Tensor,
+                                    signals: torch.Tensor, subsets: Sequence[torch.Tensor | None], inner_lr: float,
+                                    loss_scale: float, step: int, recompute: bool,
+                                    execution: Execution | None) -> MetaStats:
     """:func:`accumulate_meta_gradient` with the first inner step run once for the whole batch: the
     micro-batches start from their rows of ``phi_1`` and return their adjoints, which go through
     the first step's reverse once at the end (the same gradient, another order of additions)."""
     b = signals.shape[0]
     values = signals_to_values(signals)
     c, v, _ = _subset(coords, values, None, subsets[0])
-    phi1, loss1 = fused.first_step(net, c, v, net.inner_learning_rate(inner_lr),
-                                   projection=fused.projection_grad(net))
+    phi1, loss1 = fast.batch_first_step(net, c, v, net.inner_learning_rate(inner_lr))
     phi1bar = torch.zeros_like(phi1)
     stats = MetaStats()
     for start in range(0, b, step):
         rows = slice(start, start + step)
         start_latents = phi1[rows].detach().requires_grad_(True)
         outer, inner = meta_losses(net, coords, signals[rows], subsets[1:], inner_lr, recompute=recompute,
-                                   latents=start_latents)
+                                   latents=start_latents, execution=execution)
         (outer.sum() * loss_scale).backward()
         phi1bar[rows] = start_latents.grad
         stats.add(outer.detach(), inner if len(subsets) > 1 else loss1[rows].detach())

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from funcml import __version__
-from funcml.encoders.config import EncodeConfig, FieldConfig, from_dict
+from funcml.encoders.config import ENCODE_ADDED, EncodeConfig, FieldConfig, from_dict
 from funcml.encoders.fitting import decode, fit_latents
 from funcml.encoders.siren import ModulatedSiren
 from funcml.errors import ArtifactError, ConfigError
@@ -182,8 +182,8 @@ def read_model_config(directory: str | Path) -> dict:
     validate(cfg, CONFIG_SCHEMA, f"{directory}/{CONFIG_FILE}")
     try:
         cfg["field_config"] = from_dict(FieldConfig, cfg["field"], "model field config", require_all=True).validate()
-        cfg["encode_config"] = from_dict(EncodeConfig, cfg["encode"], "model encode config",
-                                         require_all=True).validate()
+        encode = {**ENCODE_ADDED, **cfg["encode"]} if isinstance(cfg["encode"], dict) else cfg["encode"]
+        cfg["encode_config"] = from_dict(EncodeConfig, encode, "model encode config", require_all=True).validate()
     except ConfigError as exc:
         raise ArtifactError(f"{directory}/config.json: {exc}") from None
     shape = cfg["signal_shape"]

@@ -29,6 +29,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from funcml.backends import Execution
 from funcml.data.base import SignalSet
 from funcml.data.transforms import resize_signals
 from funcml.encoders.config import FieldConfig, TrainConfig
@@ -76,16 +77,18 @@ class MultiResConfig:
 
 def cross_resolution_losses(net: ModulatedSiren, coords_in: torch.Tensor, signals_in: torch.Tensor,
                             coords_out: torch.Tensor, values_out: torch.Tensor,
-                            subsets: Sequence[torch.Tensor | None], inner_lr: float, first_order: bool = False
-                            ) -> tuple[torch.Tensor, torch.Tensor]:
+                            subsets: Sequence[torch.Tensor | None], inner_lr: float, first_order: bool = False,
+                            execution: Execution | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-signal outer losses ``(B,)`` at ``coords_out`` after adapting to ``signals_in``, and last inner losses.
 
     ``signals_in`` ``(B, C, *spatial)`` lie on ``coords_in`` ``(N, d)``; ``values_out`` ``(B, M, C)``
     are the targets at ``coords_out`` ``(M, d)``. With ``coords_out = coords_in`` and the same
-    values this is the ordinary meta-loss (:func:`funcml.encoders.meta.meta_losses`).
+    values this is the ordinary meta-loss (:func:`funcml.encoders.meta.meta_losses`). ``execution``: the
+    backend of the inner loop.
     """
     values = signals_to_values(signals_in)
-    phi, inner = adapt_latents(net, coords_in, values, subsets, inner_lr, create_graph=not first_order)
+    phi, inner = adapt_latents(net, coords_in, values, subsets, inner_lr, create_graph=not first_order,
+                               execution=execution)
     outer = per_signal_mse(net(coords_out, phi), values_out)
     return outer, inner
 
@@ -173,7 +176,7 @@ class MultiResTrainer(MetaTrainer):
         for start in range(0, b, mb):
             sl = slice(start, start + mb)
             outer, inner = cross_resolution_losses(net, c_in, x_in[sl], c_out, values_out[sl], subsets, cfg.inner_lr,
-                                                   cfg.first_order)
+                                                   cfg.first_order, Execution.of(cfg, x.device))
             (outer.sum() / cfg.batch_size).backward()
             stats.add(outer.detach(), inner)
         return stats

@@ -24,7 +24,8 @@ from funcml.progress import progress_bar
 from funcml.data.base import SignalSet
 from funcml.devices import peak_memory_bytes, to_device
 from funcml.encoders import distributed as ddp
-from funcml.encoders import fused, fused_loops, precision
+from funcml.backends import Execution, precision
+from funcml.encoders.dispatch import native_loops_used
 from funcml.encoders.checkpoint import CHECKPOINT_DIR, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from funcml.encoders.config import EncodeConfig, FieldConfig, TrainConfig
 from funcml.encoders.coords import make_grid
@@ -124,7 +125,7 @@ def accumulate_batch_meta_gradient(net: ModulatedSiren, coords: torch.Tensor, x:
     micro = cfg.micro_batch_size or auto_micro_batch(net.config, cfg, coords.shape[0], x.shape[0], x.device)
     return accumulate_meta_gradient(net, coords, x, subsets, cfg.inner_lr, first_order=cfg.first_order,
                                     loss_scale=1.0 / cfg.batch_size, micro_batch_size=micro,
-                                    recompute=cfg.recompute)
+                                    recompute=cfg.recompute, execution=Execution.of(cfg, x.device))
 
 
 def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
@@ -322,7 +323,7 @@ class MetaTrainer:
     def run(self) -> TrainResult:
         """Meta-train (resuming when decided so); returns the run's summary."""
         try:
-            with fused.execution(compile=self.cfg.compile, precision=self.cfg.precision, device=self.device):
+            with precision.scoped(self.cfg.precision, self.device):
                 return self._run()
         finally:
             self._release_lock()
@@ -356,7 +357,8 @@ class MetaTrainer:
         val_signals = torch.from_numpy(self.signals.get(self.val_idx)).to(self.device) if len(self.val_idx) else None
         coords = make_grid(self.signals.spatial_shape, device=self.device)
         n_coords = coords.shape[0]
-        enc_cfg = encode_config_for(cfg)
+        enc_cfg = dataclasses.replace(encode_config_for(cfg), backend=cfg.backend, precision=cfg.precision,
+                                      compile=cfg.compile)  # validation runs as the training does
         local_bs = cfg.batch_size // dist_info.world_size
 
         step_times: list[float] = []
@@ -466,8 +468,7 @@ class MetaTrainer:
             median_step_seconds=statistics.median(timed) if timed else None,
             peak_memory_bytes=peak_memory_bytes(self.device), minutes=(time.perf_counter() - t_start) / 60,
             resumed_from=start if meta is not None else None, stopped_by=stopped_by, history=history,
-            fused_loops=(fused.supports(net) and not cfg.compile
-                         and fused_loops.enabled_on(self.device)))
+            fused_loops=native_loops_used(net, cfg, self.device))
         if dist_info.is_main:
             from funcml.encoders.model import read_model_config
 

@@ -1,9 +1,11 @@
 """Tensor kernels of the fused inner loop: closed-form latent gradients and their exact reverse.
 
 Everything here is a plain function of tensors (no autograd, no modules), so that
-:mod:`funcml.encoders.fused` can wrap it in autograd Functions and optionally hand it to
-``torch.compile``. Notation (S = K-1 sine layers of width L, shared coordinates ``c (n, d)``,
-omegas folded into the weights ``W'_k = omega_k W_k``)::
+:mod:`funcml.backends.fused` can wrap it in autograd Functions and optionally hand it to
+``torch.compile``. The primitives (matmuls at a precision, the element-wise groups of a layer) come
+from the first argument ``ops``: :class:`~funcml.backends.ops.AtenOps`, or the ``cpu`` backend's
+:class:`~funcml.backends.native.NativeOps`. Notation (S = K-1 sine layers of width L, shared
+coordinates ``c (n, d)``, omegas folded into the weights ``W'_k = omega_k W_k``)::
 
     sigma_k = omega_k (A_k phi + a_k + b_k)          (B, S, L)
     u_1 = omega_1 c W_1^T + sigma_1,  u_k = x_{k-1} W'_k^T + sigma_k
@@ -21,78 +23,16 @@ from __future__ import annotations
 
 import torch
 
-from funcml.encoders import fused_loops
-from funcml.encoders.constants import device_constant
-from funcml.encoders.fused_loops import mul_sum_, shifted_sin_cos
+from funcml.backends.constants import device_constant
+from funcml.backends.ops import AtenOps
 
 Params = tuple  # (W_1, b_1, ..., W_S, b_S, W_K, b_K, A, a)
-
-# Precision of the per-coordinate matmuls (the expensive ones): "fp32"; "bf16" (bfloat16 inputs and
-# a bfloat16 result, accumulated in float32 inside the matmul and converted back to float32: the
-# result carries bfloat16's 8 significant bits); "tf32" (TF32 tensor cores on CUDA via
-# torch.backends, float32 results; emulated on a CPU by rounding the inputs to 10 mantissa bits, for
-# measuring its effect). Set by fused.execution().
-MATMUL_PRECISION = ["fp32"]
-
-
-def _tf32(x: torch.Tensor) -> torch.Tensor:
-    """Round float32 to TF32 (10 mantissa bits, to nearest)."""
-    i = x.contiguous().view(torch.int32)
-    return ((i + 0x1000) & ~0x1FFF).view(torch.float32)
-
-
-def gemm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a @ b`` (2-D) at :data:`MATMUL_PRECISION` (bf16: rounded to bfloat16, returned as float32)."""
-    p = MATMUL_PRECISION[0]
-    if p == "fp32" or a.dtype != torch.float32 or (p == "tf32" and a.is_cuda):
-        return torch.mm(a, b)
-    if p == "bf16":
-        return torch.mm(a.to(torch.bfloat16), b.to(torch.bfloat16)).to(a.dtype)
-    return torch.mm(_tf32(a), _tf32(b))
-
-
-def gemm_add(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``c + a @ b`` (``c`` broadcastable)."""
-    return torch.addmm(c, a, b) if MATMUL_PRECISION[0] == "fp32" else c + gemm(a, b)
-
-
-def gemm_add_(c: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``c += a @ b`` in place."""
-    return c.addmm_(a, b) if MATMUL_PRECISION[0] == "fp32" else c.add_(gemm(a, b))
-
-
-def linear_shift(x: torch.Tensor, w: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """``x (B, n, i) @ w (i, j) + shift (B, 1 or n, j)``; the addition is fused into the matmul."""
-    if MATMUL_PRECISION[0] == "fp32":
-        return torch.baddbmm(shift, x, w.expand(x.shape[0], *w.shape))
-    return mm(x, w).add_(shift)
-
-
-def sine_layer(x: torch.Tensor, w: torch.Tensor, shift: torch.Tensor, acc: torch.Tensor | None = None,
-               keep_sin: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(sin u, cos u)`` of ``u = x (B, n, i) @ w (i, j) + shift (B, j)``; with ``acc`` ``sin u`` is
-    added to it in place and ``acc`` returned instead (with ``keep_sin``: still ``sin u``). On a CPU
-    the shift, sine, cosine (and the addition) are one fused loop after a plain matmul; elsewhere the
-    shift is added inside the matmul (``baddbmm``)."""
-    if x.dtype == torch.float32 and fused_loops.enabled_on(x.device):
-        return shifted_sin_cos(mm(x, w), shift, acc=acc, keep_sin=keep_sin)
-    u = linear_shift(x, w, shift.unsqueeze(1))
-    s = torch.sin(u)
-    u.cos_()
-    if acc is not None:
-        acc.add_(s)
-    return (s if acc is None or keep_sin else acc), u
 
 
 def split(params: Params):
     """``(ws [S], bs [S], W_K, b_K, A, a)``."""
     s = (len(params) - 4) // 2
     return [params[2 * k] for k in range(s)], [params[2 * k + 1] for k in range(s)], *params[-4:]
-
-
-def mm(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``x (..., i) @ w (i, j)`` as one 2-D matmul."""
-    return gemm(x.reshape(-1, x.shape[-1]), w).view(*x.shape[:-1], w.shape[1])
 
 
 def omega_column(omegas: tuple[float, ...], like: torch.Tensor) -> torch.Tensor:
@@ -112,7 +52,7 @@ def prepare(params: Params, omegas: tuple[float, ...], coords: torch.Tensor, phi
     return h, sigma, wps, om
 
 
-def field_forward(h, sigma, wps, WK, bK, keep_sin: bool, keep_xs: bool = True):
+def field_forward(ops: AtenOps, h, sigma, wps, WK, bK, keep_sin: bool, keep_xs: bool = True):
     """Forward pass keeping what a backward needs: layer inputs ``xs`` (x_1..x_{S-1}; None without
     ``keep_xs``: :func:`layer_inputs` forms them again from the ``sins``), ``sins`` (if asked),
     ``coss``, the last features and the output ``y (B, n, C)``."""
@@ -123,18 +63,18 @@ def field_forward(h, sigma, wps, WK, bK, keep_sin: bool, keep_xs: bool = True):
         # so x_2 is a new tensor)
         in_place = not keep_xs and k >= 2
         if k == 0:
-            s, c = shifted_sin_cos(h, sigma[:, 0])
+            s, c = ops.shifted_sin_cos(h, sigma[:, 0])
         elif in_place:
-            s, c = sine_layer(x, wps[k].t(), sigma[:, k], acc=x, keep_sin=keep_sin)
+            s, c = ops.sine_layer(x, wps[k].t(), sigma[:, k], acc=x, keep_sin=keep_sin)
         else:
             if keep_xs:
                 xs.append(x)
-            s, c = sine_layer(x, wps[k].t(), sigma[:, k])
+            s, c = ops.sine_layer(x, wps[k].t(), sigma[:, k])
         coss.append(c)
         if keep_sin:
             sins.append(s)
         x = s if k == 0 else x if in_place else x + s
-    y = gemm_add(bK + 0.5, x.reshape(-1, x.shape[-1]), WK.t()).view(*x.shape[:-1], WK.shape[0])
+    y = ops.gemm_add(bK + 0.5, x.reshape(-1, x.shape[-1]), WK.t()).view(*x.shape[:-1], WK.shape[0])
     return xs, sins, coss, x, y
 
 
@@ -148,12 +88,12 @@ def layer_inputs(sins: list) -> tuple[list, torch.Tensor]:
     return xs, x
 
 
-def output_grad(e: torch.Tensor, WK: torch.Tensor) -> torch.Tensor:
+def output_grad(ops: AtenOps, e: torch.Tensor, WK: torch.Tensor) -> torch.Tensor:
     """``g_S = e W_K`` ``(B, n, L)`` from output errors ``e`` ``(B, n, C)``; for one channel a
     broadcast product (the same numbers as the rank-1 matmul, without its overhead)."""
     if e.shape[-1] == 1:
         return e * WK.view(1, 1, -1)
-    return mm(e, WK)
+    return ops.mm(e, WK)
 
 
 def loss_and_error(y: torch.Tensor, values: torch.Tensor, weights: torch.Tensor | None):
@@ -177,7 +117,7 @@ def _mul_into(buf: torch.Tensor | None, a: torch.Tensor, b: torch.Tensor) -> tor
     return a * b if buf is None else torch.mul(a, b, out=buf)
 
 
-def closed_grad(g, coss, wps, keep_q: bool = True):
+def closed_grad(ops: AtenOps, g, coss, wps, keep_q: bool = True):
     """The closed-form backward from ``g_S``, keeping ``gs`` (and ``qs``; with ``keep_q=False`` the
     ``q_k`` go through one reused buffer and ``qs`` is None: :func:`reverse_closed_grad` recomputes
     them from ``coss`` and ``gs``, the same products); returns ``(gs, qs, T (B, S, L))``."""
@@ -193,11 +133,11 @@ def closed_grad(g, coss, wps, keep_q: bool = True):
             q = buf = _mul_into(buf, coss[k], g)
         ts[k] = q.sum(dim=1)
         if k > 0:
-            g = gemm_add(g.reshape(-1, g.shape[-1]), q.reshape(-1, q.shape[-1]), wps[k]).view_as(g)
+            g = ops.gemm_add(g.reshape(-1, g.shape[-1]), q.reshape(-1, q.shape[-1]), wps[k]).view_as(g)
     return gs, (qs if keep_q else None), torch.stack(ts, dim=1)
 
 
-def reverse_closed_grad(qbar0, gs, qs, coss, wps, reduce_channels: bool, factored: bool = False):
+def reverse_closed_grad(ops: AtenOps, qbar0, gs, qs, coss, wps, reduce_channels: bool, factored: bool = False):
     """Reverse of :func:`closed_grad`. ``qbar0[k]`` is the direct adjoint of ``q_k`` (the ``t_k``
     adjoint broadcast over coordinates, or per-coordinate adjoints); ``qs`` None: the ``q_k = c_k g_k``
     are recomputed into one reused buffer. Returns ``(gbar_S, cbars, W'bars)``; with
@@ -212,12 +152,12 @@ def reverse_closed_grad(qbar0, gs, qs, coss, wps, reduce_channels: bool, factore
     for k in range(S):
         qbar = qbar0[k]
         if k > 0:
-            qbar = linear_shift(gbar, wps[k].t(), qbar)
+            qbar = ops.linear_shift(gbar, wps[k].t(), qbar)
             if qs is None:
                 q = buf = _mul_into(buf, coss[k], gs[k])
             else:
                 q = qs[k]
-            wpbars[k] = gemm(q.reshape(-1, q.shape[-1]).t(), gbar.reshape(-1, gbar.shape[-1]))
+            wpbars[k] = ops.gemm(q.reshape(-1, q.shape[-1]).t(), gbar.reshape(-1, gbar.shape[-1]))
         if factored and not reduce_channels:
             cbars[k] = qbar
         else:
@@ -227,30 +167,30 @@ def reverse_closed_grad(qbar0, gs, qs, coss, wps, reduce_channels: bool, factore
     return gbar, cbars, wpbars
 
 
-def reverse_field(ybar, coords, omega1: float, xs, sins, coss, x_last, cbars, wps, WK, want_W1: bool = True,
-                  gs=None):
+def reverse_field(ops: AtenOps, ybar, coords, omega1: float, xs, sins, coss, x_last, cbars, wps, WK,
+                  want_W1: bool = True, gs=None):
     """Reverse of :func:`field_forward` from ``ybar`` (and ``c_k`` adjoints ``cbars`` or None; with
     ``gs``, ``cbars`` are the factored adjoints of :func:`reverse_closed_grad`). Each layer's ``ubar``
-    and its coordinate sum are one pass (:func:`fused_loops.field_adjoint`) into one reused buffer.
+    and its coordinate sum are one pass (``ops.field_adjoint``) into one reused buffer.
 
     Returns ``(sigma_bar (B, S, L), W'bars [S] (entry 0 None), W_K bar, b_K bar, W_1 bar)``.
     """
     S = len(coss)
     L = coss[0].shape[-1]
-    xbar = mm(ybar, WK)
-    WKbar = gemm(ybar.reshape(-1, ybar.shape[-1]).t(), x_last.reshape(-1, L))
+    xbar = ops.mm(ybar, WK)
+    WKbar = ops.gemm(ybar.reshape(-1, ybar.shape[-1]).t(), x_last.reshape(-1, L))
     bKbar = ybar.sum(dim=(0, 1))
     sigbars = [None] * S
     wpbars = [None] * S
     W1bar = None
     ubar = None
     for k in range(S - 1, -1, -1):
-        ubar, sigbars[k] = fused_loops.field_adjoint(coss[k], xbar, None if cbars is None else sins[k],
-                                                     None if cbars is None else cbars[k],
-                                                     None if gs is None else gs[k], out=ubar)
+        ubar, sigbars[k] = ops.field_adjoint(coss[k], xbar, None if cbars is None else sins[k],
+                                             None if cbars is None else cbars[k], None if gs is None else gs[k],
+                                             out=ubar)
         if k > 0:
-            wpbars[k] = gemm(ubar.reshape(-1, L).t(), xs[k - 1].reshape(-1, L))
-            gemm_add_(xbar.view(-1, L), ubar.reshape(-1, L), wps[k])
+            wpbars[k] = ops.gemm(ubar.reshape(-1, L).t(), xs[k - 1].reshape(-1, L))
+            ops.gemm_add_(xbar.view(-1, L), ubar.reshape(-1, L), wps[k])
         elif want_W1:
             W1bar = torch.mm(ubar.sum(dim=0).t(), coords).mul_(omega1)
     return torch.stack(sigbars, dim=1), wpbars, WKbar, bKbar, W1bar
@@ -261,9 +201,9 @@ def param_grads(sigbar, om, phi, A, wpbars, W1bar, WKbar, bKbar, omegas, extra_A
 
     The latent projection's gradient is a sum of rank-``B`` products ``U^T V``: ``sbar^T phi`` and,
     with ``extra_A = (U, V)``, ``U^T V``. They are formed with one matmul, or with ``factor_A`` left
-    as the pair ``(U (k, S L), V (k, P))`` in the slot of ``A`` (see :class:`fused.ProjectionGrad`):
-    a dense ``(S L, P)`` matrix per inner step costs more memory traffic than the whole product
-    over all steps."""
+    as the pair ``(U (k, S L), V (k, P))`` in the slot of ``A`` (see
+    :class:`funcml.backends.fused.ProjectionGrad`): a dense ``(S L, P)`` matrix per inner step costs more
+    memory traffic than the whole product over all steps."""
     B, S, L = sigbar.shape
     sbar = (sigbar * om).view(B, S * L)              # adjoint of s = A phi + a (+ b)
     vec = sbar.sum(dim=0)
@@ -281,13 +221,13 @@ def param_grads(sigbar, om, phi, A, wpbars, W1bar, WKbar, bKbar, omegas, extra_A
 
 
 # -- one inner step (batch of latents) -------------------------------------------------------------
-def inner_forward(coords, values, weights, omegas, phi, lr, params: Params):
+def inner_forward(ops: AtenOps, coords, values, weights, omegas, phi, lr, params: Params):
     """``(phi', loss, saved)``: one closed-form inner SGD step and what its reverse needs."""
     h, sigma, wps, om = prepare(params, omegas, coords, phi)
     WK, bK, A = params[-4], params[-3], params[-2]
-    _, sins, coss, _, y = field_forward(h, sigma, wps, WK, bK, keep_sin=True, keep_xs=False)
+    _, sins, coss, _, y = field_forward(ops, h, sigma, wps, WK, bK, keep_sin=True, keep_xs=False)
     loss, e, factor = loss_and_error(y, values, weights)
-    gs, _, T = closed_grad(output_grad(e, WK), coss, wps, keep_q=False)
+    gs, _, T = closed_grad(ops, output_grad(ops, e, WK), coss, wps, keep_q=False)
     Tw = T.mul_(om).view(phi.shape[0], -1)
     grad = torch.mm(Tw, A)
     # per layer only sin, cos and g are kept: the reverse recomputes the x_k (layer_inputs) and q_k
@@ -295,8 +235,8 @@ def inner_forward(coords, values, weights, omegas, phi, lr, params: Params):
     return phi - lr * grad, loss, saved
 
 
-def inner_backward(coords, omegas, phibar_next, phi, lr, params: Params, saved, want_lr: bool, want_W1: bool,
-                   factor_A: bool = False):
+def inner_backward(ops: AtenOps, coords, omegas, phibar_next, phi, lr, params: Params, saved, want_lr: bool,
+                   want_W1: bool, factor_A: bool = False):
     """Reverse of :func:`inner_forward`: ``(phi_bar, lr_bar, grads)`` (``factor_A``: see :func:`param_grads`)."""
     wps, om, xs, sins, coss, x_last, gs, qs, e, factor, Tw, grad = saved
     if xs is None:
@@ -309,12 +249,12 @@ def inner_backward(coords, omegas, phibar_next, phi, lr, params: Params, saved, 
         lrbar = -(phibar_next * grad)
         lrbar = lrbar.sum() if lr.dim() == 0 else lrbar.sum(dim=0)
     tbar = torch.mm(gradbar, A.t()).view(B, S, L).mul_(om)
-    gbar, qbars, wpbars_g = reverse_closed_grad([tbar[:, k:k + 1] for k in range(S)], gs, qs, coss, wps, False,
-                                                factored=True)
-    WK_from_g = gemm(e.reshape(-1, e.shape[-1]).t(), gbar.reshape(-1, L))
-    ybar = mm(gbar, WK.t()).mul_(factor)
-    sigbar, wpbars, WKbar, bKbar, W1bar = reverse_field(ybar, coords, omegas[0], xs, sins, coss, x_last, qbars,
-                                                        wps, WK, want_W1, gs=gs)
+    gbar, qbars, wpbars_g = reverse_closed_grad(ops, [tbar[:, k:k + 1] for k in range(S)], gs, qs, coss, wps,
+                                                False, factored=True)
+    WK_from_g = ops.gemm(e.reshape(-1, e.shape[-1]).t(), gbar.reshape(-1, L))
+    ybar = ops.mm(gbar, WK.t()).mul_(factor)
+    sigbar, wpbars, WKbar, bKbar, W1bar = reverse_field(ops, ybar, coords, omegas[0], xs, sins, coss, x_last,
+                                                        qbars, wps, WK, want_W1, gs=gs)
     wpbars = [None] + [wpbars[k] + wpbars_g[k] for k in range(1, S)]
     phibar, grads = param_grads(sigbar, om, phi, A, wpbars, W1bar, WKbar + WK_from_g, bKbar, omegas, (Tw, gradbar),
                                 factor_A)
@@ -322,7 +262,7 @@ def inner_backward(coords, omegas, phibar_next, phi, lr, params: Params, saved, 
 
 
 # -- the first step from phi = 0: one shared field ---------------------------------------------------
-def shared_forward(coords, values, weights, omegas, params: Params, keep: bool):
+def shared_forward(ops: AtenOps, coords, values, weights, omegas, params: Params, keep: bool):
     """At phi = 0 every signal has the same field: forward once, backward once per output channel
     (one-hot errors), and the batch's ``t`` are ``E Q``. Returns ``(loss, e, Qcat, om, saved)``,
     ``Qcat`` ``(n C, S L)`` with rows ordered (coordinate, channel)."""
@@ -331,25 +271,25 @@ def shared_forward(coords, values, weights, omegas, params: Params, keep: bool):
     B, n, C = values.shape
     zero = A.new_zeros(1, A.shape[1])
     h, sigma, wps, om = prepare(params, omegas, coords, zero)
-    xs, sins, coss, x_last, y = field_forward(h, sigma, wps, WK, bK, keep_sin=keep)
+    xs, sins, coss, x_last, y = field_forward(ops, h, sigma, wps, WK, bK, keep_sin=keep)
     loss, e, factor = loss_and_error(y.expand(B, n, C).clone(), values, weights)
     L = coss[0].shape[-1]
-    gs, qs, _ = closed_grad(WK.view(C, 1, L).expand(C, n, L), coss, wps)
+    gs, qs, _ = closed_grad(ops, WK.view(C, 1, L).expand(C, n, L), coss, wps)
     Qcat = torch.stack(qs, dim=2).permute(1, 0, 2, 3).reshape(n * C, len(omegas) * L)
     saved = (wps, om, xs, sins, coss, x_last, gs, qs, Qcat, e, factor, zero) if keep else None
     return loss, e, Qcat, om, saved
 
 
-def first_forward(coords, values, weights, omegas, lr, params: Params):
+def first_forward(ops: AtenOps, coords, values, weights, omegas, lr, params: Params):
     """``(phi_1, loss, saved)``: the inner step from phi = 0 for the whole batch."""
-    loss, e, Qcat, om, saved = shared_forward(coords, values, weights, omegas, params, keep=True)
+    loss, e, Qcat, om, saved = shared_forward(ops, coords, values, weights, omegas, params, keep=True)
     B = e.shape[0]
     Tw = torch.mm(e.reshape(B, -1), Qcat).view(B, len(omegas), -1).mul_(om).view(B, -1)
     grad = torch.mm(Tw, params[-2])
     return grad * (-lr), loss, saved + (Tw, grad)
 
 
-def first_backward(coords, omegas, phibar1, lr, params: Params, saved, want_lr: bool, want_W1: bool,
+def first_backward(ops: AtenOps, coords, omegas, phibar1, lr, params: Params, saved, want_lr: bool, want_W1: bool,
                    factor_A: bool = False):
     """Reverse of :func:`first_forward`: ``(lr_bar, grads)`` (``factor_A``: see :func:`param_grads`)."""
     wps, om, xs, sins, coss, x_last, gs, qs, Qcat, e, factor, zero, Tw, grad = saved
@@ -364,11 +304,11 @@ def first_backward(coords, omegas, phibar1, lr, params: Params, saved, want_lr: 
     Tbar = torch.mm(gradbar, A.t()).view(B, S, L).mul_(om).view(B, S * L)
     Ebar = torch.mm(Tbar, Qcat.t()).view(B, n, C)
     Qbar = torch.mm(e.reshape(B, -1).t(), Tbar).view(n, C, S, L).permute(2, 1, 0, 3)     # (S, C, n, L)
-    gbar, cbars, wpbars_g = reverse_closed_grad([Qbar[k] for k in range(S)], gs, qs, coss, wps, True)
+    gbar, cbars, wpbars_g = reverse_closed_grad(ops, [Qbar[k] for k in range(S)], gs, qs, coss, wps, True)
     WK_from_g = gbar.sum(dim=1)                     # g_S = W_K[j] at every coordinate
     ybar = Ebar.mul_(factor).sum(dim=0, keepdim=True)   # y is shared by the batch
-    sigbar, wpbars, WKbar, bKbar, W1bar = reverse_field(ybar, coords, omegas[0], xs, sins, coss, x_last, cbars,
-                                                        wps, WK, want_W1)
+    sigbar, wpbars, WKbar, bKbar, W1bar = reverse_field(ops, ybar, coords, omegas[0], xs, sins, coss, x_last,
+                                                        cbars, wps, WK, want_W1)
     wpbars = [None] + [wpbars[k] + wpbars_g[k] for k in range(1, S)]
     # phi = 0: the sbar^T phi term of A's gradient is zero (None leaves it out)
     _, grads = param_grads(sigbar, om, None, A, wpbars, W1bar, WKbar + WK_from_g, bKbar, omegas, (Tw, gradbar),
@@ -376,9 +316,9 @@ def first_backward(coords, omegas, phibar1, lr, params: Params, saved, want_lr: 
     return lrbar, grads
 
 
-def first_grads(coords, values, weights, omegas, params: Params, context: torch.Tensor | None):
+def first_grads(ops: AtenOps, coords, values, weights, omegas, params: Params, context: torch.Tensor | None):
     """``(loss, grad, context_grad | None)`` at phi = 0 without a graph (see :func:`shared_forward`)."""
-    loss, e, Qcat, om, _ = shared_forward(coords, values, weights, omegas, params, keep=False)
+    loss, e, Qcat, om, _ = shared_forward(ops, coords, values, weights, omegas, params, keep=False)
     B, n, C = e.shape
     t = torch.mm(e.reshape(B, -1), Qcat).view(B, len(omegas), -1)
     t_sub = None
@@ -402,23 +342,25 @@ def mse_norm(weights: torch.Tensor, c: int) -> torch.Tensor:
 
 
 # -- the outer loss ----------------------------------------------------------------------------------
-def outer_forward(coords, values, weights, omegas, phi, params: Params):
+def outer_forward(ops: AtenOps, coords, values, weights, omegas, phi, params: Params):
     h, sigma, wps, om = prepare(params, omegas, coords, phi)
-    xs, _, coss, x_last, y = field_forward(h, sigma, wps, params[-4], params[-3], keep_sin=False)
+    xs, _, coss, x_last, y = field_forward(ops, h, sigma, wps, params[-4], params[-3], keep_sin=False)
     loss, e, _ = loss_and_error(y, values, weights)
     return loss, (wps, om, xs, coss, x_last, e)
 
 
-def outer_backward(coords, omegas, lossbar, phi, params: Params, saved, want_W1: bool, factor_A: bool = False):
+def outer_backward(ops: AtenOps, coords, omegas, lossbar, phi, params: Params, saved, want_W1: bool,
+                   factor_A: bool = False):
     wps, om, xs, coss, x_last, e = saved
     ybar = e * lossbar.view(-1, 1, 1)
-    sigbar, wpbars, WKbar, bKbar, W1bar = reverse_field(ybar, coords, omegas[0], xs, None, coss, x_last, None,
+    sigbar, wpbars, WKbar, bKbar, W1bar = reverse_field(ops, ybar, coords, omegas[0], xs, None, coss, x_last, None,
                                                         wps, params[-4], want_W1)
     return param_grads(sigbar, om, phi, params[-2], wpbars, W1bar, WKbar, bKbar, omegas, factor_A=factor_A)
 
 
 # -- no graph: the gradient in place (encoding, first-order inner loops) ------------------------------
-def latent_grads(coords, values, weights, omegas, phi, params: Params, context: torch.Tensor | None):
+def latent_grads(ops: AtenOps, coords, values, weights, omegas, phi, params: Params,
+                 context: torch.Tensor | None):
     """``(loss (B,), grad (B, P), context_grad | None)`` in place, keeping one tensor per layer.
 
     ``context`` ``(m,)``: coordinate indices; ``context_grad`` is the gradient of the MSE over
@@ -430,16 +372,16 @@ def latent_grads(coords, values, weights, omegas, phi, params: Params, context: 
     coss = []
     x = None
     for k in range(len(omegas)):
-        x, c = shifted_sin_cos(h, sigma[:, 0]) if k == 0 else sine_layer(x, wps[k].t(), sigma[:, k], acc=x)
+        x, c = ops.shifted_sin_cos(h, sigma[:, 0]) if k == 0 else ops.sine_layer(x, wps[k].t(), sigma[:, k], acc=x)
         coss.append(c)
-    y = gemm_add(bK + 0.5, x.reshape(-1, x.shape[-1]), WK.t()).view(*x.shape[:-1], WK.shape[0])
+    y = ops.gemm_add(bK + 0.5, x.reshape(-1, x.shape[-1]), WK.t()).view(*x.shape[:-1], WK.shape[0])
     loss, e, _ = loss_and_error(y, values, weights)
-    g = output_grad(e, WK)
+    g = output_grad(ops, e, WK)
     ts, subs = [None] * len(coss), [None] * len(coss)
     for k in range(len(coss) - 1, -1, -1):
-        ts[k], subs[k] = mul_sum_(coss[k], g, context)   # coss[k] now holds q_k = c_k g_k
+        ts[k], subs[k] = ops.mul_sum_(coss[k], g, context)   # coss[k] now holds q_k = c_k g_k
         if k > 0:
-            gemm_add_(g.view(-1, g.shape[-1]), coss[k].reshape(-1, g.shape[-1]), wps[k])
+            ops.gemm_add_(g.view(-1, g.shape[-1]), coss[k].reshape(-1, g.shape[-1]), wps[k])
     t_sub = None if context is None else torch.stack(subs, dim=1)
     return (loss, *grads_from_sums(torch.stack(ts, dim=1), t_sub, om, A, weights, context, values.shape))
 

@@ -1,4 +1,4 @@
-"""Matmul precision of the fitting stack: ``auto``, ``fp32``, ``tf32`` or ``bf16``, set per call.
+"""Matmul precision of the fitting stack: ``auto``, ``fp32``, ``tf32`` or ``bf16``, chosen per run.
 
 ``auto`` (the default of ``funcml train`` and ``funcml encode``) is TF32 on CUDA, where the tensor
 cores run float32 matmuls with 10-bit mantissa inputs and float32 accumulation, and plain float32
@@ -14,8 +14,8 @@ caller's legacy ``allow_tf32`` or ``set_float32_matmul_precision`` setting reads
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
+from contextlib import contextmanager, nullcontext
+from typing import ContextManager, Iterator
 
 import torch
 
@@ -60,3 +60,14 @@ def cuda_tf32(enabled: bool) -> Iterator[None]:
         yield
     finally:
         matmul.allow_tf32 = old_flag
+
+
+def scoped(precision: str, device: torch.device | str) -> ContextManager[None]:
+    """The CUDA setting a run at ``precision`` needs, for the duration of a ``with`` block: TF32 float32
+    matmuls on CUDA iff ``precision`` (resolved) is ``tf32``; nothing to do on a CPU. ``funcml train``
+    and ``funcml encode`` run inside it; the fused kernels take the precision itself from their
+    :class:`funcml.backends.Execution`."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return nullcontext()
+    return cuda_tf32(resolve(precision, device) == "tf32")
