@@ -191,9 +191,11 @@ def execution_of(opts: dict, device):
     :mod:`funcml.backends`, its global switches."""
     import contextlib
 
-    try:
-        from funcml.backends import precision
-    except ImportError:  # an older checkout (bench_checkouts.py)
+    import funcml
+
+    # an older checkout (bench_checkouts.py); not found by importing: an editable install of a newer
+    # funcml would answer for a subpackage the checkout lacks
+    if not (Path(funcml.__file__).parent / "backends").is_dir():
         from funcml.encoders import fused
 
         ctx = contextlib.ExitStack()
@@ -202,6 +204,8 @@ def execution_of(opts: dict, device):
         ctx.enter_context(fused.execution(compile=opts["compile"], precision=opts["precision"], device=device,
                                           shared_first=opts["shared_first"]))
         return ctx, {}
+    from funcml.backends import precision
+
     backend = "reference" if opts["kind"] == "autograd" else "fused" if opts["aten_loops"] else "auto"
     return precision.scoped(opts["precision"], device), {"backend": backend, "precision": opts["precision"],
                                                          "compile": opts["compile"]}

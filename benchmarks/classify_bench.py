@@ -118,7 +118,7 @@ def main() -> None:
                                                     Path(args.work) / f"{args.name}-latents-n{args.n_beat_stride}"))
             signals = thin_normal_beats(signals, args.n_beat_stride)
     if args.encode_model and not Path(args.latents).exists():
-        from funcml.encoders.encode import encode_signal_set
+        from funcml.latents.encode import encode_signal_set
         from funcml.encoders.model import FieldModel
 
         model = FieldModel.load(args.encode_model)

@@ -33,7 +33,7 @@ MIB = 1 << 20
 
 def make_data(path: Path, n: int) -> None:
     """N images tiled from the embedded BreastMNIST (80/10/10 splits), as a MedMNIST-layout npz."""
-    from funcml.data.sources.medmnist import demo_path
+    from funcml.data.catalog import demo_path
 
     with np.load(demo_path(), allow_pickle=False) as z:
         images = np.concatenate([z[f"{s}_images"] for s in ("train", "val", "test")])

@@ -58,7 +58,7 @@ from funcml.backends import Execution  # noqa: E402
 from funcml.backends import precision as precision_mod  # noqa: E402
 from funcml.encoders.config import EncodeConfig, FieldConfig, TrainConfig  # noqa: E402
 from funcml.encoders.coords import make_grid  # noqa: E402
-from funcml.encoders.encode import encode_signal_set  # noqa: E402
+from funcml.latents.encode import encode_signal_set  # noqa: E402
 from funcml.encoders.fitting import fit_latents  # noqa: E402
 from funcml.encoders.meta import accumulate_meta_gradient, draw_subsets  # noqa: E402
 from funcml.encoders.model import FieldModel  # noqa: E402

@@ -29,7 +29,7 @@ TRAIN = TrainConfig(steps=3, batch_size=4, inner_steps=2, inner_lr=0.5, context_
 def build_world(root: Path) -> dict[str, Path]:
     """Write a tiny dataset, two models, a latent set and a MedNF release under ``root``."""
     from funcml.data import load_signals
-    from funcml.encoders.encode import encode_signal_set
+    from funcml.latents.encode import encode_signal_set
     from funcml.encoders.model import FieldModel
     from funcml.encoders.trainer import MetaTrainer
 

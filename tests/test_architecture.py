@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import funcml.allocator
-from funcml.encoders import FieldModel, MetaTrainer, encode_signal_set
+from funcml.encoders import FieldModel, MetaTrainer
+from funcml.latents import encode_signal_set
 from funcml.tasks.generate.generator import LatentGenerator
 
 
@@ -36,3 +39,81 @@ def test_training_encoding_and_generation_leave_the_process_alone(process_guard,
     latents, _ = encode_signal_set(model, tiny_images, tmp_path / "latents", model_dir=tmp_path / "model")
     x, y = latents.split("train")
     LatentGenerator(steps=5, batch_size=4, hidden=16, blocks=1).fit(np.asarray(x), np.asarray(y)[:, 0]).sample(3)
+
+
+# -- layers -------------------------------------------------------------------------------------------
+# funcml's layers from the ground up; a module may import its own layer and the ones below, never above.
+LAYERS = ("base", "backends", "data", "encoders", "latents", "query", "tasks", "demo", "estimators", "cli")
+PACKAGE = Path(__file__).resolve().parents[1] / "funcml"
+
+
+def _layer(module: str) -> str:
+    parts = module.split(".")
+    if parts[1:2] == ["__main__"]:
+        return "cli"
+    return parts[1] if len(parts) > 1 and parts[1] in LAYERS else "base"
+
+
+def _module_of(module: str, name: str) -> str:
+    """``from module import name``: the submodule ``module.name`` where it is one, else ``module``."""
+    base = PACKAGE.parent.joinpath(*f"{module}.{name}".split("."))
+    return f"{module}.{name}" if base.with_suffix(".py").is_file() or base.is_dir() else module
+
+
+def _imports() -> list[tuple[str, str]]:
+    """(importing module, imported funcml module) for every import in the package, lazy ones too."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("funcml"):
+                found += [(module, _module_of(node.module, a.name)) for a in node.names]
+            elif isinstance(node, ast.Import):
+                found += [(module, a.name) for a in node.names if a.name.startswith("funcml")]
+    return found
+
+
+def test_no_module_imports_a_layer_above_its_own():
+    upward = sorted({(m, t) for m, t in _imports() if LAYERS.index(_layer(t)) > LAYERS.index(_layer(m))})
+    assert upward == []
+
+
+def test_the_only_import_cycle_is_the_data_source_registry():
+    graph: dict[str, set[str]] = {}
+    for m, t in _imports():
+        graph.setdefault(m, set()).add(t)
+    cycles = {frozenset(c) for c in _cycles(graph) if len(c) > 1}
+    allowed = {c for c in cycles if all(m.startswith(("funcml.data.registry", "funcml.data.sources")) for m in c)}
+    assert cycles - allowed == set()
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components (Tarjan), each a list of modules."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            out.append(component)
+
+    for v in list(graph):
+        if v not in index:
+            visit(v)
+    return out

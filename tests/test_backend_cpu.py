@@ -271,11 +271,13 @@ def _cpu(tiled_pass: bool = True, pass_=None):
 @needs_tiled
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("masked", [False, True])
-def test_tiled_gradients_equal_float64_autograd_across_tiles(channels, masked, monkeypatch):
+@pytest.mark.parametrize("gemm_rows", [16, 8])
+def test_tiled_gradients_equal_float64_autograd_across_tiles(channels, masked, gemm_rows, monkeypatch):
     net = _net(channels)
     coords, values, weights, phi = _problem(channels, masked=masked)
     monkeypatch.setattr(tiled, "TILE_BYTES", 4 * (4 + 3) * 32 * 16)  # 16 rows: 10 tiles, the last of 6
-    assert tiled.tile_rows(4, 32) == 16
+    monkeypatch.setattr(tiled, "SMALL_GEMM", 32 * 32 * gemm_rows)    # 8: two sgemm calls per full tile
+    assert tiled.tile_rows(4, 32) == 16 and tiled.gemm_rows(32) == gemm_rows
     context = torch.tensor([0, 5, 17, 40, 99, 149])
     calls = []
     backend = _cpu(pass_=tiled.TiledPass(_Counting(native.library(), calls)))
@@ -355,6 +357,12 @@ def test_tile_rows_fit_the_budget_and_clamp():
     assert tiled.tile_rows(1, 8) == 512 and tiled.tile_rows(100, 1024) == 16
 
 
+def test_gemm_rows_keep_each_sgemm_small():
+    assert tiled.gemm_rows(128) == 56      # 61 rows of (128 x 128) within 10**6 multiply-adds, to a multiple of 8
+    assert tiled.gemm_rows(64) == 240 and tiled.gemm_rows(256) == 8
+    assert tiled.gemm_rows(512) == 512     # not even 8 rows fit: a whole tile per call
+
+
 def test_float64_other_devices_and_oversized_signals_keep_the_layer_path(monkeypatch):
     net = _net(1)
     coords, values, _, phi = _problem(1)
@@ -401,7 +409,7 @@ class _Spy:
         return getattr(self._lib, name)
 
     def funcml_latent_grads(self, *args):
-        self._calls.append(args[11])
+        self._calls.append(args[12])
         return self._lib.funcml_latent_grads(*args)
 
 

@@ -204,7 +204,7 @@ def test_dataset_encoding_compiles_only_when_asked(tmp_path, monkeypatch, compil
     from conftest import make_signal_set
 
     from funcml.backends import kernels
-    from funcml.encoders.encode import encode_signal_set
+    from funcml.latents.encode import encode_signal_set
     from funcml.encoders.model import FieldModel
 
     names = []

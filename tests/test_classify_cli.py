@@ -126,7 +126,7 @@ def test_paper_mlp_preset(tmp_path):
 
 def test_demo_stage_writes_an_explainable_classifier(tmp_path):
     from funcml.demo import DemoContext
-    from funcml.tasks.classify.demo import classification_stage
+    from funcml.demo.stages.classification import classification_stage
 
     ls = _latents(tmp_path / "lat", n=120)
     ctx = DemoContext(out=tmp_path / "report", signals=None, model=None, latent_set=ls, device=torch.device("cpu"),

@@ -56,7 +56,7 @@ def tiny_model_dir(tmp_path_factory):
 def test_field_encoder_transform_equals_funcml_encode(tiny_model_dir, tmp_path):
     from conftest import make_signal_set
     from funcml.encoders.config import replace
-    from funcml.encoders.encode import encode_signal_set
+    from funcml.latents.encode import encode_signal_set
     from funcml.encoders.model import FieldModel
 
     signals = make_signal_set(10, (1, 8, 8), seed=4)

@@ -12,7 +12,7 @@ import torch
 from funcml.backends import Execution, backend_for, precision
 from funcml.encoders.config import EncodeConfig, FieldConfig
 from funcml.encoders.coords import make_grid, sample_context
-from funcml.encoders.encode import encode_signal_set
+from funcml.latents.encode import encode_signal_set
 from funcml.encoders.fitting import fit_latents
 from funcml.encoders.meta import accumulate_meta_gradient, draw_subsets, meta_losses, per_signal_mse
 from funcml.encoders.model import FieldModel

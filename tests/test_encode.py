@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from funcml.encoders.config import EncodeConfig
-from funcml.encoders.encode import encode_signal_set
+from funcml.latents.encode import encode_signal_set
 from funcml.encoders.fitting import decode, fit_latents, reconstruction_psnr
 from funcml.encoders.model import FieldModel
 from funcml.encoders.trainer import MetaTrainer

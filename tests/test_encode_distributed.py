@@ -16,10 +16,10 @@ import torch.distributed as dist
 
 from conftest import make_signal_set
 from faults import DurableOps
-from funcml.encoders import row_writer
+from funcml.latents import row_writer
 from funcml.encoders.config import EncodeConfig, FieldConfig
-from funcml.encoders.encode import encode_signal_set
-from funcml.encoders.encode_shards import chunk_ranges
+from funcml.latents.encode import encode_signal_set
+from funcml.latents.encode_shards import chunk_ranges
 from funcml.encoders.model import FieldModel
 from funcml.encoders.siren import ModulatedSiren
 from funcml.latents import LatentSet

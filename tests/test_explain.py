@@ -280,7 +280,7 @@ def test_outputs_and_figures_for_1d_2d_3d(shape, tmp_path):
 def cli_artifacts(tmp_path_factory):
     """A MedMNIST-layout file, an (untrained) saved model, its latent set and a logistic regression."""
     from funcml.data import load_signals
-    from funcml.encoders.encode import encode_signal_set
+    from funcml.latents.encode import encode_signal_set
     from funcml.latents import LatentSet
     from funcml.tasks.classify import classify_latent_set
     from funcml.tasks.classify import write_outputs as write_outputs_clf
@@ -343,7 +343,7 @@ def test_demo_stage_explains_the_demo_classifier(cli_artifacts, tmp_path):
     from funcml.data import load_signals
     from funcml.demo import DemoContext
     from funcml.latents import LatentSet
-    from funcml.tasks.explain.demo import explanation_stage
+    from funcml.demo.stages.explanation import explanation_stage
 
     d = cli_artifacts
     ls = LatentSet.open(d / "lat")

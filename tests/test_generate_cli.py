@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from funcml.encoders.config import EncodeConfig
-from funcml.encoders.encode import encode_signal_set
+from funcml.latents.encode import encode_signal_set
 from funcml.encoders.model import FieldModel
 from funcml.encoders.siren import ModulatedSiren
 from funcml.latents import LatentSet
@@ -164,10 +164,10 @@ def test_train_refuses_a_generator_another_process_is_writing(encoded, tmp_path,
 
 
 def test_demo_stage_writes_figures_and_metrics(encoded, tmp_path):
-    from funcml.demo import DemoContext, demo_stages
-    from funcml.tasks.generate.demo import generate_stage
+    from funcml.demo import STAGES, DemoContext
+    from funcml.demo.stages.generation import generate_stage
 
-    assert "generate" in [name for name, _ in demo_stages()]
+    assert "generate" in [name for name, _ in STAGES]
     _, signals, latent_set, model = encoded
     ctx = DemoContext(out=tmp_path, signals=signals, model=model, latent_set=latent_set, device="cpu", quick=True,
                       log=lambda m: None)

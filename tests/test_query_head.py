@@ -11,7 +11,7 @@ from funcml.encoders.siren import ModulatedSiren
 from funcml.errors import ArtifactError, ConfigError
 from funcml.query.estimator import QueryRegressor
 from funcml.query.fit import HeadTraining, pairs_psnr, train_head
-from funcml.query.grids import grid_cell, query_grid
+from funcml.grids import grid_cell, query_grid
 from funcml.query.head import Query, QueryHeadConfig, build_head, parse_inputs
 from funcml.query.interpolate import interpolate_at, interpolate_signals
 from funcml.query.neighbours import gather_neighbours, normalized_average
@@ -269,8 +269,8 @@ def test_a_spent_time_budget_ends_the_training_with_a_validated_head():
 
 def test_demo_stages_report_the_head_beside_the_field_and_the_baselines(tmp_path):
     from funcml.data.base import ArraySignalSet
-    from funcml.demo import DemoContext
-    from funcml.tasks.query import impute_stage, superres_stage
+    from funcml.demo.context import DemoContext
+    from funcml.demo.stages.query import impute_stage, superres_stage
 
     x = _smooth(24, (8, 8))
     splits = np.repeat(np.array([0, 2], np.uint8), 12)

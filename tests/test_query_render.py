@@ -11,7 +11,7 @@ from funcml.encoders.coords import make_grid
 from funcml.encoders.model import FieldModel
 from funcml.encoders.siren import ModulatedSiren
 from funcml.errors import ConfigError
-from funcml.query.grids import parse_ranges, parse_scale, query_grid, scaled_shape
+from funcml.grids import parse_ranges, parse_scale, query_grid, scaled_shape
 from funcml.query.render import parse_indices, render_latents, render_to_folder
 
 

@@ -26,7 +26,7 @@ import torch
 
 # Imported once here rather than again in every forked child.
 import funcml.data.sources  # noqa: F401
-import funcml.encoders.encode  # noqa: F401
+import funcml.latents.encode  # noqa: F401
 import funcml.encoders.trainer  # noqa: F401
 import funcml.latents.mednf  # noqa: F401
 import funcml.viz  # noqa: F401

@@ -23,7 +23,7 @@ from PIL import Image
 from corpus import byte_mutations, json_mutations, rewrite_json, shared_world
 from funcml.data import load_signals
 from funcml.encoders.checkpoint import load_checkpoint, read_checkpoint_meta
-from funcml.encoders.encode import encode_signal_set
+from funcml.latents.encode import encode_signal_set
 from funcml.encoders.model import FieldModel
 from funcml.encoders.siren import ModulatedSiren
 from funcml.errors import FuncmlError

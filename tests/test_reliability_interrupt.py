@@ -22,7 +22,7 @@ import torch
 
 from faults import kill_points, kill_when, recording, run_killed, tree_files
 from funcml.encoders.config import FieldConfig, TrainConfig
-from funcml.encoders.encode import encode_signal_set
+from funcml.latents.encode import encode_signal_set
 from funcml.encoders.model import FieldModel
 from funcml.encoders.trainer import MetaTrainer
 from funcml.errors import ArtifactError, OutputExistsError
@@ -56,7 +56,7 @@ def model_dir(tmp_path_factory, signals):
 @pytest.fixture
 def every_chunk_checkpointed(monkeypatch):
     """Encode checkpoints after every chunk (normally every 30 s): more moments to be killed at."""
-    from funcml.encoders import row_writer
+    from funcml.latents import row_writer
 
     monkeypatch.setattr(row_writer, "CHECKPOINT_SECONDS", 0.0)
 
@@ -234,7 +234,7 @@ def test_disk_full_midway_keeps_the_partial_job_and_the_rerun_finishes(tmp_path,
     data = str(write_medmnist_npz(tmp_path / "tinymnist.npz", n=(20, 4, 4)))
     argv = ["encode", data, "--model", str(model_dir), "--out", str(tmp_path / "lat"), "--batch-size", "4",
             "--device", "cpu"]
-    from funcml.encoders import encode as encode_mod
+    from funcml.latents import encode as encode_mod
 
     real = encode_mod.atomic_write_json
     calls = {"n": 0}
@@ -262,7 +262,7 @@ def test_ctrl_c_during_encode_exits_130_and_the_rerun_resumes(tmp_path, signals,
     data = str(write_medmnist_npz(tmp_path / "tinymnist.npz", n=(20, 4, 4)))
     argv = ["encode", data, "--model", str(model_dir), "--out", str(tmp_path / "lat"), "--batch-size", "4",
             "--device", "cpu"]
-    from funcml.encoders import encode as encode_mod
+    from funcml.latents import encode as encode_mod
 
     real = encode_mod.fit_latents
     calls = {"n": 0}

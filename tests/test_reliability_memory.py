@@ -15,7 +15,7 @@ import torch
 
 from funcml.data.base import ArraySignalSet
 from funcml.encoders.config import EncodeConfig, FieldConfig
-from funcml.encoders.encode import encode_signal_set
+from funcml.latents.encode import encode_signal_set
 from funcml.encoders.model import FieldModel
 from funcml.encoders.siren import ModulatedSiren
 from funcml.latents import LatentSet

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from funcml.encoders import encode as encode_mod
-from funcml.encoders import row_writer
+from funcml.latents import encode as encode_mod
+from funcml.latents import row_writer
 from funcml.encoders.config import EncodeConfig, FieldConfig
-from funcml.encoders.encode import encode_signal_set
+from funcml.latents.encode import encode_signal_set
 from funcml.encoders.model import FieldModel
-from funcml.encoders.row_writer import BackgroundWriter
+from funcml.latents.row_writer import BackgroundWriter
 from funcml.encoders.siren import ModulatedSiren
 from funcml.latents.latentset import LatentSetWriter
 

@@ -141,7 +141,7 @@ def test_one_code_path_for_1d_2d_3d_and_multichannel(tmp_path, shape, tiny_train
     from conftest import make_signal_set
 
     from funcml.encoders.config import FieldConfig
-    from funcml.encoders.encode import encode_signal_set
+    from funcml.latents.encode import encode_signal_set
 
     signals = make_signal_set(12, shape, seed=2)
     field = FieldConfig(dim_in=len(shape) - 1, channels=shape[0], width=12, depth=3, latent_dim=6,

@@ -44,7 +44,7 @@ API_PACKAGES = ("funcml.data", "funcml.encoders", "funcml.backends", "funcml.lat
 # Packages without ``__all__``: their public entry points, as "module:name" (skipped when absent).
 API_CURATED = {
     "funcml.query": ("funcml.query.render:render_latents", "funcml.query.render:render_to_folder",
-                     "funcml.query.grids:query_grid", "funcml.query.superres:superres_evaluate",
+                     "funcml.grids:query_grid", "funcml.query.superres:superres_evaluate",
                      "funcml.query.observed:parse_observed", "funcml.query.observed:ObservedMasks",
                      "funcml.query.impute:impute_evaluate", "funcml.encoders.multires:MultiResConfig",
                      "funcml.query.head:QueryHeadConfig", "funcml.query.head:QueryHead",
@@ -55,7 +55,7 @@ API_CURATED = {
     "funcml.tasks.segment": ("funcml.tasks.segment.segmenter:QuerySegmenter",
                              "funcml.tasks.segment.unet:UNetSegmenter",
                              "funcml.tasks.segment.metrics:segmentation_report"),
-    "funcml.demo": ("funcml.demo:run_demo", "funcml.demo:register_demo_stage", "funcml.demo:DemoContext"),
+    "funcml.demo": ("funcml.demo:run_demo", "funcml.demo:DemoContext"),
 }
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")

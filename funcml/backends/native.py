@@ -65,7 +65,7 @@ def library() -> ctypes.CDLL | None:
     lib.funcml_field_adjoint.restype = i32
     lib.funcml_field_adjoint.argtypes = [p, p, p, p, i64, i64, p, p, p, i64, i64, i64, i32]
     lib.funcml_latent_grads.restype = i32
-    lib.funcml_latent_grads.argtypes = [p] * 11 + [i64] * 6 + [i32, ctypes.c_float]
+    lib.funcml_latent_grads.argtypes = [p] * 12 + [i64] * 7 + [i32, ctypes.c_float]
     return lib
 
 

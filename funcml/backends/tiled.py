@@ -13,6 +13,13 @@ the thread count).
 The tiles' matmuls call a BLAS ``sgemm`` through a public interface: the function that SciPy exports
 for Cython code (``scipy.linalg.cython_blas``, whose capsule holds its address), with that BLAS
 limited to one thread for the duration of the call (``threadpoolctl``; each of our threads calls it).
+That BLAS is OpenBLAS, which packs both operands of a larger product for every call: at width 128 on
+one AVX-512 core a tile's ``(192, 128) x (128, 128)`` runs at about 145 GFLOP/s where MKL (torch's
+BLAS, not public) runs 195. Its small-matrix kernels (products of at most :data:`SMALL_GEMM`
+multiply-adds) skip the packing and run at about 175, so each tile's products go in calls of
+:func:`gemm_rows` rows, with the forward's weights handed over transposed (both products ``N, N``).
+The encoding stays a few percent behind the same pass on MKL at width 128
+(``benchmarks/results/backends-vs-main.json``).
 
 Same contract and math as :func:`funcml.backends.kernels.latent_grads` (``tests/test_backend_cpu.py``:
 float32 rounding). Used by the ``cpu`` backend where :func:`available`; ``FUNCML_TILED=0`` (see
@@ -30,6 +37,7 @@ import torch
 from funcml.backends import kernels, native
 
 TILE_BYTES = 1 << 20  # per-thread activations of one tile: within a core's L2 on current CPUs
+SMALL_GEMM = 1_000_000  # OpenBLAS runs an sgemm of at most 100**3 multiply-adds without packing its operands
 PART_BYTES = 64 << 20  # the per-tile sums of one call; larger batches run in groups of signals
 
 
@@ -67,6 +75,13 @@ def tile_rows(num_layers: int, width: int) -> int:
     """Coordinates per tile: ``(S + 3) T L`` floats within :data:`TILE_BYTES`, a multiple of 16 in [16, 512]."""
     t = TILE_BYTES // (4 * (num_layers + 3) * width)
     return int(max(16, min(512, t // 16 * 16)))
+
+
+def gemm_rows(width: int) -> int:
+    """Rows of a tile per ``sgemm`` call: as many as keep ``(rows, L) x (L, L)`` within :data:`SMALL_GEMM`
+    multiply-adds, a multiple of 8; beyond width 353, where not even 8 rows fit, a whole tile (at most 512)."""
+    g = SMALL_GEMM // (width * width) // 8 * 8
+    return int(g if g >= 8 else 512)
 
 
 def part_bytes(n: int, num_layers: int, width: int, masked: bool) -> int:
@@ -116,7 +131,8 @@ class TiledPass:
         group = max(1, PART_BYTES // part_bytes(n, S, L, mask is not None))
         total = torch.empty(B, width, dtype=torch.float64)
         sgemm, libraries = blas()
-        args = (sgemm, h, wp, WK.contiguous(), (bK + 0.5).contiguous(), 2.0 / norm, mask, tile_rows(S, L))
+        wpt = wp.transpose(-1, -2).contiguous() if S > 1 else wp
+        args = (sgemm, h, wp, wpt, WK.contiguous(), (bK + 0.5).contiguous(), 2.0 / norm, mask, tile_rows(S, L))
         with libraries.limit(limits=1):
             for s in range(0, B, group):
                 e = min(B, s + group)
@@ -128,13 +144,14 @@ class TiledPass:
 
     def _run(self, args, sigma, values, weights, s: int, e: int, out: torch.Tensor) -> None:
         """One C call for the signals ``s:e``; their sums over tiles go to ``out`` ``(e - s, width)``."""
-        sgemm, h, wp, WK, bK, efac, mask, T = args
+        sgemm, h, wp, wpt, WK, bK, efac, mask, T = args
         B, S, L = sigma.shape
         n, C = h.shape[0], WK.shape[0]
         part = torch.empty(B, -(-n // T), out.shape[1], dtype=torch.float64)
-        rc = self.lib.funcml_latent_grads(sgemm, h.data_ptr(), sigma.data_ptr(), wp.data_ptr(), WK.data_ptr(),
-                                          bK.data_ptr(), values.data_ptr(), native.ptr(weights), native.ptr(mask),
-                                          efac[s:e].data_ptr(), part.data_ptr(), B, n, L, S, C, T,
+        rc = self.lib.funcml_latent_grads(sgemm, h.data_ptr(), sigma.data_ptr(), wp.data_ptr(), wpt.data_ptr(),
+                                          WK.data_ptr(), bK.data_ptr(), values.data_ptr(), native.ptr(weights),
+                                          native.ptr(mask), efac[s:e].data_ptr(), part.data_ptr(), B, n, L, S, C, T,
+                                          gemm_rows(L),
                                           torch.get_num_threads(), native.LIMIT)
         if rc != 0:
             raise MemoryError("funcml_latent_grads: out of memory for its tile buffers")

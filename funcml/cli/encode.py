@@ -64,7 +64,7 @@ def encode_command(**opts):
 def _encode(dev: torch.device, rank: DistInfo, o: dict) -> None:
     """The encode of one process (all of it, or its share under torchrun); ``o``: the command's options."""
     from funcml.encoders.config import replace
-    from funcml.encoders.encode import encode_signal_set
+    from funcml.latents.encode import encode_signal_set
     from funcml.encoders.model import FieldModel
     from funcml.backends.precision import resolve
 

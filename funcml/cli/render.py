@@ -42,7 +42,7 @@ def render_command(latents, model_dir, out, resolution, scale, roi, indices, spl
     from funcml.errors import ConfigError
     from funcml.latents import LatentSet
     from funcml.query.figures import plot_method_grid
-    from funcml.query.grids import check_roi, default_align, parse_ranges, parse_scale, scaled_shape
+    from funcml.grids import check_roi, default_align, parse_ranges, parse_scale, scaled_shape
     from funcml.query.render import RENDERS_FILE, parse_indices, render_to_folder
 
     from pathlib import Path

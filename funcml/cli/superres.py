@@ -114,7 +114,7 @@ def train_command(data, model_dir, out, target_data, scales, repeats, align, spl
     from funcml.encoders.model import FieldModel
     from funcml.errors import DataError
     from funcml.query.estimator import QueryRegressor
-    from funcml.query.grids import default_align
+    from funcml.grids import default_align
     from funcml.query.pairs import downsampled_pairs, paired_pairs, parse_scales
 
     est = QueryRegressor("superres", **head_params(kwargs), progress=not as_json)

@@ -10,6 +10,7 @@ download (:mod:`funcml.data.fetch`); for the others :func:`missing_message` says
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from funcml import environment
@@ -69,6 +70,11 @@ STATIC_DATASETS = (
             "https://github.com/neurolabusc/MRIcron (Resources/templates: ch2.nii.gz, ch2bet.nii.gz ...)",
             "volumes/mricron", "the folder"),
 )
+
+
+def demo_path() -> Path:
+    """Path of the embedded BreastMNIST 28x28 file (the data of ``funcml demo``)."""
+    return Path(str(resources.files("funcml.data") / "assets" / "breastmnist.npz"))
 
 
 def data_root(root: str | Path | None = None) -> Path:
@@ -168,8 +174,6 @@ def locate(name: str, root: str | Path | None = None) -> Path:
     dataset, size = parse_name(name)
     base = data_root(root)
     if dataset.name == "demo":
-        from funcml.data.sources.medmnist import demo_path
-
         return demo_path()
     if dataset.fetch == "medmnist":
         for folder in (base / "medmnist", *medmnist_caches()):

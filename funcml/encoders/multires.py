@@ -8,7 +8,7 @@ supervision):
 
     phi = adapt(f, low-resolution samples)                       (G inner steps, as in CAVIA)
     L_outer = MSE(f(c_high; phi), x_high)                        c_high: high-res positions in the
-                                                                 low-res fitting frame (funcml.query.grids)
+                                                                 low-res fitting frame (funcml.grids)
 
 Two sources of high-resolution targets:
 
@@ -40,7 +40,7 @@ from funcml.encoders.model import FieldModel
 from funcml.encoders.siren import ModulatedSiren
 from funcml.encoders.trainer import MetaTrainer
 from funcml.errors import ConfigError, DataError
-from funcml.query.grids import ALIGNS, query_grid
+from funcml.grids import ALIGNS, query_grid
 from funcml.seeding import generator
 
 
@@ -219,7 +219,7 @@ def multires_trainer(field: FieldConfig, train: TrainConfig, signals: SignalSet,
                      val_fraction: float = 0.1, test_fraction: float = 0.2) -> MultiResTrainer:
     """Build a :class:`MultiResTrainer` from command-line style arguments (``funcml train --target-data``)."""
     from funcml.data import LoadOptions, load_signals
-    from funcml.query.grids import default_align
+    from funcml.grids import default_align
 
     if (target_data is None) == (downsample is None):
         raise ConfigError("pass either --target-data or --downsample, not both")

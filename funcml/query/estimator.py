@@ -18,7 +18,7 @@ import torch
 
 from funcml.errors import ConfigError
 from funcml.query.fit import HeadTraining, predict_query, train_head
-from funcml.query.grids import Roi, grid_cell, query_grid
+from funcml.grids import Roi, grid_cell, query_grid
 from funcml.query.head import Query, QueryHeadConfig, build_head, parse_inputs
 from funcml.query.impute import inpaint_signals
 from funcml.query.pairs import PairSet

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from funcml.engine import CLOCKS, SCHEMA, Checkpoints, FitResult, Plan, fit
 from funcml.errors import ArtifactError, ConfigError
 from funcml.io.checkpoint import CHECKPOINT_DIR, read_checkpoint_meta
-from funcml.query.grids import grid_cell
+from funcml.grids import grid_cell
 from funcml.query.head import Query, QueryHead
 from funcml.query.pairs import PairSet
 

@@ -1,4 +1,4 @@
-"""Interpolation baselines on the same query grids as the fields (see :mod:`funcml.query.grids`).
+"""Interpolation baselines on the same query grids as the fields (see :mod:`funcml.grids`).
 
 ``interpolate_signals`` resamples ``(B, C, *spatial)`` signals to another grid with the classic
 method of each dimensionality: linear (1D), bicubic (2D, Keys kernel a = -0.75 as in PyTorch) and

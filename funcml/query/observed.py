@@ -27,7 +27,7 @@ import numpy as np
 
 from funcml.errors import ConfigError, DataError
 from funcml.io import sha256_file
-from funcml.query.grids import parse_ranges, check_roi
+from funcml.grids import parse_ranges, check_roi
 
 PATTERNS = ("random", "drop-slices", "box", "crop")
 

@@ -27,7 +27,7 @@ from funcml.data.transforms import resize_signals
 from funcml.encoders.config import EncodeConfig
 from funcml.encoders.fitting import fit_latents
 from funcml.errors import ConfigError, DataError
-from funcml.query.grids import grid_cell, query_grid
+from funcml.grids import grid_cell, query_grid
 from funcml.query.head import Query
 from funcml.query.impute import inpaint_signals
 from funcml.seeding import derive_seed, generator

@@ -1,6 +1,6 @@
 """Render fields on any grid: finer, coarser, anisotropic or a zoomed window.
 
-:func:`render_latents` evaluates latents ``(B, P)`` on a query grid (see :mod:`funcml.query.grids`);
+:func:`render_latents` evaluates latents ``(B, P)`` on a query grid (see :mod:`funcml.grids`);
 :func:`render_to_folder` streams a whole selection of a latent set to ``renders.npy`` (memory-mapped,
 so memory stays bounded by one batch) plus a PNG per 1D/2D signal or a NIfTI file per volume.
 """
@@ -19,7 +19,7 @@ from funcml.encoders.siren import ModulatedSiren
 from funcml.errors import ConfigError
 from funcml.io import atomic_dir, atomic_write_json
 from funcml.latents.selection import parse_indices  # noqa: F401  (re-exported: `funcml render --indices`)
-from funcml.query.grids import Roi, check_roi, query_grid
+from funcml.grids import Roi, check_roi, query_grid
 
 RENDERS_FILE = "renders.npy"
 

@@ -14,7 +14,7 @@ from funcml.encoders.fitting import fit_latents, reconstruction_psnr
 from funcml.encoders.multires import check_pairs
 from funcml.errors import DataError
 from funcml.metrics import psnr, ssim
-from funcml.query.grids import default_align
+from funcml.grids import default_align
 from funcml.query.interpolate import classic_mode, interpolate_signals
 from funcml.query.render import render_latents
 from funcml.seeding import generator

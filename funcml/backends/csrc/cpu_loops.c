@@ -189,9 +189,21 @@ int funcml_field_adjoint(const float *c, const float *xbar, const float *s, cons
 
 /* ---- the whole latent-gradient pass in coordinate tiles (see funcml/backends/tiled.py) ----
    sgemm: the address of a Fortran BLAS sgemm (scipy.linalg.cython_blas hands it out); the caller limits
-   that BLAS to one thread for the duration of a call (each of our threads calls it). */
+   that BLAS to one thread for the duration of a call (each of our threads calls it). Its products run in
+   calls of at most G rows of a tile (OpenBLAS's small-matrix kernels, see tiled.py:gemm_rows), wp and
+   wpt (the same L x L weights transposed) both as "N", "N". */
 typedef void (*sgemm_fn)(const char *, const char *, const int *, const int *, const int *, const float *,
                          const float *, const int *, const float *, const int *, const float *, float *, const int *);
+
+/* c (rows x L) = x (rows x L) a + beta c, all row-major (a: L x L), in sgemm calls of at most G rows each. */
+static void gemm_rows(sgemm_fn SGEMM, const float *a, const float *x, float *c, int rows, int L, float beta,
+                      int G) {
+    const float one = 1.0f;
+    for (int r0 = 0; r0 < rows; r0 += G) {
+        int m = rows - r0 < G ? rows - r0 : G;
+        SGEMM("N", "N", &L, &m, &L, &one, a, &L, x + (int64_t)r0 * L, &L, &beta, c + (int64_t)r0 * L, &L);
+    }
+}
 
 /* For each signal b < B and tile j of T coordinates (rows i0 <= i < i1 of n), forward and backward
    through the S sine layers and the output layer, all in per-thread buffers of the tile:
@@ -201,10 +213,11 @@ typedef void (*sgemm_fn)(const char *, const char *, const int *, const int *, c
    sums over rows of q_k (S x L) and, with mask, of mask_i q_k. Sums run in float blocks of
    BLOCK_ROWS rows added in double; every tile is independent: the result does not depend on the
    thread count. Returns 0, or -1 when a thread could not allocate its buffers. */
-int funcml_latent_grads(void *sgemm, const float *h, const float *sigma, const float *wp, const float *WK,
+int funcml_latent_grads(void *sgemm, const float *h, const float *sigma, const float *wp, const float *wpt,
+                        const float *WK,
                         const float *bK, const float *values, const float *weights, const float *mask, const float *efac,
-                        double *part, int64_t B, int64_t n, int64_t L, int64_t S, int64_t C, int64_t T, int nt,
-                        float limit) {
+                        double *part, int64_t B, int64_t n, int64_t L, int64_t S, int64_t C, int64_t T, int64_t G,
+                        int nt, float limit) {
     sgemm_fn SGEMM = (sgemm_fn)sgemm;
     int64_t ntiles = (n + T - 1) / T, P = 1 + S * L * (mask ? 2 : 1);
     int failed = 0;
@@ -220,7 +233,6 @@ int funcml_latent_grads(void *sgemm, const float *h, const float *sigma, const f
             #pragma omp atomic write
             failed = 1;
         }
-        const float one = 1.0f, zero = 0.0f;
         const int iL = (int)L;
         #pragma omp for schedule(static)
         for (int64_t job = 0; job < B * ntiles; job++) {
@@ -233,7 +245,7 @@ int funcml_latent_grads(void *sgemm, const float *h, const float *sigma, const f
                 sincos_row(h + (i0 + r) * L, sigma + (b * S) * L, x + r * L, NULL, cs + r * L, L, limit);
             for (int64_t k = 1; k < S; k++) {
                 float *ck = cs + k * T * L;
-                SGEMM("T", "N", &iL, &rows, &iL, &one, wp + (k - 1) * L * L, &iL, x, &iL, &zero, ck, &iL);
+                gemm_rows(SGEMM, wpt + (k - 1) * L * L, x, ck, rows, iL, 0.0f, (int)G);
                 for (int r = 0; r < rows; r++)
                     sincos_row(ck + r * L, sigma + (b * S + k) * L, NULL, x + r * L, ck + r * L, L, limit);
             }
@@ -285,7 +297,7 @@ int funcml_latent_grads(void *sgemm, const float *h, const float *sigma, const f
                     }
                 }
                 if (k > 0)
-                    SGEMM("N", "N", &iL, &rows, &iL, &one, wp + (k - 1) * L * L, &iL, ck, &iL, &one, g, &iL);
+                    gemm_rows(SGEMM, wp + (k - 1) * L * L, ck, g, rows, iL, 1.0f, (int)G);
             }
         }
         free(cs); free(x); free(g); free(e); free(bt);

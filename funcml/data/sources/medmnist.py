@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import re
 import zipfile
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from funcml.data.base import SPLITS, ArraySignalSet, SignalSet
+from funcml.data.catalog import data_root, demo_path, medmnist_caches
 from funcml.data.registry import LoadOptions, SourceKind, expand_resolution, register_source
 from funcml.data.transforms import resize_signals
 from funcml.errors import DataError
@@ -24,11 +24,6 @@ from funcml.io.hashing import canonical_json, sha256_bytes, sha256_file
 
 _KEYS = tuple(f"{s}_{k}" for s in SPLITS for k in ("images", "labels"))
 DEMO_FLAG = "breastmnist"
-
-
-def demo_path() -> Path:
-    """Path of the embedded BreastMNIST 28x28 file."""
-    return Path(str(resources.files("funcml.data") / "assets" / "breastmnist.npz"))
 
 
 def _medmnist_info(flag: str) -> dict | None:
@@ -145,8 +140,6 @@ def _is_medmnist_npz(path: Path) -> bool:
 
 
 def _search_roots(flag: str) -> list[Path]:
-    from funcml.data.catalog import data_root, medmnist_caches
-
     return [data_root() / "medmnist", *medmnist_caches(), demo_path().parent]
 
 

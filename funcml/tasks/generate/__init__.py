@@ -8,16 +8,13 @@ Public API (imported lazily, so that ``import funcml.tasks`` stays light):
 * :func:`evaluate_generator` (Fréchet distance, precision/recall, memorisation, CAS) and the
   metric functions of :mod:`funcml.tasks.generate.metrics`.
 
-CLI: ``funcml generate train | sample | interpolate | evaluate``. Importing this package adds the
-``generate`` stage to ``funcml demo``.
+CLI: ``funcml generate train | sample | interpolate | evaluate``.
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
-
-from funcml.tasks.generate import demo as _demo  # noqa: F401  (registers the demo stage)
 
 _EXPORTS = {
     "ClassGaussian": "baselines", "GeneratorConfig": "config", "LatentGenerator": "generator",

@@ -24,7 +24,7 @@ import torch
 from funcml.errors import ArtifactError, DataError
 from funcml.io import atomic_dir
 from funcml.query.estimator import QueryEstimator
-from funcml.query.grids import Roi, default_align
+from funcml.grids import Roi, default_align
 from funcml.query.pairs import PairGroup, PairSet
 
 DEFAULTS = {"inputs": "both", "hidden": 128, "layers": 2, "steps": 1500, "batch_size": 16, "coords_per_signal": 1024,

@@ -3,14 +3,14 @@
 Signals are encoded in fixed chunks of ``batch_size``; chunk k's context subsets come from a
 generator seeded by (seed, k), so a chunk gives the same latents whether or not the job was
 interrupted before it, and whichever process encodes it. A background thread
-(:mod:`funcml.encoders.row_writer`) streams the rows into the preallocated data file of
+(:mod:`funcml.latents.row_writer`) streams the rows into the preallocated data file of
 ``OUT.partial`` and takes checkpoints: it flushes the file, then records in ``progress.json`` how
 many rows are complete (every 30 s or 256 MB of rows, and at the end; not after every chunk).
 Rerunning the same command continues after the last checkpoint.
 
 Under ``torchrun`` (an initialised process group of N processes) the chunks are split into N
 contiguous ranges; each process writes its range to its own shard and process 0 merges the shards
-into one latent set (:mod:`funcml.encoders.encode_shards`). Every chunk is computed exactly as in
+into one latent set (:mod:`funcml.latents.encode_shards`). Every chunk is computed exactly as in
 one process, so the latent set is the same, bit for bit, as a one-process encode on the same kind
 of device with the same threads per process.
 """
@@ -31,16 +31,16 @@ from funcml.backends import precision as precision_mod
 from funcml.data.base import SignalSet
 from funcml.devices import to_device
 from funcml.encoders import distributed as ddp
-from funcml.encoders import encode_shards
 from funcml.encoders.config import EncodeConfig
 from funcml.encoders.fitting import fit_latents, reconstruction_psnr
 from funcml.encoders.model import FieldModel
-from funcml.encoders.row_writer import BackgroundWriter
 from funcml.errors import ArtifactError, DataError, FuncmlError, OutputExistsError
 from funcml.io import atomic_write_json, canonical_json, read_json, sha256_bytes
 from funcml.io.lock import OutputLock
 from funcml.io.schema import SHA256, Int, Obj, validate
+from funcml.latents import encode_shards
 from funcml.latents.latentset import DATA_FILE, LatentSet, LatentSetWriter
+from funcml.latents.row_writer import BackgroundWriter
 from funcml.progress import progress_bar
 from funcml.seeding import generator
 
@@ -183,7 +183,7 @@ def _open_writer(out: Path, job_hash: str, count: int, cfg: EncodeConfig, latent
 
 
 class FileRows:
-    """The one-process :class:`funcml.encoders.row_writer.RowSink`: rows go straight into the latent
+    """The one-process :class:`funcml.latents.row_writer.RowSink`: rows go straight into the latent
     set's data file; a checkpoint flushes it and then records the rows done in ``progress.json``."""
 
     def __init__(self, writer: LatentSetWriter, progress: Path) -> None:

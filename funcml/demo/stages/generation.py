@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from funcml.demo import DemoContext, register_demo_stage
+from funcml.demo.context import DemoContext
 
 
 def generate_stage(ctx: DemoContext) -> dict:
@@ -50,6 +50,3 @@ def generate_stage(ctx: DemoContext) -> dict:
     ctx.log(f"      generation: FD generated {fd['generated']:.2f} (held-out {held:.2f}, "
             f"gaussian {fd['gaussian']:.2f}); CAS {out['cas']} ({out['seconds']:.0f} s)")
     return out
-
-
-register_demo_stage("generate", generate_stage)

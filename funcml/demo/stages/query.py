@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from funcml.demo import DemoContext, register_demo_stage
+from funcml.demo.context import DemoContext
 
 HEAD_SECONDS = 30  # wall time of each demo head (quick: 20 steps)
 
@@ -115,8 +115,3 @@ def impute_stage(ctx: DemoContext) -> dict:
             f"biharmonic {metrics['biharmonic']['psnr_hidden']:.2f} dB on the hidden pixels -> impute.png")
     keep = ("count", "hidden_fraction", "funcml", "funcml_head", "linear", "biharmonic")
     return {**{k: metrics[k] for k in keep}, "figure": "impute.png", "seconds": time.perf_counter() - t0}
-
-
-register_demo_stage("render", render_stage)
-register_demo_stage("superres", superres_stage)
-register_demo_stage("impute", impute_stage)

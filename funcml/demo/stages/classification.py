@@ -6,7 +6,7 @@ later stages can explain it); logistic regression and k-NN are reported beside i
 
 from __future__ import annotations
 
-from funcml.demo import DemoContext, register_demo_stage
+from funcml.demo.context import DemoContext
 
 
 def classification_stage(ctx: DemoContext) -> dict:
@@ -30,6 +30,3 @@ def classification_stage(ctx: DemoContext) -> dict:
             files = write_outputs(result, ctx.out / "classifier", ctx.latent_set, overwrite=True)
             report["classifier"] = files["classifier"]
     return report
-
-
-register_demo_stage("classification", classification_stage)

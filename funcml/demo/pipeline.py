@@ -8,51 +8,21 @@
     training_curves.png    PSNR during meta-training
     report.json            all metrics (training, reconstruction per split, each task)
 
-Downstream tasks add themselves with :func:`register_demo_stage`; each stage gets a
-:class:`DemoContext` and returns its metrics (and may write files into ``ctx.out``).
+The downstream stages are listed in :data:`funcml.demo.stages.STAGES`; each gets a
+:class:`~funcml.demo.context.DemoContext` and returns its metrics (and may write files into ``ctx.out``).
 """
 
 from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from funcml.demo.context import DemoContext
+from funcml.demo.stages import STAGES
 from funcml.errors import OutputExistsError
 from funcml.io import atomic_write_json
-
-
-@dataclass
-class DemoContext:
-    """What a demo stage can use: the report folder, the data, the model and the latent set."""
-
-    out: Path
-    signals: object
-    model: object
-    latent_set: object
-    device: object
-    quick: bool
-    log: Callable[[str], None]
-    report: dict = field(default_factory=dict)
-
-
-DemoStage = Callable[[DemoContext], dict]
-_STAGES: list[tuple[str, DemoStage]] = []
-
-
-def register_demo_stage(name: str, stage: DemoStage) -> None:
-    """Add a downstream stage to ``funcml demo`` (run in registration order)."""
-    if any(n == name for n, _ in _STAGES):
-        raise ValueError(f"demo stage {name!r} registered twice")
-    _STAGES.append((name, stage))
-
-
-def demo_stages() -> list[tuple[str, DemoStage]]:
-    import funcml.tasks  # noqa: F401  (task packages register their stages on import)
-
-    return list(_STAGES)
 
 
 def run_demo(out: str | Path, *, preset: str = "cpu-image", steps: int | None = None, quick: bool = False,
@@ -61,7 +31,7 @@ def run_demo(out: str | Path, *, preset: str = "cpu-image", steps: int | None = 
     """Run the whole pipeline on the embedded data and return the report dict."""
     from funcml.data import load_signals
     from funcml.devices import resolve_device
-    from funcml.encoders.encode import encode_signal_set
+    from funcml.latents.encode import encode_signal_set
     from funcml.encoders.model import FieldModel
     from funcml.encoders.presets import get_preset
     from funcml.encoders.trainer import MetaTrainer
@@ -107,7 +77,7 @@ def run_demo(out: str | Path, *, preset: str = "cpu-image", steps: int | None = 
     }
     ctx = DemoContext(out=out, signals=signals, model=model, latent_set=latent_set, device=dev, quick=quick,
                       log=log, report=report)
-    stages = demo_stages()
+    stages = list(STAGES)
     log(f"[4/4] downstream tasks: {', '.join(n for n, _ in stages) or 'none registered'}")
     report["seconds"] = {"training": result.minutes * 60, "encoding": enc_stats["seconds"]}
     for name, stage in stages:

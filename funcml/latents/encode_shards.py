@@ -38,7 +38,7 @@ def shard_paths(partial: Path, rank: int) -> tuple[Path, Path]:
 
 
 class ShardRows:
-    """A :class:`funcml.encoders.row_writer.RowSink` for rows ``start:end`` of the latent set, held in
+    """A :class:`funcml.latents.row_writer.RowSink` for rows ``start:end`` of the latent set, held in
     a shard file. ``record``: the shard's identity (job hash, world size, rank, start, end)."""
 
     def __init__(self, partial: Path, record: dict, arrays: dict[str, np.ndarray], rows_done: int) -> None:

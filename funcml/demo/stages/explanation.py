@@ -8,7 +8,7 @@ differentiable encoder (H reduced to 5 steps to keep the stage within ~30 s on 2
 
 from __future__ import annotations
 
-from funcml.demo import DemoContext, register_demo_stage
+from funcml.demo.context import DemoContext
 
 
 def explanation_stage(ctx: DemoContext) -> dict:
@@ -43,6 +43,3 @@ def explanation_stage(ctx: DemoContext) -> dict:
             f"(random {out['signal']['deletion_auc_random']:.3f}), randomisation Spearman "
             f"{out['signal']['randomisation_spearman_abs']:.2f} ({out['signal']['seconds']:.1f} s)")
     return out
-
-
-register_demo_stage("explanation", explanation_stage)
