@@ -60,18 +60,21 @@ def thin_normal_beats(signals, stride: int):
                           fingerprint=sha256_bytes(f"{signals.fingerprint}/n-stride-{stride}".encode()))
 
 
-def thin_latent_rows(ls, keep, out: Path) -> Path:
-    """Write the rows of ``ls`` whose source index is in ``keep`` as a latent set at ``out``."""
+def thin_latent_rows(ls, keep, out: Path, splits=None) -> Path:
+    """Write the rows of ``ls`` whose source index is in ``keep`` as a latent set at ``out`` (with their
+    auxiliary features; ``splits``: new split codes of those rows, else their own)."""
     import numpy as np
 
     from funcml.latents import write_latent_set
 
     rows = np.flatnonzero(np.isin(ls.index, keep))
     m = ls.manifest
-    write_latent_set(out, ls.rows(rows), splits=np.asarray(ls.splits)[rows], labels=np.asarray(ls.labels)[rows],
-                     psnr=np.asarray(ls.psnr)[rows], index=np.asarray(ls.index)[rows], task=ls.task,
-                     label_names=ls.label_names, signal_shape=ls.signal_shape, source=m.get("source"),
-                     encoding=m.get("encoding"), model_id=ls.model_id, embed_model=False, overwrite=True)
+    write_latent_set(out, ls.rows(rows), splits=np.asarray(ls.splits)[rows] if splits is None else splits,
+                     labels=np.asarray(ls.labels)[rows], psnr=np.asarray(ls.psnr)[rows],
+                     index=np.asarray(ls.index)[rows], task=ls.task, label_names=ls.label_names,
+                     signal_shape=ls.signal_shape, source=m.get("source"), encoding=m.get("encoding"),
+                     model_id=ls.model_id, embed_model=False, overwrite=True,
+                     aux=None if ls.aux is None else np.asarray(ls.aux)[rows], aux_names=tuple(ls.aux_names))
     print(f"thinned {len(ls)} latent rows to {len(rows)} -> {out}", flush=True)
     return out
 

@@ -43,3 +43,8 @@ class TrainingDivergedError(FuncmlError):
     """Meta-training produced a non-finite loss; the last good checkpoint is kept."""
 
     exit_code = 3
+
+
+class DataWarning(UserWarning):
+    """Data that load but not as asked (records of a protocol missing from the folder, ...); the CLI
+    prints each as one ``warning: ...`` line."""

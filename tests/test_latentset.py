@@ -10,7 +10,9 @@ from safetensors import safe_open
 from funcml.encoders.config import EncodeConfig, FieldConfig
 from funcml.encoders.model import FieldModel
 from funcml.encoders.siren import ModulatedSiren
-from funcml.errors import ArtifactError, OutputExistsError
+from pathlib import Path
+
+from funcml.errors import ArtifactError, ConfigError, DataError, OutputExistsError
 from funcml.io import create_tensor_file, open_tensors_mmap, save_tensors
 from funcml.latents import LatentSet, latent_checksum, write_latent_set
 
@@ -82,6 +84,10 @@ def test_corrupt_or_truncated_data_is_detected(tmp_path):
 @pytest.mark.parametrize("edit", [
     lambda m: m.update(format="something-else"),
     lambda m: m.update(version=99),
+    lambda m: m.update(version=1),  # a version-1 manifest has no aux_features
+    lambda m: m.pop("aux_features"),
+    lambda m: m.update(aux_features=["rr.pre"]),  # names features the file does not hold
+    lambda m: m.update(aux_features=[3]),
     lambda m: m.pop("latent_dim"),
     lambda m: m.update(count="10"),
     lambda m: m.update(surprise=1),
@@ -140,3 +146,56 @@ def test_mmap_reader_and_streaming_writer_agree_with_the_safetensors_library(tmp
     with safe_open(str(tmp_path / "y.safetensors"), framework="numpy") as f:
         for k, v in arrays.items():
             assert np.array_equal(f.get_tensor(k), v)
+
+
+# -- version 2: auxiliary features; version 1 still opens ------------------------------------------
+
+V1_SET = Path(__file__).parent / "data" / "latentset-v1"  # written by funcml 0.1.0 (no aux block)
+
+
+def test_auxiliary_features_round_trip_and_feature_groups(tmp_path):
+    aux = np.arange(30, dtype=np.float32).reshape(10, 3)
+    names = ("rr.pre", "rr.post", "qt.interval")
+    ls, z, labels, _, _ = _write(tmp_path, aux=aux, aux_names=names)
+    ls = LatentSet.open(tmp_path / "set")
+    assert ls.manifest["version"] == 2 and ls.manifest["aux_features"] == list(names)
+    assert ls.aux_names == list(names) and np.array_equal(ls.aux, aux)
+    np.testing.assert_array_equal(ls.features(features="rr"), aux[:, :2])
+    both = ls.features(np.array([3, 7]), "latent,rr")
+    np.testing.assert_array_equal(both, np.c_[z[[3, 7]], aux[[3, 7], :2]])
+    np.testing.assert_array_equal(ls.features(None, "qt,latent"), np.c_[aux[:, 2:], z])
+    x, y = ls.split("test", features="rr")
+    np.testing.assert_array_equal(x, aux[8:, :2])
+    df = ls.to_dataframe("val")
+    np.testing.assert_array_equal(df["rr.post"].to_numpy(), aux[6:8, 1])
+    with pytest.raises(ConfigError, match="no 'hrv' features; it has: latent, rr, qt"):
+        ls.features(features="hrv")
+    with pytest.raises(ConfigError, match="groups"):
+        ls.features(features="rr,rr")
+
+
+def test_undefined_auxiliary_features_are_refused_when_used(tmp_path):
+    aux = np.ones((10, 2), np.float32)
+    aux[4, 0] = np.nan  # a record with a single beat has no RR interval
+    _write(tmp_path, aux=aux, aux_names=("rr.pre", "rr.edge"))
+    ls = LatentSet.open(tmp_path / "set")
+    assert ls.features(np.array([0, 5]), "rr").shape == (2, 2)
+    with pytest.raises(DataError, match="1 row.*row 4"):
+        ls.features(features="latent,rr")
+
+
+def test_a_version_1_set_still_opens(tmp_path):
+    ls = LatentSet.open(V1_SET)
+    assert ls.manifest["version"] == 1 and ls.aux is None and ls.aux_names == []
+    assert ls.latents.shape == (12, 4) and ls.checksum() == ls.manifest["latent_checksum"]
+    np.testing.assert_array_equal(ls.features(np.arange(3)), ls.rows(np.arange(3)))
+    assert list(ls.to_dataframe().columns[:5]) == ["phi_0", "phi_1", "phi_2", "phi_3", "split"]
+    with pytest.raises(ConfigError, match="no 'rr' features; it has: latent.*RR features"):
+        ls.features(features="latent,rr")
+
+
+def test_aux_features_must_match_the_rows_and_be_named(tmp_path):
+    with pytest.raises(DataError, match="do not match"):
+        _write(tmp_path, aux=np.zeros((9, 2), np.float32), aux_names=("rr.a", "rr.b"))
+    with pytest.raises(DataError, match="GROUP.NAME"):
+        _write(tmp_path, aux=np.zeros((10, 1), np.float32), aux_names=("pre",))

@@ -20,7 +20,9 @@ def format_metrics(name: str, m: dict) -> list[str]:
         lines.append(f"      ordinal: MAE {f(m['mae'])}  quadratic kappa {f(m['qwk'])}")
     for cname, c in m["per_class"].items():
         lines.append(f"      {cname[:24]:>24}: sensitivity (Se) {f(c['sensitivity'])}  precision (+P) "
-                     f"{f(c['precision'])}  support {c['support']}")
+                     f"{f(c['precision'])}  F1 {f(c['f1'])}  support {c['support']}")
+    if "j_index" in m:
+        lines.append(f"      AAMI j-index (Se_S + +P_S + Se_V + +P_V, at most 4): {f(m['j_index'])}")
     return lines
 
 
@@ -43,15 +45,19 @@ def format_metrics(name: str, m: dict) -> list[str]:
               "multi-label tasks, macro-F1 otherwise).")
 @click.option("--class-weight", type=click.Choice(["none", "balanced"]), default="none", show_default=True,
               help="Re-weight classes by inverse frequency (imbalanced data such as MIT-BIH beats).")
+@click.option("--features", default="latent", show_default=True, metavar="GROUPS",
+              help="Inputs of the classifier: latent, rr (a beat's RR-interval features, stored by `funcml encode` "
+                   "of WFDB beats) or latent,rr.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @overwrite_option
 @device_option
 @json_option
 def classify_command(latents, model, out, test_latents, test_split, preset, param, search, select_metric,
-                     class_weight, seed, overwrite, device, as_json):
+                     class_weight, features, seed, overwrite, device, as_json):
     """Train a classifier on the latent vectors of LATENTS (train split), select it on the val split,
     and report accuracy, AUC (as MedMNIST defines them), macro-F1, balanced accuracy and per-class
-    sensitivity/precision on the test split (or on --test-latents)."""
+    sensitivity/precision/F1 on the test split (or on --test-latents); for heartbeats (AAMI classes)
+    also the j-index."""
     from pathlib import Path
 
     from funcml.devices import resolve_device
@@ -66,11 +72,11 @@ def classify_command(latents, model, out, test_latents, test_split, preset, para
     params = dict(parse_param(p) for p in param)
     dev = str(resolve_device(device)) if device != "cpu" else "cpu"
     info(f"classify {latent_set.path} ({len(latent_set)} latents, P={latent_set.latent_dim}, task "
-         f"{latent_set.task!r}) with {model} on {dev}")
+         f"{latent_set.task!r}) with {model} on {dev}, features {features}")
     result = classify_latent_set(latent_set, model, test_latents=other, test_split=test_split, params=params,
                                  preset=preset, search=search, select_metric=select_metric,
                                  class_weight=None if class_weight == "none" else class_weight, device=dev, seed=seed,
-                                 log=info)
+                                 features=features, log=info)
     report = result.report
     chosen = report["selected"] if len(report["search"]) > 1 else "no search"
     info(f"selected {chosen} by val {report['select_metric']}; fit {report['fit_seconds']:.2f} s "

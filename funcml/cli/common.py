@@ -118,11 +118,23 @@ def data_options(f: Callable) -> Callable:
 
 def load_data(spec: str, resolution: tuple[int, ...] | None, channels: int | None, split_seed: int,
               val_fraction: float, test_fraction: float, data_option: tuple[str, ...]):
-    from funcml.data import LoadOptions, load_signals
+    """Load DATA with the data options; the source's :class:`DataWarning` s become ``warning: ...`` lines."""
+    import warnings
 
-    return load_signals(spec, LoadOptions(resolution=resolution, split_seed=split_seed, val_fraction=val_fraction,
-                                          test_fraction=test_fraction, channels=channels,
-                                          extra=parse_key_values(data_option)))
+    from funcml.data import LoadOptions, load_signals
+    from funcml.errors import DataWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        signals = load_signals(spec, LoadOptions(resolution=resolution, split_seed=split_seed, val_fraction=val_fraction,
+                                                 test_fraction=test_fraction, channels=channels,
+                                                 extra=parse_key_values(data_option)))
+    for w in caught:
+        if issubclass(w.category, DataWarning):
+            info(f"warning: {w.message}")
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    return signals
 
 
 def exit_with(message: str, code: int) -> None:

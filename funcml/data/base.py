@@ -33,11 +33,15 @@ class SignalSet(ABC):
         label_names: ``{"0": "malignant", ...}`` (class index or label column -> name).
         fingerprint: sha256 identifying the source content and loading options.
         info: free-form JSON-serialisable provenance (records, sampling rate, scaling ...).
+        aux: ``(N, F)`` float32 named auxiliary features of each signal that the signal itself does not
+            hold (a beat's RR intervals), or None; ``aux_names`` names the F columns as ``GROUP.NAME``
+            (``rr.pre_norm`` ...). ``funcml encode`` stores them beside the latents.
     """
 
     def __init__(self, *, name: str, spec: str, signal_shape: Sequence[int], splits: np.ndarray,
                  labels: np.ndarray | None, task: str, label_names: dict[str, str] | None,
-                 fingerprint: str, info: dict | None = None) -> None:
+                 fingerprint: str, info: dict | None = None, aux: np.ndarray | None = None,
+                 aux_names: Sequence[str] = ()) -> None:
         self.name = name
         self.spec = spec
         self.signal_shape = tuple(int(s) for s in signal_shape)
@@ -53,6 +57,7 @@ class SignalSet(ABC):
             raise DataError(f"{spec}: unknown task type {task!r}; expected one of {TASKS}")
         if self.splits.ndim != 1 or (len(self.splits) and int(self.splits.max()) >= len(SPLITS)):
             raise DataError(f"{spec}: split codes must be a 1-D array of 0 (train), 1 (val), 2 (test)")
+        self.aux, self.aux_names = check_aux(aux, aux_names, len(self.splits), spec)
 
     # -- size and shape -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -123,7 +128,7 @@ class SignalSet(ABC):
             "label_names": self.label_names,
             "fingerprint": self.fingerprint,
             "info": self.info,
-        }
+        } | ({"aux_features": list(self.aux_names)} if self.aux_names else {})
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, n={len(self)}, shape={self.signal_shape}, task={self.task!r})"
@@ -139,6 +144,22 @@ def check_signal_values(x: np.ndarray, spec: str, indices: np.ndarray | None = N
     lo, hi = float(x.min(initial=0.0)), float(x.max(initial=0.0))
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise DataError(f"{spec}: signal values must lie in [0, 1] after scaling; found range [{lo:.4g}, {hi:.4g}]")
+
+
+def check_aux(aux: np.ndarray | None, names: Sequence[str], n: int, spec: str) -> tuple[np.ndarray | None, tuple[str, ...]]:
+    """``(aux (n, F) float32 or None, F names)`` after checking shape and names (``GROUP.NAME``, unique)."""
+    names = tuple(str(s) for s in names)
+    if aux is None:
+        if names:
+            raise DataError(f"{spec}: auxiliary feature names {list(names)} given without their values")
+        return None, ()
+    aux = np.asarray(aux, dtype=np.float32)
+    if aux.ndim != 2 or aux.shape != (n, len(names)):
+        raise DataError(f"{spec}: auxiliary features of shape {aux.shape} do not match {n} signals x {len(names)} names")
+    bad = [s for s in names if s.count(".") != 1 or not all(s.split("."))]
+    if bad or len(set(names)) != len(names):
+        raise DataError(f"{spec}: auxiliary feature names must be unique GROUP.NAME; got {list(names)}")
+    return aux, names
 
 
 class ArraySignalSet(SignalSet):

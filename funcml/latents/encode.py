@@ -128,7 +128,8 @@ class EncodeJob:
         encode = {k: v for k, v in asdict(self.cfg).items() if k not in ("backend", "compile")}
         return {"model_id": self.model.id, "data_fingerprint": self.signals.fingerprint, "encode": encode,
                 "count": int(len(self.idx)), "indices_sha256": sha256_bytes(self.idx.astype("<i8").tobytes()),
-                "observed": self.observed_tag}
+                "observed": self.observed_tag} | (
+                    {"aux_features": list(self.signals.aux_names)} if self.signals.aux_names else {})
 
     @cached_property
     def hash(self) -> str:
@@ -159,13 +160,13 @@ def _resume_point(partial: Path, job_hash: str, count: int, batch_size: int) -> 
 
 
 def _open_writer(out: Path, job_hash: str, count: int, cfg: EncodeConfig, latent_dim: int, label_columns: int,
-                 model_id: str, overwrite: bool) -> tuple[LatentSetWriter, int | None]:
+                 model_id: str, overwrite: bool, aux_names: tuple[str, ...] = ()) -> tuple[LatentSetWriter, int | None]:
     """The writer of ``OUT.partial`` and the rows to resume from (None: a fresh start)."""
     partial = out.with_name(out.name + ".partial")
 
     def make(resume: bool) -> LatentSetWriter:
         return LatentSetWriter(out, count=count, latent_dim=latent_dim, label_columns=label_columns, resume=resume,
-                               metadata={"model_id": model_id})
+                               aux_names=aux_names, metadata={"model_id": model_id})
 
     try:
         rows = _resume_point(partial, job_hash, count, cfg.batch_size) if partial.exists() else None
@@ -200,15 +201,18 @@ class FileRows:
 
 def _prepare(job: EncodeJob) -> tuple[LatentSetWriter, int]:
     """Open (or resume) ``OUT.partial``: ``(writer, rows already done)``. A fresh start writes the rows'
-    split, index and labels, then the job and progress records."""
+    split, index, labels and auxiliary features, then the job and progress records."""
     labels = job.signals.labels[job.idx] if job.signals.labels is not None else None
     writer, resumed = _open_writer(job.out, job.hash, len(job.idx), job.cfg, job.model.config.latent_dim,
-                                   0 if labels is None else labels.shape[1], job.model.id, job.overwrite)
+                                   0 if labels is None else labels.shape[1], job.model.id, job.overwrite,
+                                   job.signals.aux_names)
     if resumed is not None:
         return writer, resumed
     writer.write_rows(0, split=job.signals.splits[job.idx], index=job.idx)
     if labels is not None:
         writer.write_rows(0, labels=labels)
+    if job.signals.aux is not None:
+        writer.write_rows(0, aux=job.signals.aux[job.idx])
     writer.flush()
     atomic_write_json(job.partial / JOB_FILE, {"hash": job.hash, **job.record})
     atomic_write_json(job.partial / PROGRESS_FILE, {"rows_done": 0})

@@ -1,16 +1,17 @@
-"""The latent set: encoded datasets on disk (format ``funcml.latentset``, version 1).
+"""The latent set: encoded datasets on disk (format ``funcml.latentset``, version 2; reads 1 and 2).
 
 A latent set is a directory::
 
     manifest.json        what the set is (validated on open; see docs/latent-set-format.md)
     latents.safetensors  latents (N, P) float32, split (N,) uint8, psnr (N,) float32,
-                         index (N,) int64 [, labels (N, L) int64]
+                         index (N,) int64 [, labels (N, L) int64] [, aux (N, F) float32]
     model/               optional embedded model directory (config.json + model.safetensors)
 
 Arrays are memory-mapped on open, so sets larger than RAM work. The manifest records the sha256
 of the data file (verified on open) and of the latent values alone (``latent_checksum``).
 Writers build the directory under ``PATH.partial`` and rename it when complete, so a half-written
-set is never mistaken for a complete one.
+set is never mistaken for a complete one. Version 2 adds the auxiliary features ``aux`` (named in the
+manifest's ``aux_features``: a beat's RR intervals ...); a version-1 set opens as one without them.
 """
 
 from __future__ import annotations
@@ -24,14 +25,15 @@ from typing import Any, Iterator
 import numpy as np
 
 from funcml import __version__
-from funcml.data.base import SPLIT_CODES, SPLITS, TASKS
-from funcml.errors import ArtifactError, ConfigError, OutputExistsError
+from funcml.data.base import SPLIT_CODES, SPLITS, TASKS, check_aux
+from funcml.errors import ArtifactError, ConfigError, DataError, OutputExistsError
 from funcml.io import (atomic_write_json, create_tensor_file, open_tensors_mmap, read_json, release_pages,
                        sha256_file)
 from funcml.io.schema import SHA256, Anything, Bool, Int, List, Map, Null, Obj, Str, validate
 
 FORMAT = "funcml.latentset"
-VERSION = 1
+VERSION = 2
+READS = (1, 2)
 DATA_FILE = "latents.safetensors"
 MANIFEST = "manifest.json"
 MODEL_DIR = "model"
@@ -57,10 +59,11 @@ _SCHEMA: dict[str, tuple[type | tuple[type, ...], bool]] = {
     "created": (str, False),
     "funcml_version": (str, False),
     "extra": (dict, False),
+    "aux_features": (list, False),
 }
 
 
-# The version-1 schema, field by field (docs/latent-set-format.md).
+# The schema, field by field (docs/latent-set-format.md); ``aux_features`` is version 2's.
 MANIFEST_SCHEMA = Obj({
     "format": Str(), "version": Int(),
     "count": Int(min=0), "latent_dim": Int(min=1), "dtype": Str(choices=("float32",)),
@@ -74,7 +77,8 @@ MANIFEST_SCHEMA = Obj({
     "files": Obj({DATA_FILE: Obj({"sha256": SHA256, "bytes": Int(min=0)})}),
     "latent_checksum": SHA256,
     "metrics": Map(Anything()), "created": Str(), "funcml_version": Str(), "extra": Map(Anything()),
-}, optional={"metrics", "created", "funcml_version", "extra"})
+    "aux_features": List(Str()),
+}, optional={"metrics", "created", "funcml_version", "extra", "aux_features"})
 
 
 CHUNK_BYTES = 16 << 20  # whole-set passes (checksums, finiteness) read this much at a time
@@ -105,13 +109,17 @@ def _entry(root: Path, name: str, where: str) -> Path:
 
 
 def validate_manifest(m: Any, where: str) -> dict:
-    """Check a manifest against the version-1 schema; raise :class:`ArtifactError` naming the problem."""
+    """Check a manifest against its version's schema; raise :class:`ArtifactError` naming the problem."""
     if not isinstance(m, dict):
         raise ArtifactError(f"{where}: manifest is not a JSON object")
     if m.get("format") != FORMAT:
         raise ArtifactError(f"{where} is not a funcml latent set (manifest format {m.get('format')!r})")
-    if m.get("version") != VERSION:
-        raise ArtifactError(f"{where}: latent-set version {m.get('version')} is not supported (reads {VERSION})")
+    if m.get("version") not in READS or isinstance(m.get("version"), bool):
+        raise ArtifactError(f"{where}: latent-set version {m.get('version')} is not supported "
+                            f"(reads {', '.join(map(str, READS))})")
+    if ("aux_features" in m) != (m["version"] >= 2):
+        raise ArtifactError(f"{where}: a version-{m['version']} manifest "
+                            f"{'lacks' if m['version'] >= 2 else 'cannot have'} 'aux_features'")
     for key, (types, required) in _SCHEMA.items():
         if key not in m:
             if required:
@@ -129,6 +137,11 @@ def validate_manifest(m: Any, where: str) -> dict:
         raise ArtifactError(f"{where}: the manifest embeds a model but gives no model id")
     if len(m["signal_shape"]) == 1:
         raise ArtifactError(f"{where}: signal_shape {m['signal_shape']} must be [C, *spatial] (or empty)")
+    aux = m.get("aux_features", [])
+    try:
+        check_aux(None if not aux else np.zeros((0, len(aux))), aux, 0, where)
+    except DataError as exc:
+        raise ArtifactError(str(exc)) from None
     return m
 
 
@@ -149,7 +162,8 @@ class LatentSet:
     Attributes:
         path: the directory; manifest: the validated manifest dict.
         latents: ``(N, P)`` float32; splits: ``(N,)`` uint8; psnr: ``(N,)`` float32 (NaN when unknown);
-        index: ``(N,)`` int64 position of each signal in its source data; labels: ``(N, L)`` int64 or None.
+        index: ``(N,)`` int64 position of each signal in its source data; labels: ``(N, L)`` int64 or None;
+        aux: ``(N, F)`` float32 auxiliary features named :attr:`aux_names` (NaN where undefined), or None.
     """
 
     def __init__(self, path: Path, manifest: dict, arrays: dict[str, np.ndarray]) -> None:
@@ -160,6 +174,7 @@ class LatentSet:
         self.psnr = arrays["psnr"]
         self.index = arrays["index"]
         self.labels = arrays.get("labels")
+        self.aux = arrays.get("aux")
 
     # -- opening --------------------------------------------------------------------------------
     @classmethod
@@ -192,6 +207,9 @@ class LatentSet:
             raise ArtifactError(f"{data}: labels do not have {manifest['label_columns']} column(s)")
         if manifest["label_columns"] and "labels" not in arrays:
             raise ArtifactError(f"{data}: the manifest announces labels but the file has none")
+        n_aux = len(manifest.get("aux_features", []))
+        if ("aux" in arrays or n_aux) and arrays.get("aux", np.zeros(0)).shape != (n, n_aux):
+            raise ArtifactError(f"{data}: the auxiliary features do not match the {n_aux} named in the manifest")
         if verify and not all_finite(arrays["latents"]):
             raise ArtifactError(f"{data} holds NaN or infinite latents")
         return cls(path, manifest, arrays)
@@ -224,6 +242,19 @@ class LatentSet:
     def has_labels(self) -> bool:
         return self.labels is not None
 
+    @property
+    def aux_names(self) -> list[str]:
+        """Names ``GROUP.NAME`` of the auxiliary feature columns (empty for version-1 sets)."""
+        return list(self.manifest.get("aux_features", []))
+
+    def features(self, rows: np.ndarray | slice | None = None, features: str | tuple[str, ...] = "latent"
+                 ) -> np.ndarray:
+        """Feature matrix ``(n, F)`` float32 of ``rows`` (all when None): the groups of ``features``
+        (``latent``, ``rr``, ``latent,rr`` ...) side by side; see :mod:`funcml.latents.features`."""
+        from funcml.latents.features import feature_matrix
+
+        return feature_matrix(self, np.arange(len(self)) if rows is None else rows, features)
+
     def split_indices(self, split: str) -> np.ndarray:
         if split not in SPLIT_CODES:
             raise ConfigError(f"unknown split {split!r}; expected one of {SPLITS}")
@@ -233,10 +264,11 @@ class LatentSet:
         """Latents of the given rows as a writable float32 copy ``(n, P)`` (safe for ``torch.from_numpy``)."""
         return np.array(self.latents[indices], dtype=np.float32)
 
-    def split(self, split: str) -> tuple[np.ndarray, np.ndarray | None]:
-        """``(latents (n, P), labels (n, L) or None)`` of one split, read into memory."""
+    def split(self, split: str, features: str | tuple[str, ...] = "latent") -> tuple[np.ndarray, np.ndarray | None]:
+        """``(latents (n, P), labels (n, L) or None)`` of one split, read into memory; ``features``
+        (``rr``, ``latent,rr`` ...) picks other columns instead (see :meth:`features`)."""
         idx = self.split_indices(split)
-        x = np.asarray(self.latents[idx], dtype=np.float32)
+        x = np.asarray(self.latents[idx], dtype=np.float32) if features == "latent" else self.features(idx, features)
         y = None if self.labels is None else np.asarray(self.labels[idx])
         return x, y
 
@@ -250,11 +282,14 @@ class LatentSet:
         return latent_checksum(self.latents)
 
     def to_dataframe(self, split: str | None = None):
-        """A pandas DataFrame: columns ``phi_0..phi_{P-1}``, ``split``, ``psnr``, ``index`` and labels."""
+        """A pandas DataFrame: columns ``phi_0..phi_{P-1}``, the auxiliary features (``rr.pre_norm`` ...),
+        ``split``, ``psnr``, ``index`` and labels."""
         import pandas as pd
 
         idx = np.arange(len(self)) if split is None else self.split_indices(split)
         df = pd.DataFrame(np.asarray(self.latents[idx]), columns=[f"phi_{i}" for i in range(self.latent_dim)])
+        for j, name in enumerate(self.aux_names):
+            df[name] = np.asarray(self.aux[idx, j])
         df["split"] = pd.Categorical([SPLITS[c] for c in np.asarray(self.splits[idx])], categories=list(SPLITS))
         df["psnr"] = np.asarray(self.psnr[idx])
         df["index"] = np.asarray(self.index[idx])
@@ -314,7 +349,8 @@ class LatentSet:
         return {k: m[k] for k in ("count", "latent_dim", "task", "splits", "signal_shape", "label_names",
                                   "latent_checksum") if k in m} | {
             "path": str(self.path), "model_id": self.model_id, "source": m["source"],
-            "encoding": m["encoding"], "metrics": m.get("metrics", {})}
+            "encoding": m["encoding"], "metrics": m.get("metrics", {}), "version": m["version"],
+            "aux_features": self.aux_names}
 
 
 class LatentSetWriter:
@@ -326,14 +362,17 @@ class LatentSetWriter:
     """
 
     def __init__(self, path: str | Path, *, count: int, latent_dim: int, label_columns: int = 0,
-                 metadata: dict | None = None, resume: bool = False) -> None:
+                 aux_names: tuple[str, ...] | list[str] = (), metadata: dict | None = None, resume: bool = False) -> None:
         self.path = Path(path)
         self.partial = self.path.with_name(self.path.name + ".partial")
         self.count, self.latent_dim, self.label_columns = int(count), int(latent_dim), int(label_columns)
+        self.aux_names = [str(a) for a in aux_names]
         data = self.partial / DATA_FILE
         if resume and data.is_file():
             self.arrays = open_tensors_mmap(data, mode="r+")
             expected = {"latents": (self.count, self.latent_dim), "split": (self.count,)}
+            if self.aux_names:
+                expected["aux"] = (self.count, len(self.aux_names))
             if any(self.arrays.get(k) is None or self.arrays[k].shape != s for k, s in expected.items()):
                 raise ArtifactError(f"{data} does not match this job; remove {self.partial} to start over")
         else:
@@ -348,11 +387,13 @@ class LatentSetWriter:
             }
             if self.label_columns:
                 specs["labels"] = ("int64", (self.count, self.label_columns))
+            if self.aux_names:
+                specs["aux"] = ("float32", (self.count, len(self.aux_names)))
             self.arrays = create_tensor_file(data, specs, metadata={"format": FORMAT, **(metadata or {})})
             self.arrays["psnr"][:] = np.nan
 
     def write_rows(self, start: int, **columns: np.ndarray) -> None:
-        """Write ``columns`` (``latents``, ``psnr``, ``labels``, ``split``, ``index``) at rows ``start:``."""
+        """Write ``columns`` (``latents``, ``psnr``, ``labels``, ``split``, ``index``, ``aux``) at rows ``start:``."""
         for name, values in columns.items():
             arr = self.arrays[name]
             arr[start:start + len(values)] = values
@@ -408,6 +449,7 @@ class LatentSetWriter:
             "encoding": encoding,
             "files": {DATA_FILE: {"sha256": sha256_file(data), "bytes": data.stat().st_size}},
             "latent_checksum": latent_checksum(latents),
+            "aux_features": self.aux_names,
             "metrics": metrics or {},
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "funcml_version": __version__,
@@ -433,8 +475,10 @@ def write_latent_set(path: str | Path, latents: np.ndarray, *, splits: np.ndarra
                      label_names: dict[str, str] | None = None, signal_shape: tuple[int, ...] = (),
                      source: dict | None = None, encoding: dict | None = None, model_id: str | None = None,
                      model_dir: str | Path | None = None, embed_model: bool = True, metrics: dict | None = None,
-                     extra: dict | None = None, overwrite: bool = False) -> LatentSet:
-    """Write an in-memory latent set in one go (imports, generated samples, tests)."""
+                     extra: dict | None = None, aux: np.ndarray | None = None, aux_names: tuple[str, ...] = (),
+                     overwrite: bool = False) -> LatentSet:
+    """Write an in-memory latent set in one go (imports, generated samples, tests); ``aux (N, F)``
+    are auxiliary features named ``aux_names``."""
     latents = np.asarray(latents, dtype=np.float32)
     if latents.ndim != 2:
         raise ConfigError(f"latents must be (N, P); got shape {latents.shape}")
@@ -442,8 +486,9 @@ def write_latent_set(path: str | Path, latents: np.ndarray, *, splits: np.ndarra
     if Path(path).exists() and not overwrite:
         raise OutputExistsError(f"output path exists: {path} (pass --overwrite to replace it)")
     labels2 = None if labels is None else np.asarray(labels, dtype=np.int64).reshape(n, -1)
+    aux, aux_names = check_aux(aux, aux_names, n, str(path))
     writer = LatentSetWriter(path, count=n, latent_dim=latents.shape[1],
-                             label_columns=0 if labels2 is None else labels2.shape[1])
+                             label_columns=0 if labels2 is None else labels2.shape[1], aux_names=aux_names)
     cols: dict[str, np.ndarray] = {
         "latents": latents,
         "split": np.asarray(splits, dtype=np.uint8),
@@ -452,6 +497,8 @@ def write_latent_set(path: str | Path, latents: np.ndarray, *, splits: np.ndarra
     }
     if labels2 is not None:
         cols["labels"] = labels2
+    if aux is not None:
+        cols["aux"] = aux
     writer.write_rows(0, **cols)
     return writer.finalize(task=task, label_names=label_names or {}, signal_shape=signal_shape,
                            source=source or {}, encoding=encoding or {}, model_id=model_id, model_dir=model_dir,

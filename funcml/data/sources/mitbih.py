@@ -24,11 +24,15 @@ not beats and are skipped.
 Splits are by record so that no patient is in two splits: options ``val_records`` and
 ``test_records`` (comma-separated names) fix them; a split not named is a seeded random choice
 (``split_seed``) of ``round(n_records * val_fraction)`` / ``round(n_records * test_fraction)`` of the
-remaining records. Option ``records`` restricts a folder to some records. ``resolution=(T,)``
-resamples the 187 samples linearly. Nothing is cached on disk.
+remaining records. Option ``split=inter-patient`` follows the published protocol instead: train and
+val from the DS1 records, test from the DS2 records, paced records left out
+(:mod:`funcml.data.sources.ecg_protocol`). Option ``records`` restricts a folder to some records.
+``resolution=(T,)`` resamples the 187 samples linearly. Nothing is cached on disk.
 
-The returned :class:`BeatSignalSet` also carries ``records`` (N,) (each beat's record name) and
-``r_peaks`` (N,) (the beat's R peak as a sample index at the record's native rate).
+The returned :class:`BeatSignalSet` also carries ``records`` (N,) (each beat's record name),
+``r_peaks`` (N,) (the beat's R peak as a sample index at the record's native rate) and the RR-interval
+features ``aux`` (N, 8) named ``aux_names`` (:mod:`funcml.data.sources.rr`), computed from every
+annotated beat of the record.
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ from funcml.data.registry import LoadOptions, SourceKind, expand_resolution, reg
 from funcml.data.sources._common import (
     array_digest, check_inside, file_digest, list_entries, make_fingerprint, parse_list, require_one_channel,
 )
+from funcml.data.sources.ecg_protocol import inter_patient_splits, split_mode
+from funcml.data.sources.rr import RR_NAMES, qrs_samples, rr_features
 from funcml.data.transforms import resize_signals
 from funcml.errors import ConfigError, DataError
 
@@ -60,7 +66,7 @@ BEAT_SAMPLES = 187
 RR_FACTOR = 1.2
 DEFAULT_LEAD = "MLII"
 ANNOTATOR = "atr"
-_EXTRA = {"lead", "records", "val_records", "test_records"}
+_EXTRA = {"lead", "records", "val_records", "test_records", "split"}
 
 
 class BeatSignalSet(ArraySignalSet):
@@ -230,14 +236,9 @@ def _record_splits(names: list[str], options: LoadOptions, extra: dict[str, str]
 
 # -- source ---------------------------------------------------------------------------------------
 
-def load_wfdb_beats(spec: str, options: LoadOptions) -> BeatSignalSet:
-    """Load WFDB records (folder or one record) as 187-sample AAMI-labelled beats; see the module docstring."""
-    extra = options.take_extra(_EXTRA, "WFDB records")
-    require_one_channel(options.channels, spec)
-    lead = extra.get("lead", DEFAULT_LEAD).strip() or DEFAULT_LEAD
-    path = Path(spec)
-    if path.is_file() and path.suffix != ".hea":
-        path = path.with_suffix(".hea")
+def _choose_records(path: Path, options: LoadOptions, extra: dict[str, str], spec: str
+                    ) -> tuple[Path, list[str], dict[str, int], list[str]]:
+    """``(folder, records to read, split code per record, records left out by the protocol)``."""
     folder, names = _record_paths(path, spec)
     if "records" in extra:
         wanted = parse_list(extra["records"])
@@ -246,45 +247,69 @@ def load_wfdb_beats(spec: str, options: LoadOptions) -> BeatSignalSet:
             raise ConfigError(f"{spec}: records={extra['records']!r}: unknown record(s) {unknown}; "
                               f"available: {', '.join(names)}")
         names = [n for n in names if n in wanted]
-    target = expand_resolution(options.resolution, 1, spec)
-    split_of = _record_splits(names, options, extra, spec)
+    if split_mode(extra, spec) == "records":
+        return folder, names, _record_splits(names, options, extra, spec), []
+    split_of = inter_patient_splits(names, options, extra, spec)
+    return folder, [n for n in names if n in split_of], split_of, [n for n in names if n not in split_of]
 
-    all_beats, all_labels, all_records, all_peaks, all_splits, digests = [], [], [], [], [], {}
-    native_fs = set()
+
+def _read_beats(folder: Path, names: list[str], lead: str, split_of: dict[str, int], spec: str) -> dict:
+    """Beats, labels, records, R peaks, RR features and split codes of the records, concatenated."""
+    parts: dict[str, list] = {k: [] for k in ("beats", "labels", "records", "peaks", "rr", "splits")}
+    digests, native_fs = {}, set()
     for name in names:
         signal, fs, samples, symbols, files = _read_record(folder, name, lead, spec)
         native_fs.add(fs)
         beats, labels, peaks = cut_beats(signal, fs, samples, symbols, name=name, spec=spec)
         digests[name] = files
-        all_beats.append(beats)
-        all_labels.append(labels)
-        all_peaks.append(peaks)
-        all_records.append(np.full(len(beats), name, dtype=object))
-        all_splits.append(np.full(len(beats), split_of[name], dtype=np.uint8))
-    data = np.concatenate(all_beats)[:, None, :]
-    if len(data) == 0:
+        for key, value in (("beats", beats), ("labels", labels), ("peaks", peaks),
+                           ("rr", rr_features(qrs_samples(samples, symbols), fs, peaks)),
+                           ("records", np.full(len(beats), name, dtype=object)),
+                           ("splits", np.full(len(beats), split_of[name], dtype=np.uint8))):
+            parts[key].append(value)
+    out = {k: np.concatenate(v) if v else np.zeros(0) for k, v in parts.items()}
+    return out | {"digests": digests, "native_fs": sorted(native_fs)}
+
+
+def load_wfdb_beats(spec: str, options: LoadOptions) -> BeatSignalSet:
+    """Load WFDB records (folder or one record) as 187-sample AAMI-labelled beats; see the module docstring."""
+    extra = options.take_extra(_EXTRA, "WFDB records")
+    require_one_channel(options.channels, spec)
+    lead = extra.get("lead", DEFAULT_LEAD).strip() or DEFAULT_LEAD
+    path = Path(spec)
+    if path.is_file() and path.suffix != ".hea":
+        path = path.with_suffix(".hea")
+    target = expand_resolution(options.resolution, 1, spec)
+    folder, names, split_of, excluded = _choose_records(path, options, extra, spec)
+    read = _read_beats(folder, names, lead, split_of, spec)
+    if len(read["beats"]) == 0:
         raise DataError(f"{spec}: no beat annotations ({' '.join(sorted(SYMBOL_TO_LABEL))}) in the records read")
+    data = read["beats"][:, None, :]
     if target is not None and target != (BEAT_SAMPLES,):
         data = resize_signals(data, target)
-    labels = np.concatenate(all_labels)
-    splits = np.concatenate(all_splits)
-    records = np.concatenate(all_records).astype(str)
+    labels, splits = read["labels"].astype(np.int64), read["splits"].astype(np.uint8)
     split_records = {s: [n for n in names if split_of[n] == c] for c, s in enumerate(SPLITS)}
+    mode = split_mode(extra, spec)
+    protocol = {"split": mode} if mode != "records" else {}  # record-level fingerprints stay as they were
     fingerprint = make_fingerprint(
-        "wfdb-beats/1", files=digests, lead=lead, length=int(data.shape[-1]), records=split_records,
-        splits=array_digest(splits))
+        "wfdb-beats/1", files=read["digests"], lead=lead, length=int(data.shape[-1]), records=split_records,
+        splits=array_digest(splits), **protocol)
     counts = np.bincount(labels, minlength=len(AAMI_CLASSES))
+    fs = read["native_fs"]
     name = folder.name if path.is_dir() else f"{folder.name}-{names[0]}"
     return BeatSignalSet(
-        data, records=records, r_peaks=np.concatenate(all_peaks), name=name or "wfdb", spec=spec, splits=splits,
-        labels=labels[:, None], task="multi-class", label_names={str(i): c for i, c in enumerate(AAMI_CLASSES)},
-        fingerprint=fingerprint,
+        data, records=read["records"].astype(str), r_peaks=read["peaks"], name=name or "wfdb", spec=spec,
+        splits=splits, labels=labels[:, None], task="multi-class",
+        label_names={str(i): c for i, c in enumerate(AAMI_CLASSES)}, fingerprint=fingerprint,
+        aux=read["rr"], aux_names=RR_NAMES,
         info={"source": "wfdb", "folder": str(folder), "lead": lead, "annotator": ANNOTATOR,
-              "native_sampling_rate_hz": sorted(native_fs)[0] if len(native_fs) == 1 else sorted(native_fs),
+              "native_sampling_rate_hz": fs[0] if len(fs) == 1 else fs,
               "sampling_rate_hz": TARGET_FS, "window_s": WINDOW_SECONDS, "beat_samples": BEAT_SAMPLES,
-              "length": int(data.shape[-1]), "records": split_records,
+              "length": int(data.shape[-1]), "split": mode, "records": split_records,
+              "excluded_records": excluded,
               "class_counts": {c: int(n) for c, n in zip(AAMI_CLASSES, counts)},
-              "method": "Kachuee et al. 2018 (annotated R peaks, 1.2 x median R-R, zero-padded)"},
+              "method": "Kachuee et al. 2018 (annotated R peaks, 1.2 x median R-R, zero-padded)",
+              "rr_features": "from all annotated beats of each record, in seconds (funcml.data.sources.rr)"},
     )
 
 

@@ -8,7 +8,10 @@ whose AUC is undefined in the evaluated set (no positive or no negative example)
 the average instead of crashing. Further: ``macro_f1``, ``balanced_accuracy``, per-class
 ``sensitivity`` (recall; AAMI Se), ``precision`` (positive predictive value; AAMI +P),
 ``specificity``, ``f1`` and ``support``, the confusion matrix, and for ordinal tasks the mean
-absolute error and quadratic-weighted kappa of the predicted grade.
+absolute error and quadratic-weighted kappa of the predicted grade. When the classes include the
+AAMI heartbeat classes S and V, ``j_index`` = Se_S + +P_S + Se_V + +P_V (Mar et al. 2011; at most
+4), where a class never predicted counts +P = 0 and a class absent from the evaluated set leaves the
+j-index undefined.
 """
 
 from __future__ import annotations
@@ -118,12 +121,25 @@ def _classification_metrics(y_true: np.ndarray, proba: np.ndarray, task: str,
         per_class[names[c]] = _rates(tp, fp, fn, total - tp - fn - fp) | {"auc": per_auc[c]}
     out["per_class"] = per_class
     out["confusion_matrix"] = cm.tolist()
+    if {"S", "V"} <= set(per_class):
+        out["j_index"] = j_index(per_class)
     p = np.clip(proba, 1e-7, 1.0)
     out["loss"] = float(log_loss(y_true, p / p.sum(axis=1, keepdims=True), labels=labels)) if len(y_true) else float("nan")
     if task == ORDINAL:
         out["mae"] = float(mean_absolute_error(y_true, pred))
         out["qwk"] = float(cohen_kappa_score(y_true, pred, weights="quadratic", labels=labels))
     return out
+
+
+def j_index(per_class: dict) -> float:
+    """Se_S + +P_S + Se_V + +P_V of per-class rates (undefined +P, nothing predicted, counts 0)."""
+    total = 0.0
+    for c in ("S", "V"):
+        se, ppv = per_class[c]["sensitivity"], per_class[c]["precision"]
+        if not math.isfinite(se):
+            return float("nan")
+        total += se + (ppv if math.isfinite(ppv) else 0.0)
+    return total
 
 
 def _rates(tp: int, fp: int, fn: int, tn: int) -> dict:

@@ -3,7 +3,10 @@
 The classifier is fitted on the train split; when the set has a validation split, a small grid of
 hyper-parameters (:data:`SEARCH_GRIDS`) is searched on it (and models with early stopping stop on
 it); the selected model is evaluated on the test split, or on every row of another latent set
-encoded with the same field model (``test_latents``, e.g. the records of other patients).
+encoded with the same field model (``test_latents``, e.g. the records of other patients). The
+features are the latents, the set's auxiliary features (``rr``: a beat's RR intervals) or both
+(``features="latent,rr"``, :mod:`funcml.latents.features`); each model standardises them with
+statistics of the train split only.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from funcml.errors import ArtifactError, ConfigError, DataError
+from funcml.latents.features import LATENT, feature_columns, parse_features
 from funcml.tasks.classify.metrics import (classification_metrics, default_select_metric, json_safe,
                                            predict_from_proba, selection_score)
 from funcml.tasks.classify.targets import MULTILABEL, class_names, expand_proba, labels_to_y, n_outputs
@@ -90,28 +94,32 @@ class ClassifyResult:
     names: list[str] = field(default_factory=list)
 
 
-def _eval_set(latent_set, rows: np.ndarray, name: str, task: str) -> EvalSet:
+def _eval_set(latent_set, rows: np.ndarray, name: str, task: str, features: tuple[str, ...]) -> EvalSet:
     y = labels_to_y(latent_set.labels, task, str(latent_set.path))
-    return EvalSet(name=name, X=latent_set.rows(rows), y=y[rows], rows=rows,
+    return EvalSet(name=name, X=latent_set.features(rows, features), y=y[rows], rows=rows,
                    index=np.asarray(latent_set.index[rows]), splits=np.asarray(latent_set.splits[rows]))
 
 
-def check_compatible(train_set, other) -> None:
-    """Raise unless ``other`` holds latents of the same field model and labels of the same task."""
+def check_compatible(train_set, other, features: tuple[str, ...] = (LATENT,)) -> None:
+    """Raise unless ``other`` holds labels of the same task and, when the latents are used, latents of
+    the same field model."""
+    if other.task != train_set.task:
+        raise DataError(f"{other.path} has task {other.task!r}, {train_set.path} has {train_set.task!r}")
+    if LATENT not in features:
+        return
     if other.latent_dim != train_set.latent_dim:
         raise ArtifactError(f"{other.path} has latent dimension {other.latent_dim}, {train_set.path} has "
                             f"{train_set.latent_dim}: a classifier cannot be applied across them")
     if train_set.model_id and other.model_id and other.model_id != train_set.model_id:
         raise ArtifactError(f"{other.path} was encoded with model {other.model_id[:12]}, {train_set.path} with "
                             f"{train_set.model_id[:12]}: latents of different models are not comparable")
-    if other.task != train_set.task:
-        raise DataError(f"{other.path} has task {other.task!r}, {train_set.path} has {train_set.task!r}")
 
 
 def classify_latent_set(latent_set, model: str = "mlp", *, test_latents=None, test_split: str = "all",
                         params: dict[str, Any] | None = None, preset: str | None = None, search: bool = True,
                         select_metric: str = "auto", class_weight: str | None = None, device: str = "cpu",
-                        seed: int = 0, log: Callable[[str], None] = lambda s: None) -> ClassifyResult:
+                        seed: int = 0, features: str | tuple[str, ...] = LATENT,
+                        log: Callable[[str], None] = lambda s: None) -> ClassifyResult:
     """Fit ``model`` on the train split, select on val, evaluate on test (or on ``test_latents``).
 
     Args:
@@ -126,8 +134,12 @@ def classify_latent_set(latent_set, model: str = "mlp", *, test_latents=None, te
             macro-F1 otherwise; see :func:`~funcml.tasks.classify.metrics.default_select_metric`).
         class_weight: None or ``"balanced"`` (models other than k-NN).
         device: ``cpu``, ``cuda`` or ``auto`` (MLP, GNN, XGBoost).
+        features: ``latent`` (default), ``rr`` (the set's RR-interval features), ``latent,rr`` ...
+            (:mod:`funcml.latents.features`); ``test_latents`` must have the same.
     """
     cls = estimator_class(model)
+    groups = parse_features(features)
+    feature_names, _ = feature_columns(latent_set, groups)
     task = latent_set.task
     y_all = labels_to_y(latent_set.labels, task, str(latent_set.path))
     k = n_outputs(y_all, task, latent_set.label_names)
@@ -136,15 +148,15 @@ def classify_latent_set(latent_set, model: str = "mlp", *, test_latents=None, te
     if len(tr) == 0:
         raise DataError(f"{latent_set.path} has no training latents (train split is empty)")
     if test_latents is not None:
-        check_compatible(latent_set, test_latents)
+        check_compatible(latent_set, test_latents, groups)
         rows = np.arange(len(test_latents)) if test_split == "all" else test_latents.split_indices(test_split)
-        evaluation = _eval_set(test_latents, rows, f"{test_latents.path}:{test_split}", task)
+        evaluation = _eval_set(test_latents, rows, f"{test_latents.path}:{test_split}", task, groups)
     else:
-        evaluation = _eval_set(latent_set, latent_set.split_indices("test"), "test", task)
+        evaluation = _eval_set(latent_set, latent_set.split_indices("test"), "test", task, groups)
     if len(evaluation.rows) == 0:
         raise DataError(f"nothing to evaluate on: {evaluation.name} is empty (pass --test-latents OTHER)")
-    X_tr, y_tr = latent_set.rows(tr), y_all[tr]
-    X_va, y_va = (latent_set.rows(va), y_all[va]) if len(va) else (None, None)
+    X_tr, y_tr = latent_set.features(tr, groups), y_all[tr]
+    X_va, y_va = (latent_set.features(va, groups), y_all[va]) if len(va) else (None, None)
     metric = default_select_metric(task) if select_metric == "auto" else select_metric
     selection_score({metric: 0.0}, metric)  # validates the name
 
@@ -204,6 +216,9 @@ def classify_latent_set(latent_set, model: str = "mlp", *, test_latents=None, te
         "latents": str(latent_set.path),
         "model_id": latent_set.model_id,
         "latent_dim": latent_set.latent_dim,
+        "features": list(groups),
+        "feature_count": len(feature_names),
+        "aux_features": [n for n in feature_names if "." in n],
         "params": json_safe({kk: (list(v) if isinstance(v, tuple) else v)
                              for kk, v in best.get_params().items()}),
         "select_metric": metric,
@@ -256,10 +271,11 @@ def write_outputs(result: ClassifyResult, out: str | Path, latent_set, *, overwr
     with atomic_dir(out, overwrite=overwrite) as tmp:
         training = {k: report[k] for k in ("latents", "select_metric", "search", "fit_seconds", "search_seconds",
                                            "counts", "eval_set")}
+        features = {"groups": report["features"], "aux_names": report["aux_features"]}
         training["source"] = latent_set.manifest.get("source", {})
         save_classifier(result.classifier, tmp, label_names={str(i): n for i, n in enumerate(result.names)},
                         model_id=latent_set.model_id, metrics={k: report[k] for k in ("val", "test") if k in report},
-                        training=training)
+                        training=training, features=features)
         buf = io.StringIO()
         predictions_frame(result).to_csv(buf, index=False, float_format="%.6g")
         atomic_write_bytes(tmp / "predictions.csv", buf.getvalue().encode())

@@ -4,7 +4,7 @@ Layout::
 
     classifier.json         {"format": "funcml.classifier", "version": 1, "kind", "class", "task",
                              "classes", "class_names", "label_names", "latent_dim", "model_id",
-                             "normalisation": {"mean": [P], "scale": [P]}, "params", "state",
+                             "normalisation": {"mean": [P], "scale": [P]}, "features", "params", "state",
                              "metrics", "training", "files": {name: sha256}, "funcml_version", "created"}
     classifier.safetensors  learnt tensors (torch weights; linear/kernel parameters; k-NN references)
     xgboost.json            XGBoost's own JSON model (kind ``xgboost`` only)
@@ -56,8 +56,11 @@ def _json_params(clf: LatentClassifier) -> dict:
 
 def save_classifier(clf: LatentClassifier, directory: str | Path, *, label_names: dict[str, str] | None = None,
                     model_id: str | None = None, metrics: dict | None = None, training: dict | None = None,
-                    overwrite: bool = False) -> Path:
-    """Write a fitted classifier into ``directory`` (created if needed; files written atomically)."""
+                    features: dict | None = None, overwrite: bool = False) -> Path:
+    """Write a fitted classifier into ``directory`` (created if needed; files written atomically).
+
+    ``features``: ``{"groups": ["latent", "rr"], "aux_names": ["rr.pre_norm", ...]}``, the inputs it takes
+    (default: the latents alone)."""
     directory = Path(directory)
     if (directory / META_FILE).exists() and not overwrite:
         raise OutputExistsError(f"{directory} already holds a classifier (pass --overwrite to replace it)")
@@ -85,6 +88,7 @@ def save_classifier(clf: LatentClassifier, directory: str | Path, *, label_names
         "latent_dim": int(clf.n_features_in_),
         "model_id": model_id if model_id is not None else getattr(clf, "model_id_", None),
         "normalisation": {"mean": clf.mean_.tolist(), "scale": clf.scale_.tolist()},
+        "features": features or {"groups": ["latent"], "aux_names": []},
         "params": _json_params(clf),
         "state": json_safe(state),
         "metrics": json_safe(metrics or {}),
@@ -108,6 +112,10 @@ def read_classifier_meta(directory: str | Path) -> dict:
         raise ArtifactError(f"{directory}: unknown classifier kind {meta['kind']!r}")
     if meta["task"] not in CLASSIFICATION_TASKS:
         raise ArtifactError(f"{directory}: unknown task {meta['task']!r}")
+    features = meta.get("features", {"groups": ["latent"]})
+    groups = features.get("groups") if isinstance(features, dict) else None
+    if not (isinstance(groups, list) and groups and all(isinstance(g, str) for g in groups)):
+        raise ArtifactError(f"{directory}/{META_FILE}: 'features' must name the feature groups it takes")
     norm = meta["normalisation"]
     if not (isinstance(norm, dict) and len(norm.get("mean", [])) == meta["latent_dim"]
             and len(norm.get("scale", [])) == meta["latent_dim"]):
@@ -150,6 +158,7 @@ def load_classifier(path: str | Path) -> LatentClassifier:
     clf.model_id_ = meta.get("model_id")
     clf.class_names_ = list(meta.get("class_names") or [str(c) for c in clf.classes_])
     clf.metrics_ = meta.get("metrics", {})
+    clf.features_ = list(meta.get("features", {}).get("groups", ["latent"]))
     try:
         clf._set_state(meta["state"], tensors, directory)
     except (KeyError, RuntimeError, ValueError) as exc:

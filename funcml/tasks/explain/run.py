@@ -128,6 +128,10 @@ def parse_indices(text: str | None, n: int) -> np.ndarray | None:
 
 def check_compatible(latent_set, classifier, model=None) -> None:
     """Raise :class:`ArtifactError` unless the classifier, the latent set and the model belong together."""
+    features = getattr(classifier, "features_", ["latent"])
+    if list(features) != ["latent"]:
+        raise ArtifactError(f"the classifier takes the features {','.join(features)}; explanations need one "
+                            f"trained on the latents alone (funcml classify --features latent)")
     if classifier.latent_dim != latent_set.latent_dim:
         raise ArtifactError(f"the classifier takes latents of dimension {classifier.latent_dim}, but {latent_set.path} "
                             f"has dimension {latent_set.latent_dim}: they do not belong together")

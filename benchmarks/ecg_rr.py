@@ -1,0 +1,316 @@
+"""Benchmark: heartbeat classes from latents, RR-interval features, or both (MIT-BIH DS1, AAMI metrics).
+
+On the shared MIT-BIH DS1 records, record-level splits only (no patient in two splits), keeping
+every ``--n-beat-stride``-th N beat of each training record and every other training beat (the
+CPU budget; val and test records keep every beat):
+
+1. the source's default split (train 16 records, val 122 and 220, test 108, 112, 201, 208): each
+   model runs as ``funcml classify --latents L --model M --features F --class-weight balanced``
+   does (train on the train records, hyper-parameter search and early stopping on the val records,
+   report on the test records), for F in ``latent``, ``rr`` and ``latent,rr``;
+2. ``--cv-folds K`` record-level cross-validation: the 22 records in K seeded folds, each fold tested
+   by a model trained on the other records (two of them drawn as val records for early stopping,
+   fixed hyper-parameters ``--cv-params``), predictions pooled over the folds, so every DS1 beat is
+   tested once.
+
+Reported: Se / +P of N, S, V, F and the j-index (Se_S + +P_S + Se_V + +P_V), beside the published
+inter-patient (DS1 -> DS2) numbers of de Chazal et al. 2004, and the S and V beats found per test
+record. Class weights come from the training records, choices from the val records; nothing is
+tuned on test records. Writes ``benchmarks/results/ecg_rr.json`` and a confusion-matrix figure::
+
+    python -m funcml train $FUNCML_SHARED_DATA/ecg/mitdb-ds1 --preset cpu-ecg --out /tmp/ecg/model
+    nice -n 5 python benchmarks/ecg_rr.py --model /tmp/ecg/model --latents /tmp/ecg/latents
+
+``--model`` encodes DS1 into ``--latents`` first when that set does not exist (the RR features are
+stored with the latents; latent sets of version 1 have none). Each finished row is kept in ``--work``
+(a rerun continues from there; remove the folder to start over); ``--finished-only`` writes the result
+from the rows finished so far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from classify_bench import thin_latent_rows  # noqa: E402
+from results import REPO, shared_data, table, write_result  # noqa: E402
+
+CLASSES = ("N", "S", "V", "F")
+FEATURES = ("latent", "rr", "latent,rr")
+# The RR intervals in seconds (and the record mean) beside the normalised ones: they identify a patient.
+ABLATION = ("rr,rr_s",)
+Q = 4  # the AAMI class Q (unclassifiable beats)
+FINISHED_ONLY = False  # --finished-only: report the rows finished in --work, compute none
+# Published inter-patient results (train DS1, test DS2), in %: de Chazal, O'Dwyer & Reilly,
+# IEEE TBME 51(7) 2004, RR intervals + morphology, linear discriminants (Se / +P per class).
+DE_CHAZAL_2004 = {"N": (86.9, 99.2), "S": (75.9, 38.5), "V": (77.7, 81.9)}
+
+
+def ensure_latents(latents: Path, model: Path | None, batch_size: int) -> None:
+    """Encode the shared DS1 records into ``latents`` with ``model`` unless the set exists."""
+    if latents.exists():
+        return
+    if model is None:
+        raise SystemExit(f"{latents} does not exist; pass --model to encode DS1 into it")
+    import dataclasses
+
+    from funcml.data import load_signals
+    from funcml.latents.encode import encode_signal_set
+    from funcml.encoders.model import FieldModel
+
+    fm = FieldModel.load(model)
+    signals = load_signals(shared_data() / "ecg" / "mitdb-ds1")
+    cfg = dataclasses.replace(fm.encode_defaults, batch_size=batch_size)
+    print(f"encoding {len(signals)} beats into {latents}", flush=True)
+    encode_signal_set(fm, signals, latents, cfg, model_dir=model, progress=True)
+
+
+def aami_row(model: str, features: str, metrics: dict, seconds: float, **extra) -> dict:
+    """The AAMI numbers of one report (per-class Se, +P, F1 of N S V F, j-index, confusion matrix)."""
+    row = {"model": model, "features": features, "seconds": seconds, "j_index": metrics["j_index"],
+           "macro_f1": metrics["macro_f1"], "confusion_matrix": metrics["confusion_matrix"],
+           "per_class": {c: {k: metrics["per_class"][c][k] for k in ("sensitivity", "precision", "f1", "support")}
+                         for c in CLASSES}, **extra}
+    s, v = row["per_class"]["S"], row["per_class"]["V"]
+    print(f"{model:8s} {features:10s} S Se {s['sensitivity']:.3f} +P {s['precision']:.3f}  V Se "
+          f"{v['sensitivity']:.3f} +P {v['precision']:.3f}  j {row['j_index']:.3f}  ({seconds:.0f} s)", flush=True)
+    return row
+
+
+def found_per_record(records: np.ndarray, y: np.ndarray, pred: np.ndarray) -> dict:
+    """``{record: {"S": [found, total], "V": [found, total]}}`` for records with S or V beats."""
+    out = {}
+    for rec in sorted(set(records.tolist())):
+        m = records == rec
+        counts = {c: [int(((y == k) & (pred == k) & m).sum()), int(((y == k) & m).sum())] for k, c in ((1, "S"), (2, "V"))}
+        if counts["S"][1] or counts["V"][1]:
+            out[rec] = counts
+    return out
+
+
+def thinned(y: np.ndarray, codes: np.ndarray, records: np.ndarray, stride: int) -> np.ndarray:
+    """Rows kept: every val/test row and non-N training row, every ``stride``-th N row of each training record;
+    no Q row (8 beats in DS1: too few to learn, and a balanced weight of hundreds on them)."""
+    keep = ((y != 0) | (codes != 0)) & (y != Q)
+    for rec in np.unique(records[codes == 0]):
+        keep[np.flatnonzero((records == rec) & (y == 0) & (codes == 0))[::stride]] = True
+    return np.flatnonzero(keep)
+
+
+def cached(work: Path, key: str, compute) -> dict | None:
+    """The row stored as ``work/key.json``, else ``compute()`` stored there (a rerun continues); None for a
+    row not finished when ``FINISHED_ONLY`` is set (``--finished-only``)."""
+    path = work / f"{key}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    if FINISHED_ONLY:
+        print(f"{key}: not finished, left out", flush=True)
+        return None
+    row = compute()
+    work.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row, allow_nan=True))
+    return row
+
+
+def subset(ls, rows: np.ndarray, codes: np.ndarray, out: Path):
+    """The latent set of ``rows`` of ``ls`` with split codes ``codes`` (one per row), at ``out``."""
+    from funcml.latents import LatentSet
+
+    return LatentSet.open(thin_latent_rows(ls, np.asarray(ls.index)[rows], out, splits=codes), verify=False)
+
+
+def default_split(ls, records: np.ndarray, models: list[str], stride: int, seed: int, work: Path) -> list[dict]:
+    """Every model x feature choice on the set's own train/val/test records, as `funcml classify` runs it."""
+    from funcml.tasks.classify import classify_latent_set
+    from funcml.tasks.classify.metrics import predict_from_proba
+
+    y, codes = np.asarray(ls.labels)[:, 0], np.asarray(ls.splits)
+    keep = thinned(y, codes, records, stride)
+    small = subset(ls, keep, codes[keep], work / "split-latents")
+
+    def one(model: str, features: str) -> dict:
+        t0 = time.perf_counter()
+        res = classify_latent_set(small, model, features=features, class_weight="balanced", seed=seed,
+                                  log=lambda s: print(s, flush=True))
+        ev = res.eval_set
+        return aami_row(model, features, res.report["test"], time.perf_counter() - t0,
+                        selected=res.report["selected"], val=res.report.get("val", {}).get("per_class"),
+                        found=found_per_record(records[keep][ev.rows], ev.y, predict_from_proba(res.proba, "multi-class")))
+    rows = [cached(work, f"split-n{stride}-{m}-{f}", lambda m=m, f=f: one(m, f)) for m in models for f in FEATURES]
+    return [r for r in rows if r is not None]
+
+
+def fold_codes(records: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """Per fold, split codes of every row: the fold's records test (2), two other records val (1), the rest train."""
+    names = sorted(set(records.tolist()))
+    rng = np.random.default_rng(seed)
+    order = [names[j] for j in rng.permutation(len(names))]
+    out = []
+    for k in range(folds):
+        test = order[k::folds]
+        rest = [n for n in order if n not in test]
+        val = [rest[j] for j in rng.permutation(len(rest))[:2]]
+        out.append(np.where(np.isin(records, test), 2, np.where(np.isin(records, val), 1, 0)).astype(np.uint8))
+    return out
+
+
+def cross_validation(ls, records: np.ndarray, models: list[str], params: dict, folds: int, stride: int,
+                     seed: int, work: Path, ablation_models: tuple[str, ...] = ("logreg",)) -> list[dict]:
+    """Record-level K-fold cross-validation with pooled predictions (see the module docstring)."""
+    from funcml.tasks.classify import classify_latent_set
+    from funcml.tasks.classify.metrics import classification_metrics, predict_from_proba
+
+    y = np.asarray(ls.labels)[:, 0]
+    fold_sets = []
+    for k, codes in enumerate(fold_codes(records, folds, seed)):
+        keep = thinned(y, codes, records, stride)
+        fold_sets.append((keep, subset(ls, keep, codes[keep], work / f"fold{k}-latents")))
+
+    def one(model: str, features: str) -> dict:
+        t0, proba = time.perf_counter(), np.zeros((len(y), len(ls.label_names)))
+        for k, (keep, fold) in enumerate(fold_sets):
+            res = classify_latent_set(fold, model, features=features, params=params.get(model, {}),
+                                      class_weight="balanced", seed=seed)
+            proba[keep[res.eval_set.rows]] = res.proba
+            print(f"  {model} {features} fold {k + 1}/{len(fold_sets)} done", flush=True)
+        m = y != Q  # the Q rows are in no fold
+        metrics = classification_metrics(y[m], proba[m], "multi-class", list(ls.label_names.values()))
+        return aami_row(model, features, metrics, time.perf_counter() - t0,
+                        found=found_per_record(records[m], y[m], predict_from_proba(proba[m], "multi-class")))
+    rows = [cached(work, f"cv{folds}-n{stride}-{m}-{f}", lambda m=m, f=f: one(m, f))
+            for m in models for f in FEATURES + (ABLATION if m in ablation_models else ())]
+    return [r for r in rows if r is not None]
+
+
+def _pair(d: dict) -> str:
+    def f(x):
+        return "n/a" if x is None or x != x else f"{x:.2f}"
+    return f"{f(d['sensitivity'])} / {f(d['precision'])}"
+
+
+def _published_row() -> list:
+    chazal = [f"{se / 100:.2f} / {p / 100:.2f}" for se, p in DE_CHAZAL_2004.values()]
+    j = sum(v / 100 for c in ("S", "V") for v in DE_CHAZAL_2004[c])
+    return ["published: de Chazal et al. 2004, DS1 -> DS2", "RR + morphology", *chazal, "n/a", round(j, 3), "", ""]
+
+
+def tables(split_rows: list[dict], cv_rows: list[dict], test_records: list[str], folds: int,
+           stride: int) -> list[dict]:
+    columns = ["model", "features", "N", "S", "V", "F", "j-index", "macro-F1", "seconds"]
+
+    def body(rows):
+        return [[r["model"], r["features"], *(_pair(r["per_class"][c]) for c in CLASSES), round(r["j_index"], 3),
+                 round(r["macro_f1"], 3), round(r["seconds"], 1)] for r in rows]
+    out = [table("MIT-BIH DS1, default record split: Se / +P per AAMI class", columns,
+                 body(split_rows) + [_published_row()],
+                 caption=f"Test records {', '.join(test_records)} (every beat); trained on one in {stride} N beats "
+                         "and all S, V and F beats of the train records, class weights balanced on them, "
+                         "hyper-parameters and early stopping on the val records (122, 220). The published row is "
+                         "inter-patient DS1 -> DS2 (22 other patients).")]
+    if cv_rows:
+        out.append(table(f"MIT-BIH DS1, {folds}-fold record-level cross-validation (every beat tested once)",
+                         columns, body(cv_rows) + [_published_row()],
+                         caption="Predictions pooled over the folds (every DS1 beat tested once, by a model that "
+                                 "never saw its record); two training records as val for early stopping, fixed "
+                                 "hyper-parameters. rr: the RR intervals relative to the record's mean; rr,rr_s: "
+                                 "with the intervals in seconds and the record mean beside them."))
+    return out
+
+
+def plot(rows: list[dict], model: str, path: Path, title: str) -> None:
+    """Row-normalised test confusion matrices of one model for each feature choice (cells: rate and count)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = [r for r in rows if r["model"] == model and r["features"] in FEATURES]
+    fig, axes = plt.subplots(1, len(chosen), figsize=(3.1 * len(chosen), 3.2), dpi=100)
+    for ax, r in zip(np.atleast_1d(axes), chosen):
+        cm = np.asarray(r["confusion_matrix"], dtype=float)[:4, :4]
+        rate = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
+        ax.imshow(rate, cmap="Blues", vmin=0, vmax=1)
+        for i in range(4):
+            for j in range(4):
+                ax.text(j, i, f"{rate[i, j]:.2f}\n{int(cm[i, j])}", ha="center", va="center", fontsize=7,
+                        color="white" if rate[i, j] > 0.6 else "black")
+        ax.set_xticks(range(4), CLASSES)
+        ax.set_yticks(range(4), CLASSES)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(f"{model}, {r['features']}\nj-index {r['j_index']:.2f}", fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def records_of(ls) -> np.ndarray:
+    """The MIT-BIH record of every row of ``ls`` (from the source, through the rows' ``index``)."""
+    from funcml.data import load_signals
+
+    signals = load_signals(ls.manifest["source"]["spec"])
+    if signals.fingerprint != ls.manifest["source"].get("fingerprint"):
+        raise SystemExit(f"{ls.path} was not encoded from {signals.spec} with the default options")
+    return signals.records[np.asarray(ls.index)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--latents", required=True, type=Path, help="DS1 latent set (version 2, with RR features)")
+    ap.add_argument("--model", type=Path, default=None, help="field model to encode DS1 with when --latents is absent")
+    ap.add_argument("--models", default="logreg,xgboost", help="models on the default split")
+    ap.add_argument("--cv-models", default="logreg,xgboost", help="models of the cross-validation ('' for none)")
+    ap.add_argument("--cv-folds", type=int, default=5)
+    ap.add_argument("--ablation-models", default="logreg", help="CV models also run on the features rr,rr_s")
+    ap.add_argument("--cv-params", default='{"logreg": {"C": 0.1}, "xgboost": {"max_depth": 4}}')
+    ap.add_argument("--n-beat-stride", type=int, default=4, help="keep every k-th N beat of each training record")
+    ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "funcml-ecg-rr",
+                    help="finished rows and subset latent sets (a rerun continues from here)")
+    ap.add_argument("--encode-batch-size", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--finished-only", action="store_true", help="report the rows finished in --work, compute none")
+    ap.add_argument("--name", default="ecg_rr")
+    ap.add_argument("--figure", type=Path, default=REPO / "docs" / "figures" / "ecg-rr-confusion.png")
+    args = ap.parse_args()
+    global FINISHED_ONLY
+    FINISHED_ONLY = args.finished_only
+
+    from funcml.latents import LatentSet
+
+    ensure_latents(args.latents, args.model, args.encode_batch_size)
+    ls = LatentSet.open(args.latents)
+    records = records_of(ls)
+    cv_models = [m for m in args.cv_models.split(",") if m]
+    cv_rows = cross_validation(ls, records, cv_models, json.loads(args.cv_params), args.cv_folds,
+                               args.n_beat_stride, args.seed, args.work,
+                               tuple(args.ablation_models.split(","))) if cv_models else []
+    split_rows = default_split(ls, records, [m for m in args.models.split(",") if m], args.n_beat_stride, args.seed,
+                               args.work)
+    shown, protocol = (cv_rows, f"{args.cv_folds}-fold record-level cross-validation") if cv_rows else \
+        (split_rows, "default record split")
+    best = max((r for r in shown if r["features"] == "latent,rr"), key=lambda r: r["j_index"])["model"]
+    plot(shown, best, args.figure, f"MIT-BIH DS1, {protocol}: test beats (rows: true class)")
+    split_records = ls.manifest.get("extra", {}).get("source_info", {}).get("records", {})
+    results = {"default_split": split_rows, "cross_validation": cv_rows, "records": split_records,
+               "cv": {"folds": args.cv_folds, "n_beat_stride": args.n_beat_stride, "params": json.loads(args.cv_params)},
+               "latent_set": {"count": len(ls), "latent_dim": ls.latent_dim, "aux_features": ls.aux_names,
+                              "psnr_mean": ls.manifest.get("metrics", {}).get("psnr_mean"), "model_id": ls.model_id},
+               "figure": str(args.figure.resolve().relative_to(REPO)),
+               "published": {"de_chazal_2004_percent": DE_CHAZAL_2004}}
+    write_result(args.name, results, task="classification-ecg",
+                 tables=tables(split_rows, cv_rows, split_records.get("test", []), args.cv_folds, args.n_beat_stride),
+                 notes="The 8 Q beats of DS1 are left out (too few to learn). 2 CPU cores shared with other jobs "
+                       "(load average about 8); seconds include the validation search and are upper bounds")
+
+
+if __name__ == "__main__":
+    main()
