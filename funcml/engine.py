@@ -9,8 +9,12 @@ batch's weight in the round's mean training loss). :func:`fit` owns the rest:
   update, then ``after_step(step)`` (an EMA, a scheduler);
 * after each round, validation (``validate(train_loss)`` returns a score, or ``(score, entries)``
   for the history), the best weights kept and early stopping after ``patience`` rounds;
-* a time budget (``max_minutes``, checked after each round), progress, and checkpoints that a rerun
-  with the same ``identity`` resumes from (the best weights included).
+* a time budget (``max_minutes`` of wall or process CPU time, checked after each round or, with
+  ``stop_within_round``, before every step), progress, and checkpoints that a rerun with the same
+  ``identity`` resumes from (the best weights included);
+* optionally a learning rate that follows the run's progress (``lr_schedule(p)``, ``p`` the larger
+  of the steps done of ``total_steps`` and the budget spent), so that a run cut by its budget ends
+  with a decayed rate as well.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from funcml.io.tensorfile import load_tensors, save_tensors
 from funcml.progress import progress_bar
 
 BEST_FILE = "best.safetensors"
+CLOCKS = {"wall": time.perf_counter, "process": time.process_time}
 STOPS = ("rounds", "patience", "max_minutes")
 SCHEMA = Obj({**FILE_FIELDS, "step": Int(min=0), "round": Int(min=0), "finished": Bool(), "identity": Anything(),
               "history": List(Map(Anything())), "best_score": Float() | Null(), "best_round": Int(min=0) | Null(),
@@ -49,6 +54,12 @@ class Plan:
         min_delta: how much better a score must be to count as better.
         restore_best: end with the best round's weights (when there is validation).
         max_minutes: stop after the round in which this call's budget runs out (None: no budget).
+        clock: what ``max_minutes`` counts: ``wall`` time, or the ``process``'s CPU time (all its
+            threads; on a shared machine the compute the run actually got).
+        stop_within_round: check the budget before every step and end the round early when it is
+            spent (validation and the checkpoint follow as after any round; a round may hold no step).
+        total_steps, lr_schedule: with ``lr_schedule``, the learning rate at progress ``p`` in [0, 1]:
+            the larger of (steps done) / ``total_steps`` and the budget spent (overrides ``lr_at``).
         check_finite: raise :class:`TrainingDivergedError` on a non-finite loss (one host sync per step).
         progress, desc: show a progress bar over rounds with this label.
         unit, score_name: the history's names for the round counter and the validation score
@@ -63,11 +74,46 @@ class Plan:
     min_delta: float = 0.0
     restore_best: bool = True
     max_minutes: float | None = None
+    clock: str = "wall"
+    stop_within_round: bool = False
+    total_steps: int | None = None
+    lr_schedule: Callable[[float], float] | None = None
     check_finite: bool = False
     progress: bool = False
     desc: str = "train"
     unit: str = "epoch"
     score_name: str | None = "val_score"
+
+    def validate(self) -> "Plan":
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {self.rounds}")
+        if self.clock not in CLOCKS:
+            raise ValueError(f"clock must be one of {tuple(CLOCKS)}, got {self.clock!r}")
+        if self.lr_schedule is not None and not (self.total_steps or self.max_minutes):
+            raise ValueError("lr_schedule needs total_steps or max_minutes")
+        return self
+
+
+class Budget:
+    """The time a :func:`fit` call has spent on its plan's clock, and the run's progress."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan, self.clock = plan, CLOCKS[plan.clock]
+        self.start = self.clock()
+
+    def spent(self) -> float:
+        """Seconds of the plan's clock since this call began."""
+        return self.clock() - self.start
+
+    def out(self) -> bool:
+        return self.plan.max_minutes is not None and self.spent() > 60 * self.plan.max_minutes
+
+    def progress(self, steps: int) -> float:
+        """``p`` in [0, 1]: the larger of ``steps / total_steps`` and the fraction of the budget spent."""
+        p = steps / self.plan.total_steps if self.plan.total_steps else 0.0
+        if self.plan.max_minutes:
+            p = max(p, self.spent() / (60 * self.plan.max_minutes))
+        return min(p, 1.0)
 
 
 @dataclass
@@ -85,7 +131,8 @@ class Checkpoints:
 
 @dataclass
 class FitResult:
-    """What :func:`fit` did: ``history`` (one entry per round), counts, the best round (1-based)."""
+    """What :func:`fit` did: ``history`` (one entry per round), counts, the best round (1-based),
+    ``seconds`` (wall) and ``cpu_seconds`` (process CPU time) over all calls of the run."""
 
     history: list[dict] = field(default_factory=list)
     rounds_done: int = 0
@@ -94,6 +141,7 @@ class FitResult:
     best_score: float | None = None
     stopped_by: str = "rounds"
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
     resumed_from: int = 0
     best_state: dict[str, torch.Tensor] | None = None
 
@@ -121,7 +169,8 @@ def _resume(ckpt: Checkpoints | None, net: torch.nn.Module, optimizer: torch.opt
     return FitResult(history=list(meta["history"]), rounds_done=meta["round"], steps_done=meta["step"],
                      best_round=meta["best_round"], best_score=meta["best_score"],
                      stopped_by="patience" if meta["stopped_by"] == "patience" else "rounds",
-                     seconds=meta["seconds"], resumed_from=meta["round"], best_state=best_state)
+                     seconds=meta["seconds"], cpu_seconds=float(meta.get("cpu_seconds", 0.0)),
+                     resumed_from=meta["round"], best_state=best_state)
 
 
 def _save(ckpt: Checkpoints, net: torch.nn.Module, optimizer: torch.optim.Optimizer, run: FitResult,
@@ -129,19 +178,19 @@ def _save(ckpt: Checkpoints, net: torch.nn.Module, optimizer: torch.optim.Optimi
     save_checkpoint(ckpt.directory, net, optimizer, {
         "step": run.steps_done, "round": run.rounds_done, "finished": finished, "identity": ckpt.identity,
         "history": run.history, "best_score": run.best_score, "best_round": run.best_round,
-        "seconds": run.seconds, "stopped_by": run.stopped_by})
+        "seconds": run.seconds, "cpu_seconds": run.cpu_seconds, "stopped_by": run.stopped_by})
 
 
 def _train_round(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable, loss_fn: Callable,
-                 plan: Plan, after_step: Callable[[int], None] | None, run: FitResult) -> float:
+                 plan: Plan, after_step: Callable[[int], None] | None, run: FitResult, budget: Budget) -> float:
     """One round of updates; returns the round's weighted mean training loss."""
     params = [p for g in optimizer.param_groups for p in g["params"]]
     total, weight = torch.zeros((), dtype=torch.float64), 0.0
     net.train()
     for batch in batches:
-        if plan.lr_at is not None:
-            for group in optimizer.param_groups:
-                group["lr"] = plan.lr_at(run.steps_done, run.rounds_done)
+        if plan.stop_within_round and budget.out():
+            break
+        _set_lr(optimizer, plan, run, budget)
         out = loss_fn(batch)
         loss, w = out if isinstance(out, tuple) else (out, 1.0)
         if plan.check_finite and not torch.isfinite(loss):
@@ -158,6 +207,17 @@ def _train_round(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batches
         weight += float(w)
         run.steps_done += 1
     return float(total) / weight if weight else float("nan")
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, plan: Plan, run: FitResult, budget: Budget) -> None:
+    if plan.lr_schedule is not None:
+        lr = plan.lr_schedule(budget.progress(run.steps_done))
+    elif plan.lr_at is not None:
+        lr = plan.lr_at(run.steps_done, run.rounds_done)
+    else:
+        return
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def _end_of_round(net: torch.nn.Module, plan: Plan, validate: Callable | None, train_loss: float,
@@ -190,25 +250,22 @@ def fit(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Callabl
     network and its EMA). Returns the :class:`FitResult`; with validation and ``plan.restore_best``,
     ``net`` ends with the best round's weights.
     """
-    if plan.rounds < 1:
-        raise ValueError(f"rounds must be >= 1, got {plan.rounds}")
+    plan = plan.validate()
     state = net if state is None else state
     run = _resume(checkpoints, state, optimizer)
     if run.resumed_from and log:
         log(f"resuming after round {run.resumed_from} of {plan.rounds}")
-    started = time.perf_counter()
-    t0 = started - run.seconds
+    budget, t0, c0 = Budget(plan), time.perf_counter() - run.seconds, time.process_time() - run.cpu_seconds
     finished = run.rounds_done >= plan.rounds or run.stopped_by == "patience"
     bar = progress_bar(total=plan.rounds, initial=run.rounds_done, desc=plan.desc, unit=plan.unit,
                        disable=not plan.progress, leave=False)
     while not finished:
-        train_loss = _train_round(net, optimizer, batches(run.rounds_done), loss, plan, after_step, run)
+        train_loss = _train_round(net, optimizer, batches(run.rounds_done), loss, plan, after_step, run, budget)
         run.rounds_done += 1
         run.history.append(_end_of_round(net, plan, validate, train_loss, run))
-        run.seconds = time.perf_counter() - t0
+        run.seconds, run.cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
         finished = run.rounds_done >= plan.rounds or run.stopped_by == "patience"
-        spent = time.perf_counter() - started
-        out_of_time = plan.max_minutes is not None and spent > 60 * plan.max_minutes and not finished
+        out_of_time = budget.out() and not finished
         if out_of_time:
             run.stopped_by = "max_minutes"
         _record(checkpoints, state, optimizer, run, finished, out_of_time)

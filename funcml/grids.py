@@ -126,3 +126,19 @@ def parse_scale(text: str | None) -> tuple[float, ...] | None:
     if not parts or any(not p > 0 for p in parts):
         raise ConfigError(f"--scale factors must be positive; got {text!r}")
     return parts
+
+
+def grid_cell(field_shape: Sequence[int], out_shape: Sequence[int], align: str = "centers",
+              roi: Roi | None = None) -> torch.Tensor:
+    """Spacing ``(d,)`` of an output grid's samples in samples of the fitted grid (1 on the fitted grid itself).
+
+    ``centers``: ``n (hi - lo) / m`` per axis; ``corners``: ``(n - 1) (hi - lo) / (m - 1)``.
+    """
+    if len(field_shape) != len(out_shape):
+        raise ConfigError(f"output grid {tuple(out_shape)} does not fit {len(field_shape)}-D signals")
+    if align not in ALIGNS:
+        raise ConfigError(f"align must be one of {ALIGNS}; got {align!r}")
+    roi = check_roi(roi, len(field_shape))
+    cells = [(hi - lo) * (n / m if align == "centers" else (n - 1) / max(m - 1, 1))
+             for n, m, (lo, hi) in zip(field_shape, out_shape, roi)]
+    return torch.tensor(cells, dtype=torch.float32)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-PURPOSES = {"init": 0, "batch": 1, "context": 2, "encode": 3, "validate": 4}
+PURPOSES = {"init": 0, "batch": 1, "context": 2, "encode": 3, "validate": 4, "pairs": 5}
 
 
 def derive_seed(seed: int, purpose: str, *counters: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from funcml import engine
 from funcml.engine import Checkpoints, Plan, fit
 from funcml.errors import TrainingDivergedError
 
@@ -106,3 +107,38 @@ def test_a_checkpoint_of_another_run_is_not_resumed(tmp_path):
     x, y, net, opt = _problem()
     run = fit(net, opt, _batches, loss, Plan(rounds=2), checkpoints=Checkpoints(tmp_path, identity="b"))
     assert run.resumed_from == 0 and run.rounds_done == 2
+
+
+def _ticking_clock(monkeypatch, seconds_per_call: float) -> None:
+    """Make the engine's process clock advance ``seconds_per_call`` on every reading."""
+    ticks = iter(range(10 ** 6))
+    monkeypatch.setitem(engine.CLOCKS, "process", lambda: seconds_per_call * next(ticks))
+
+
+def test_a_cpu_time_budget_ends_the_round_and_the_schedule_follows_it(monkeypatch):
+    _ticking_clock(monkeypatch, 6.0)  # one minute of budget = 10 readings
+    x, y, net, opt = _problem()
+    seen = []
+    plan = Plan(rounds=2, max_minutes=1.0, clock="process", stop_within_round=True, lr_schedule=lambda p: p)
+    run = fit(net, opt, lambda _r: [torch.arange(16)] * 100, lambda i: ((net(x[i]) - y[i]) ** 2).mean(), plan,
+              after_step=lambda step: seen.append(opt.param_groups[0]["lr"]))
+    # readings alternate before each step: the budget (6, 18, ...), then the schedule (12, 24, ...)
+    assert seen == [pytest.approx(p) for p in (0.2, 0.4, 0.6, 0.8, 1.0)]
+    assert (run.rounds_done, run.steps_done, run.stopped_by) == (1, 5, "max_minutes")
+
+
+def test_the_schedule_follows_the_steps_without_a_budget():
+    x, y, net, opt = _problem()
+    seen = []
+    plan = Plan(rounds=2, total_steps=4, lr_schedule=lambda p: 1.0 - p)
+    fit(net, opt, _batches, lambda i: ((net(x[i]) - y[i]) ** 2).mean(), plan,
+        after_step=lambda step: seen.append(opt.param_groups[0]["lr"]))
+    assert seen == [1.0, 0.75, 0.5, 0.25]
+
+
+def test_a_plan_with_an_unknown_clock_or_an_unbounded_schedule_is_refused():
+    x, y, net, opt = _problem()
+    with pytest.raises(ValueError, match="clock"):
+        fit(net, opt, _batches, lambda i: net(x[i]).mean(), Plan(rounds=1, clock="gpu"))
+    with pytest.raises(ValueError, match="total_steps"):
+        fit(net, opt, _batches, lambda i: net(x[i]).mean(), Plan(rounds=1, lr_schedule=lambda p: 1.0))

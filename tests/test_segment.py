@@ -9,7 +9,7 @@ from funcml.encoders.config import EncodeConfig, FieldConfig
 from funcml.encoders.model import FieldModel
 from funcml.encoders.siren import ModulatedSiren
 from funcml.errors import ArtifactError
-from funcml.tasks.segment.head import field_features
+from funcml.query.head import field_features
 from funcml.tasks.segment.metrics import dice_iou, hd95, segmentation_report
 from funcml.tasks.segment.segmenter import QuerySegmenter
 from funcml.tasks.segment.unet import UNet, UNetSegmenter
@@ -145,7 +145,7 @@ def test_unet_learns_a_threshold_mask():
 
 def test_context_queries_read_features_around_each_coordinate(field_model, tmp_path):
     from funcml.errors import ConfigError
-    from funcml.tasks.segment.head import context_features, context_offsets
+    from funcml.query.head import context_features, context_offsets
 
     spacing = torch.tensor([0.1, 0.2])
     offs = context_offsets((1.0, 3.0), spacing)

@@ -140,3 +140,19 @@ def load_data(spec: str, resolution: tuple[int, ...] | None, channels: int | Non
 def exit_with(message: str, code: int) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+class DefaultGroup(click.Group):
+    """A click group that runs ``default`` when the first argument names none of its commands.
+
+    ``funcml superres LOW HIGH ...`` stays the evaluation it always was, next to ``funcml superres train``.
+    """
+
+    def __init__(self, *args: Any, default: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.default = default
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ctx.help_option_names:
+            args = [self.default, *args]
+        return super().parse_args(ctx, args)

@@ -21,11 +21,16 @@ from funcml.cli.common import device_option, emit_json, info, json_option, overw
               help="Sampling convention: centers (pixels; default for 2D/3D) or corners (samples; default for 1D).")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Latents rendered together.")
 @click.option("--max-files", type=int, default=64, show_default=True, help="Write PNG/NIfTI files for this many rows.")
+@click.option("--head", "head_dir", default=None, type=click.Path(),
+              help="Render through a query head (`funcml superres train` / `funcml impute train`) instead of the field.")
+@click.option("--data", default=None,
+              help="With a --head that reads observed samples: the data the latents were encoded from.")
+@click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of random splits of --data.")
 @overwrite_option
 @device_option
 @json_option
 def render_command(latents, model_dir, out, resolution, scale, roi, indices, split, align, batch_size, max_files,
-                   overwrite, device, as_json):
+                   head_dir, data, split_seed, overwrite, device, as_json):
     """Render the fields in --latents on a new grid into --out.
 
     Writes renders.npy (n, C, *grid) float32, one PNG per 1D/2D signal or one NIfTI file per volume
@@ -66,17 +71,41 @@ def render_command(latents, model_dir, out, resolution, scale, roi, indices, spl
     if len(rows) == 0:
         raise ConfigError(f"no rows to render (the {split} split is empty)")
     align = default_align(dim) if align == "auto" else align
+    head, signals = _head(head_dir, data, split_seed, model, field_shape, latent_set)
+    if head is not None and align != head.align_:
+        raise ConfigError(f"the head was trained with --align {head.align_}; render with the same convention")
     info(f"rendering {len(rows)} fields fitted on {field_shape} at {out_shape} (roi {region}, {align})")
     z = latent_set.rows(rows)
     meta = render_to_folder(model, z, out, out_shape, field_shape=field_shape, source_index=latent_set.index[rows],
                             roi=region, align=align, batch_size=batch_size, max_files=max_files, overwrite=overwrite,
-                            progress=not as_json, extra={"latents": str(latents), "rows": [int(r) for r in rows]})
+                            progress=not as_json, head=head, signals=signals,
+                            extra={"latents": str(latents), "rows": [int(r) for r in rows], "head": head_dir})
     renders = np.load(Path(out) / RENDERS_FILE, mmap_mode="r", allow_pickle=False)
     plot_method_grid({"render": np.asarray(renders[:8])}, Path(out) / "renders.png", max_items=8)
     info(f"done: {out}/{RENDERS_FILE} {tuple(meta['shape'])}, {len(meta['files'])} files")
     if as_json:
         emit_json({"out": str(out), "shape": meta["shape"], "count": meta["count"], "files": len(meta["files"]),
                    "out_shape": meta["out_shape"], "roi": meta["roi"], "align": align})
+
+
+def _head(head_dir, data, split_seed, model, field_shape, latent_set):
+    """The value head of --head and, when it reads observed samples, DATA at the latents' grid."""
+    if head_dir is None:
+        return None, None
+    from funcml.data import LoadOptions, load_signals
+    from funcml.errors import ConfigError
+    from funcml.query.estimator import QueryRegressor
+
+    head = QueryRegressor.load(head_dir, model)
+    if not head.needs_signals:
+        return head, None
+    if data is None:
+        raise ConfigError("this head reads the observed samples: pass --data, the data the latents were encoded from")
+    signals = load_signals(data, LoadOptions(resolution=field_shape, split_seed=split_seed))
+    fp = latent_set.manifest.get("source", {}).get("fingerprint")
+    if fp not in (None, signals.fingerprint):
+        raise ConfigError(f"--data {data} is not the data the latents were encoded from (fingerprints differ)")
+    return head, signals
 
 
 def register(cli: click.Group) -> None:

@@ -10,6 +10,7 @@ import click
 
 from funcml.cli.common import (device_option, emit_json, info, json_option, overwrite_option, parse_key_values,
                                parse_resolution)
+from funcml.cli.queryhead import head_options, head_params
 
 
 def seg_data_options(f: Callable) -> Callable:
@@ -80,31 +81,22 @@ def segment_group() -> None:
               help="Latent set of DATA encoded with --model (default: encode the train split now).")
 @click.option("--mask-resolution", default=None, help="Grid to read the training masks at (default: the model's); "
                                                        "a finer one supervises between the fitted samples.")
-@click.option("--inputs", type=click.Choice(["features", "latent", "both"]), default="both", show_default=True,
-              help="What the head reads at a coordinate: the field's features, the latent, or both.")
-@click.option("--feature-layers", type=click.Choice(["last", "all"]), default="all", show_default=True)
 @click.option("--context", default=None, metavar="R1,R2,...",
               help="Also query features at +/- these radii (in field samples) along each axis, e.g. 1,3,9.")
-@click.option("--hidden", type=int, default=128, show_default=True, help="Head MLP width.")
-@click.option("--layers", type=int, default=2, show_default=True, help="Head MLP hidden layers.")
-@click.option("--steps", type=int, default=1500, show_default=True)
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Signals per step.")
-@click.option("--coords-per-signal", type=int, default=1024, show_default=True, help="Mask positions per signal and step.")
-@click.option("--lr", type=float, default=2e-3, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@head_options(inputs="both", base=None, hidden=128, layers=2, neighbours=3, steps=1500, batch_size=16, coords=1024,
+              lr=2e-3, feature_proj=0)
 @overwrite_option
 @device_option
 @json_option
 @seg_data_options
-def train_command(data, model_dir, out, latents_path, mask_resolution, inputs, feature_layers, context, hidden, layers,
-                  steps,
-                  batch_size, coords_per_signal, lr, seed, overwrite, device, as_json, channels, split_seed,
-                  val_fraction, test_fraction, data_option):
+def train_command(data, model_dir, out, latents_path, mask_resolution, context, overwrite, device, as_json, channels,
+                  split_seed, val_fraction, test_fraction, data_option, **kwargs):
     """Train a segmentation head on the train split of DATA (signals with masks) for the model in --model.
 
     Signals are read at the model's grid and encoded (or taken from --latents); masks at
-    --mask-resolution. The head predicts class logits at any coordinate from the field's features
-    and/or the latent; the field model is not changed.
+    --mask-resolution. The head (the query head configured for class logits) reads the field's
+    features, the latent and/or the image samples around each position (--inputs); the field
+    model is not changed.
     """
     from funcml.devices import resolve_device
     from funcml.encoders.model import FieldModel
@@ -114,11 +106,10 @@ def train_command(data, model_dir, out, latents_path, mask_resolution, inputs, f
 
     if Path(out).exists() and not overwrite:
         prepare_output(out, overwrite)
-    est = QuerySegmenter(inputs=inputs, feature_layers=feature_layers, context=_radii(context), hidden=hidden,
-                         layers=layers, steps=steps, batch_size=batch_size, coords_per_signal=coords_per_signal, lr=lr,
-                         seed=seed, progress=not as_json)
-    est.head_config(2)  # refuse bad settings before encoding
+    params = head_params(kwargs)
+    est = QuerySegmenter(**params, context=_radii(context), progress=not as_json)
     model = FieldModel.load(model_dir, device=resolve_device(device))
+    est.head_config(2, model.signal_shape[0])  # refuse bad settings before encoding
     grid = tuple(model.signal_shape[1:])
     opts = (channels, split_seed, val_fraction, test_fraction, data_option)
     signals = _load(data, grid, *opts)
@@ -133,16 +124,18 @@ def train_command(data, model_dir, out, latents_path, mask_resolution, inputs, f
     z = _latents(model, signals, rows, latents_path, not as_json)
     masks = mask_src.get_masks(rows)
     k = class_count(signals, masks)
-    info(f"training a {inputs} head on {len(rows)} signals, masks {tuple(mgrid)}, {k} classes")
-    est.fit(model, z, masks, field_shape=grid, n_classes=k, class_names=class_names(signals, k))
+    x = signals.get(rows) if est.head_config(k, signals.channels).needs_observed else None
+    info(f"training a {params['inputs']} head on {len(rows)} signals, masks {tuple(mgrid)}, {k} classes")
+    est.fit(model, z, masks, signals=x, field_shape=grid, n_classes=k, class_names=class_names(signals, k))
     record = {"data": {"spec": signals.spec, "fingerprint": signals.fingerprint, "name": signals.name},
               "train_signals": int(len(rows)), "mask_grid": list(mgrid), "latents": latents_path}
     est.save(out, overwrite=overwrite, training=record)
     final = est.history_[-1]["loss"] if est.history_ else None
-    info(f"done in {est.fit_seconds_:.0f} s, final loss {final:.4f} -> {out}")
+    info(f"done in {est.fit_seconds_:.0f} s ({est.record_['steps']} steps), final loss {final:.4f} -> {out}")
     if as_json:
         emit_json({"out": str(out), "n_classes": k, "train_signals": int(len(rows)), "loss": final,
-                   "seconds": est.fit_seconds_, "inputs": inputs, "model_id": model.id})
+                   "seconds": est.fit_seconds_, "steps": est.record_["steps"], "inputs": params["inputs"],
+                   "model_id": model.id})
 
 
 @segment_group.command("predict")
@@ -187,7 +180,7 @@ def predict_command(data, head_dir, model_dir, out, resolution, latents_path, sp
         raise DataError(f"{data}: the {split} split is empty")
     z = _latents(model, signals, rows, latents_path, not as_json)
     info(f"predicting {len(rows)} masks at {tuple(out_shape)}")
-    pred = est.predict(z, out_shape)
+    pred = est.predict(z, out_shape, signals=signals.get(rows) if est.needs_signals else None)
     dtype = np.uint8 if est.n_classes_ <= 256 else np.int32
     metrics = None
     truth = None

@@ -101,3 +101,34 @@ def plot_overlays(images: np.ndarray, predicted: np.ndarray, truth: np.ndarray |
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_zoom_grid(columns: dict[str, np.ndarray], path: str | Path, *, crop: tuple[float, float, float, float] =
+                   (0.3, 0.7, 0.3, 0.7), max_items: int = 3, title: str | None = None) -> None:
+    """2D images side by side with zoomed crops: one column per method (``name -> (n, C, H, W)``, any
+    size each), two rows per example (the whole image with the crop outlined, then the crop).
+
+    ``crop`` = ``(y0, y1, x0, x1)`` as fractions of the extent (the same region for every method).
+    """
+    names = [k for k, v in columns.items() if v is not None and len(v)]
+    n = min(max_items, min(len(columns[k]) for k in names))
+    y0, y1, x0, x1 = crop
+    fig, axes = plt.subplots(2 * n, len(names), figsize=(1.6 * len(names), 3.2 * n + 0.3), dpi=110, squeeze=False)
+    for j, name in enumerate(names):
+        for i in range(n):
+            img = _middle(columns[name][i])
+            img = np.clip(img[0] if img.shape[0] == 1 else np.moveaxis(img[:3], 0, -1), 0, 1)
+            h, w = img.shape[:2]
+            top, bottom = axes[2 * i, j], axes[2 * i + 1, j]
+            top.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest", extent=(0, 1, 1, 0))
+            top.plot([x0, x1, x1, x0, x0], [y0, y0, y1, y1, y0], color="yellow", lw=0.8)
+            sub = img[int(round(y0 * h)):int(round(y1 * h)), int(round(x0 * w)):int(round(x1 * w))]
+            bottom.imshow(sub, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            for ax in (top, bottom):
+                ax.axis("off")
+        axes[0, j].set_title(name, fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

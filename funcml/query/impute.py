@@ -62,6 +62,13 @@ def interpolate_missing(x: np.ndarray, observed: np.ndarray, method: str) -> np.
     return np.clip(out, 0, 1).astype(np.float32)
 
 
+def inpaint_signals(x: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    """Fill the hidden samples of ``(n, C, *spatial)`` from ``observed`` ``(n, *spatial)``: linear
+    interpolation in 1D, biharmonic inpainting in 2D and 3D (the classic estimate of hidden samples)."""
+    method = "linear" if x.ndim == 3 else "biharmonic"
+    return np.stack([interpolate_missing(x[i], observed[i], method) for i in range(len(x))]) if len(x) else x
+
+
 def hidden_psnr(pred: np.ndarray, truth: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """PSNR per signal over the hidden samples only: ``(b, C, *S)`` x2 and ``(b, *S)`` -> ``(b,)``."""
     hid = ~np.asarray(observed, dtype=bool)[:, None]
@@ -74,11 +81,14 @@ def hidden_psnr(pred: np.ndarray, truth: np.ndarray, observed: np.ndarray) -> np
 def impute_evaluate(model, signals: SignalSet, observed: ObservedMasks, *, split: str = "test",
                     config: EncodeConfig | None = None, max_items: int | None = None,
                     baselines: tuple[str, ...] = BASELINES, progress: bool = True,
-                    log: Callable[[str], None] | None = None) -> tuple[dict, dict[str, np.ndarray]]:
+                    log: Callable[[str], None] | None = None, heads: dict | None = None
+                    ) -> tuple[dict, dict[str, np.ndarray]]:
     """Encode the observed samples of ``split``, render every sample, score the hidden ones.
 
     Returns ``(metrics, examples)``: metrics ``{method: {"psnr_hidden", "psnr_all"}}`` for ``funcml``
     and each baseline (means over signals), the hidden fraction and the count; examples for a figure.
+    ``heads`` ``{name: QueryRegressor}`` (heads for ``model``, e.g. ``funcml_head``) add rows that
+    read the same latents and observed samples (which they keep as they are).
     """
     from funcml.progress import progress_bar
 
@@ -93,7 +103,7 @@ def impute_evaluate(model, signals: SignalSet, observed: ObservedMasks, *, split
     if tuple(observed.spatial) != tuple(signals.spatial_shape):
         raise DataError(f"the observed masks are on a {observed.spatial} grid but the signals on {signals.spatial_shape}")
     cfg = (config or model.encode_defaults).validate()
-    methods = ("funcml", *baselines)
+    methods = ("funcml", *(heads or {}), *baselines)
     scores = {m: {"psnr_hidden": [], "psnr_all": []} for m in methods}
     hidden_fraction = []
     examples: dict[str, list] = {}
@@ -106,6 +116,9 @@ def impute_evaluate(model, signals: SignalSet, observed: ObservedMasks, *, split
         w = torch.from_numpy(obs.reshape(len(part), -1).astype(np.float32)).to(model.device)
         phi = fit_latents(model.net, xt, cfg, generator=generator(cfg.seed, "encode", k), weights=w)
         preds = {"funcml": decode(model.net, phi, tuple(signals.spatial_shape)).cpu().numpy()}
+        for name, head in (heads or {}).items():
+            preds[name] = head.predict(phi.cpu().numpy(), signals.spatial_shape, signals=x * obs[:, None],
+                                       observed=obs, grid=signals.spatial_shape)
         for m in baselines:
             preds[m] = np.stack([interpolate_missing(x[i], obs[i], m) for i in range(len(part))])
         for m, p in preds.items():
@@ -127,5 +140,5 @@ def impute_evaluate(model, signals: SignalSet, observed: ObservedMasks, *, split
     if log:
         log(f"{split}: {len(idx)} signals, {100 * metrics['hidden_fraction']:.0f}% hidden ({observed.tag})")
         for m in methods:
-            log(f"  {m:>10}: hidden PSNR {metrics[m]['psnr_hidden']:6.2f} dB  whole-signal PSNR {metrics[m]['psnr_all']:6.2f} dB")
+            log(f"  {m:>11}: hidden PSNR {metrics[m]['psnr_hidden']:6.2f} dB  whole-signal PSNR {metrics[m]['psnr_all']:6.2f} dB")
     return metrics, examples

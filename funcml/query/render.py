@@ -74,10 +74,13 @@ def _save_nifti(volume: np.ndarray, path: Path, spacing: Sequence[float]) -> Non
 def render_to_folder(model, latents: np.ndarray, out: str | Path, out_shape: Sequence[int], *,
                      field_shape: Sequence[int] | None = None, source_index: np.ndarray | None = None, roi: Roi | None = None, align: str = "centers",
                      batch_size: int = 16, max_files: int = 64, overwrite: bool = False, progress: bool = True,
-                     extra: dict | None = None) -> dict:
+                     extra: dict | None = None, head=None, signals=None) -> dict:
     """Render ``latents`` ``(n, P)`` (array or memory map) with ``model`` into the folder ``out``.
 
     ``field_shape`` is the grid the latents were fitted on (default: the model's training grid).
+    With ``head`` (a :class:`funcml.query.estimator.QueryRegressor` for ``model``) the values come
+    from the head; a head that reads observed samples needs ``signals`` (a SignalSet on
+    ``field_shape``; row ``source_index[i]`` is latent ``i``'s signal).
 
     Writes ``renders.npy`` ``(n, C, *out_shape)`` float32 (streamed batch by batch), one
     ``render_XXXXX.png`` (1D/2D) or ``render_XXXXX.nii.gz`` (3D) for the first ``max_files`` rows,
@@ -104,7 +107,11 @@ def render_to_folder(model, latents: np.ndarray, out: str | Path, out_shape: Seq
         for start in range(0, n, batch_size):
             z = torch.from_numpy(np.array(latents[start:start + batch_size], dtype=np.float32)).to(model.device)
             model.check_latents(z)
-            x = render_latents(model.net, z, field_shape, out_shape, roi=roi, align=align).cpu().numpy()
+            if head is None:
+                x = render_latents(model.net, z, field_shape, out_shape, roi=roi, align=align).cpu().numpy()
+            else:
+                sig = signals.get(source_index[start:start + len(z)]) if head.needs_signals else None
+                x = head.predict(z.cpu().numpy(), out_shape, signals=sig, roi=roi, grid=field_shape)
             arr[start:start + len(x)] = x
             for k in range(len(x)):
                 row = start + k

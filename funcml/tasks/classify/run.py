@@ -147,6 +147,40 @@ def classify_latent_set(latent_set, model: str = "mlp", *, test_latents=None, te
     tr, va = latent_set.split_indices("train"), latent_set.split_indices("val")
     if len(tr) == 0:
         raise DataError(f"{latent_set.path} has no training latents (train split is empty)")
+    evaluation = _evaluation_set(latent_set, test_latents, test_split, groups)
+    X_tr, y_tr = latent_set.features(tr, groups), y_all[tr]
+    X_va, y_va = (latent_set.features(va, groups), y_all[va]) if len(va) else (None, None)
+    metric = default_select_metric(task) if select_metric == "auto" else select_metric
+    selection_score({metric: 0.0}, metric)  # validates the name
+    base, fixed = _fit_params(cls, model, task, device, seed, class_weight, preset, params)
+    grid = _search_grid(model, search and X_va is not None, fixed)
+    if X_va is None:
+        log("no validation split: no hyper-parameter search and no early stopping")
+    data = _Fit(X_tr, y_tr, X_va, y_va, evaluation.X, k, names, task)
+    found = _search(cls, model, grid, base, fixed, data, metric, log)
+    best = found.best
+    best.model_id_ = latent_set.model_id
+    proba = expand_proba(best.predict_proba(evaluation.X), best.classes_, k, task)
+    report: dict[str, Any] = {
+        "model": model, "task": task, "latents": str(latent_set.path), "model_id": latent_set.model_id,
+        "latent_dim": latent_set.latent_dim, "features": list(groups), "feature_count": len(feature_names),
+        "aux_features": [n for n in feature_names if "." in n],
+        "params": json_safe({kk: (list(v) if isinstance(v, tuple) else v) for kk, v in best.get_params().items()}),
+        "select_metric": metric, "selected": json_safe(dict(found.params)), "search": found.log,
+        "fit_seconds": found.fit_seconds, "search_seconds": found.seconds,
+        "counts": {"train": int(len(tr)), "val": int(len(va)), "eval": int(len(evaluation.rows))},
+        "eval_set": evaluation.name,
+    }
+    if X_va is not None:
+        report["val"] = classification_metrics(
+            y_va, expand_proba(best.predict_proba(X_va), best.classes_, k, task), task, names)
+    report["test"] = classification_metrics(evaluation.y, proba, task, names)
+    return ClassifyResult(classifier=best, report=report, eval_set=evaluation, proba=proba, names=names)
+
+
+def _evaluation_set(latent_set, test_latents, test_split: str, groups: tuple[str, ...]):
+    """The rows to report on: the test split, or ``test_latents`` (its ``test_split`` rows, or all)."""
+    task = latent_set.task
     if test_latents is not None:
         check_compatible(latent_set, test_latents, groups)
         rows = np.arange(len(test_latents)) if test_split == "all" else test_latents.split_indices(test_split)
@@ -155,11 +189,13 @@ def classify_latent_set(latent_set, model: str = "mlp", *, test_latents=None, te
         evaluation = _eval_set(latent_set, latent_set.split_indices("test"), "test", task, groups)
     if len(evaluation.rows) == 0:
         raise DataError(f"nothing to evaluate on: {evaluation.name} is empty (pass --test-latents OTHER)")
-    X_tr, y_tr = latent_set.features(tr, groups), y_all[tr]
-    X_va, y_va = (latent_set.features(va, groups), y_all[va]) if len(va) else (None, None)
-    metric = default_select_metric(task) if select_metric == "auto" else select_metric
-    selection_score({metric: 0.0}, metric)  # validates the name
+    return evaluation
 
+
+def _fit_params(cls, model: str, task: str, device: str, seed: int, class_weight: str | None,
+                preset: str | None, params: dict[str, Any] | None) -> tuple[dict, dict]:
+    """``(base, fixed)``: the parameters every candidate gets (task, device, seed, class weight, preset)
+    and the user's fixed ones, both checked against the model's parameter names."""
     accepted = set(cls().get_params())
     base: dict[str, Any] = {"task": task}
     for key, value in (("device", device), ("random_state", seed)):
@@ -178,62 +214,70 @@ def classify_latent_set(latent_set, model: str = "mlp", *, test_latents=None, te
     unknown = set(fixed) - accepted
     if unknown:
         raise ConfigError(f"{model} has no parameter(s) {sorted(unknown)}; it takes {sorted(accepted)}")
-    grid = SEARCH_GRIDS[model] if (search and X_va is not None) else [{}]
-    grid = [{k2: v for k2, v in g.items() if k2 not in fixed} for g in grid]
-    grid = [g for i, g in enumerate(grid) if g not in grid[:i]]
-    if X_va is None:
-        log("no validation split: no hyper-parameter search and no early stopping")
+    return base, fixed
 
-    search_log, best, best_score = [], None, -np.inf
+
+def _search_grid(model: str, search: bool, fixed: dict[str, Any]) -> list[dict[str, Any]]:
+    """The candidates of the search (one empty one without it), without the fixed parameters, deduplicated."""
+    grid = SEARCH_GRIDS[model] if search else [{}]
+    grid = [{k2: v for k2, v in g.items() if k2 not in fixed} for g in grid]
+    return [g for i, g in enumerate(grid) if g not in grid[:i]]
+
+
+@dataclass
+class _Fit:
+    """What the search fits on: train and val features ``(n, F)`` and targets, the rows to predict (the
+    GNN's unlabelled nodes), the number of outputs, the class names and the task."""
+
+    X_tr: np.ndarray
+    y_tr: np.ndarray
+    X_va: np.ndarray | None
+    y_va: np.ndarray | None
+    X_eval: np.ndarray
+    k: int
+    names: list[str]
+    task: str
+
+
+@dataclass
+class _Search:
+    """The winner of a search, its candidate's parameters and fit time, every candidate's entry and the
+    search's seconds."""
+
+    best: Any
+    params: dict[str, Any]
+    fit_seconds: float
+    log: list[dict]
+    seconds: float
+
+
+def _search(cls, model: str, grid: list[dict], base: dict, fixed: dict, data: _Fit, metric: str,
+            log: Callable[[str], None]) -> _Search:
+    """Fit each candidate, score it on val by ``metric``; the best (the first without val) wins."""
+    entries, best, best_score = [], None, -np.inf
     t_search = time.perf_counter()
     for cand in grid:
         est = cls(**{**base, **cand, **fixed})
         t0 = time.perf_counter()
         if model == "gnn":
-            est.fit(X_tr, y_tr, X_va, y_va, X_unlabelled=evaluation.X)
+            est.fit(data.X_tr, data.y_tr, data.X_va, data.y_va, X_unlabelled=data.X_eval)
         else:
-            est.fit(X_tr, y_tr, X_va, y_va)
+            est.fit(data.X_tr, data.y_tr, data.X_va, data.y_va)
         seconds = time.perf_counter() - t0
         entry = {"params": json_safe(dict(cand)), "fit_seconds": seconds}
-        if X_va is not None:
-            val = classification_metrics(y_va, expand_proba(est.predict_proba(X_va), est.classes_, k, task), task, names)
+        score = 0.0
+        if data.X_va is not None:
+            proba = expand_proba(est.predict_proba(data.X_va), est.classes_, data.k, data.task)
+            val = classification_metrics(data.y_va, proba, data.task, data.names)
             entry["val_" + metric] = val[metric]
             score = selection_score(val, metric)
-        else:
-            score = 0.0
-        search_log.append(entry)
+        entries.append(entry)
         log(f"  {model} {cand or 'defaults'}: {seconds:.1f} s" +
-            (f", val {metric} {entry['val_' + metric]:.4f}" if X_va is not None else ""))
+            (f", val {metric} {entry['val_' + metric]:.4f}" if data.X_va is not None else ""))
         if best is None or score > best_score:
-            best, best_score, best_seconds, best_cand = est, score, seconds, cand
-    search_seconds = time.perf_counter() - t_search
-    best.model_id_ = latent_set.model_id
-
-    proba = expand_proba(best.predict_proba(evaluation.X), best.classes_, k, task)
-    report: dict[str, Any] = {
-        "model": model,
-        "task": task,
-        "latents": str(latent_set.path),
-        "model_id": latent_set.model_id,
-        "latent_dim": latent_set.latent_dim,
-        "features": list(groups),
-        "feature_count": len(feature_names),
-        "aux_features": [n for n in feature_names if "." in n],
-        "params": json_safe({kk: (list(v) if isinstance(v, tuple) else v)
-                             for kk, v in best.get_params().items()}),
-        "select_metric": metric,
-        "selected": json_safe(dict(best_cand)),
-        "search": search_log,
-        "fit_seconds": best_seconds,
-        "search_seconds": search_seconds,
-        "counts": {"train": int(len(tr)), "val": int(len(va)), "eval": int(len(evaluation.rows))},
-        "eval_set": evaluation.name,
-    }
-    if X_va is not None:
-        report["val"] = classification_metrics(
-            y_va, expand_proba(best.predict_proba(X_va), best.classes_, k, task), task, names)
-    report["test"] = classification_metrics(evaluation.y, proba, task, names)
-    return ClassifyResult(classifier=best, report=report, eval_set=evaluation, proba=proba, names=names)
+            best, best_score = _Search(est, cand, seconds, entries, 0.0), score
+    best.seconds = time.perf_counter() - t_search
+    return best
 
 
 def predictions_frame(result: ClassifyResult):

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from funcml.engine import Plan, fit
+from funcml.engine import CLOCKS, Plan, fit
 from funcml.errors import ConfigError, DataError
 from funcml.io import atomic_dir, atomic_write_json, save_tensors
 from funcml.seeding import derive_seed
@@ -73,12 +73,16 @@ class UNet(nn.Module):
 class UNetSegmenter:
     """Train/predict wrapper around :class:`UNet` (scikit-learn conventions).
 
-    Learnt attributes: ``net_``, ``n_classes_``, ``history_`` (mean loss per epoch), ``fit_seconds_``.
+    ``max_minutes``: a time budget of ``clock`` time (``wall``, or the ``process``'s CPU time) that
+    ends the run before ``epochs`` when it is spent; the cosine learning rate follows the budget.
+
+    Learnt attributes: ``net_``, ``n_classes_``, ``history_`` (mean loss per epoch), ``fit_seconds_``,
+    ``cpu_seconds_`` (process CPU time), ``steps_``.
     """
 
     def __init__(self, base: int = 16, depth: int = 3, epochs: int = 30, batch_size: int = 16, lr: float = 2e-3,
                  weight_decay: float = 1e-4, augment: bool = True, seed: int = 0, device: str = "cpu",
-                 progress: bool = True) -> None:
+                 progress: bool = True, max_minutes: float | None = None, clock: str = "wall") -> None:
         self.base = base
         self.depth = depth
         self.epochs = epochs
@@ -89,6 +93,8 @@ class UNetSegmenter:
         self.seed = seed
         self.device = device
         self.progress = progress
+        self.max_minutes = max_minutes
+        self.clock = clock
 
     def fit(self, x: np.ndarray, masks: np.ndarray, n_classes: int | None = None) -> "UNetSegmenter":
         x = np.asarray(x, dtype=np.float32)
@@ -97,13 +103,16 @@ class UNetSegmenter:
             raise DataError(f"signals {x.shape} and masks {masks.shape} do not pair up")
         if self.epochs < 1 or self.batch_size < 1:
             raise ConfigError("--epochs and --batch-size must be >= 1")
+        if self.clock not in CLOCKS:
+            raise ConfigError(f"clock must be one of {tuple(CLOCKS)}; got {self.clock!r}")
         k = int(n_classes or max(int(masks.max()) + 1, 2))
         torch.manual_seed(derive_seed(self.seed, "init"))
         net = UNet(x.ndim - 2, x.shape[1], k, self.base, self.depth).to(self.device)
         opt = torch.optim.AdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         xt, mt = torch.from_numpy(x), torch.from_numpy(masks.astype(np.int64))
         total = self.epochs * max(1, math.ceil(len(x) / self.batch_size))
-        plan = Plan(rounds=self.epochs, lr_at=lambda step, _: self.lr * 0.5 * (1 + math.cos(math.pi * step / total)),
+        plan = Plan(rounds=self.epochs, total_steps=total,
+                    lr_schedule=lambda p: self.lr * 0.5 * (1 + math.cos(math.pi * p)), max_minutes=self.max_minutes, clock=self.clock, stop_within_round=True,
                     progress=self.progress, desc="u-net")
 
         def loss(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -114,7 +123,7 @@ class UNetSegmenter:
         self.net_ = net.eval()
         self.n_classes_ = k
         self.history_ = history
-        self.fit_seconds_ = run.seconds
+        self.fit_seconds_, self.cpu_seconds_, self.steps_ = run.seconds, run.cpu_seconds, run.steps_done
         return self
 
     def _batches(self, xt: torch.Tensor, mt: torch.Tensor, epoch: int):
