@@ -135,3 +135,23 @@ def test_existing_outputs_and_mismatched_models_are_refused(tmp_path, capsys):
     assert code != 0 and "fingerprints differ" in err
     code, _, err = run(["train", data, "--out", str(tmp_path / "m"), "--steps", "3", *TINY], capsys)
     assert code != 0 and "finished run" in err
+
+
+def test_max_minutes_without_steps_is_a_time_budget_and_presets_show_their_budgets(tmp_path, capsys):
+    data = str(write_medmnist_npz(tmp_path / "tinymnist.npz"))
+    code, out, err = run(["train", data, "--out", str(tmp_path / "m"), "--max-minutes", "0.01", "--json", *TINY],
+                         capsys)
+    assert code == 0, err
+    rep = last_json(out)
+    assert rep["schedule"] == "time" and rep["budget_minutes"] == 0.01 and rep["train"]["budget_minutes"] == 0.01
+    assert rep["stopped_by"] == "budget" and rep["finished"] and rep["steps_done"] >= 1 and rep["rollbacks"] == []
+    assert "0.01-minute budget" in err
+    code, out, err = run(["train", data, "--out", str(tmp_path / "s"), "--steps", "2", "--max-minutes", "5", "--json",
+                          *TINY], capsys)
+    rep = last_json(out)
+    assert code == 0 and rep["schedule"] == "steps" and rep["steps_done"] == 2 and rep["stopped_by"] == "steps"
+    code, out, _ = run(["presets", "--json"], capsys)
+    presets = last_json(out)
+    assert presets["cpu-image"]["minutes"] > 0 and all(p["minutes"] > 0 for p in presets.values())
+    code, out, _ = run(["presets"], capsys)
+    assert f"{presets['cpu-image']['minutes']:g} min" in out

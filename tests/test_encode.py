@@ -140,3 +140,93 @@ def test_signals_of_the_wrong_kind_are_refused(trained):
         model.encode(torch.rand(2, 3, 8, 8))
     with pytest.raises(ConfigError, match="latent dimension"):
         model.decode(torch.zeros(2, model.config.latent_dim + 1))
+
+
+def test_adam_at_test_time_is_adam_on_each_latent(trained, tiny_images):
+    """``optimizer="adam"`` takes Adam steps on phi with the fit's gradients: here (full context, no
+    rescaling) those of each signal's MSE, i.e. torch's Adam on the summed loss."""
+    from funcml.encoders.coords import make_grid, signals_to_values
+    from funcml.encoders.meta import per_signal_mse
+
+    model, _ = trained
+    net = model.net
+    x = torch.from_numpy(tiny_images.get(range(4)))
+    cfg = EncodeConfig(steps=6, context_ratio=1.0, grad_rescale=False, optimizer="adam", adam_lr=0.05)
+    got = fit_latents(net, x, cfg)
+    phi = torch.zeros(4, net.config.latent_dim, requires_grad=True)
+    opt = torch.optim.Adam([phi], lr=0.05)
+    coords, values = make_grid((8, 8)), signals_to_values(x)
+    for _ in range(6):
+        opt.zero_grad()
+        per_signal_mse(net(coords, phi), values).sum().backward()
+        opt.step()
+    assert torch.allclose(got, phi.detach(), atol=1e-5)
+    sgd = fit_latents(net, x, dataclasses.replace(cfg, optimizer="sgd", inner_lr=0.5))
+    assert not torch.allclose(got, sgd, atol=1e-3)
+
+
+def test_sgd_at_test_time_uses_the_meta_learnt_rates(tiny_images, tiny_field):
+    """A meta-SGD model steps each latent dimension with its own learnt rate: dimensions whose rate is
+    zero stay at zero, the others move; the rate given in the config is not used."""
+    from funcml.encoders.siren import ModulatedSiren
+
+    torch.manual_seed(0)
+    net = ModulatedSiren(dataclasses.replace(tiny_field, meta_sgd=True), inner_lr=0.5)
+    with torch.no_grad():
+        net.inner_lr[::2] = 0.0
+    x = torch.from_numpy(tiny_images.get(range(4)))
+    phi = fit_latents(net, x, EncodeConfig(steps=4, inner_lr=123.0, context_ratio=0.5))
+    assert torch.all(phi[:, ::2] == 0) and torch.all(phi[:, 1::2].abs().sum(dim=0) > 0)
+    assert phi.abs().max() < 10   # a rate of 123 would have thrown the latents far off
+
+
+def test_auto_steps_stop_a_converged_signal_early_and_keep_its_best_latent(trained, tiny_images):
+    from funcml.encoders.fitting import fit_latents_counted
+
+    model, _ = trained
+    net = model.net
+    real = torch.from_numpy(tiny_images.get(range(3)))
+    converged = decode(net, torch.zeros(1, net.config.latent_dim), (8, 8), clamp=False)  # phi = 0 fits it exactly
+    x = torch.cat([converged, real])
+    cfg = EncodeConfig(steps=60, inner_lr=0.5, context_ratio=0.5, auto_stop=True, stop_patience=4)
+    phi, taken = fit_latents_counted(net, x, cfg)
+    assert taken[0] == 4 and bool((taken[1:] > taken[0]).all()) and int(taken.max()) <= 60
+    assert phi[0].abs().max() < 1e-6    # where it started, where its loss is zero (up to float noise)
+    fixed, fixed_taken = fit_latents_counted(net, x, dataclasses.replace(cfg, auto_stop=False))
+    assert bool((fixed_taken == 60).all())
+    psnr_auto, psnr_fixed = reconstruction_psnr(net, phi, x), reconstruction_psnr(net, fixed, x)
+    assert bool((psnr_auto[1:] > psnr_fixed[1:] - 0.5).all())   # the others stop where more steps add little
+    with pytest.raises(ConfigError, match="auto"):
+        fit_latents(net, x, cfg, differentiable=True)
+
+
+def test_encode_reports_the_test_time_steps_per_signal(trained, tiny_images, tmp_path):
+    model, model_dir = trained
+    cfg = dataclasses.replace(model.encode_defaults, steps=40, auto_stop=True, batch_size=8)
+    _, stats = encode_signal_set(model, tiny_images, tmp_path / "lat", cfg, model_dir=model_dir, progress=False)
+    assert 1 <= stats["steps_min"] <= stats["steps_per_signal"] <= stats["steps_max"] <= 40
+    assert stats["seconds_per_signal"] > 0
+
+
+def test_encode_command_takes_auto_steps_and_an_optimizer(trained, tiny_images, tmp_path, capsys):
+    import json
+
+    from funcml.cli import main
+
+    _, model_dir = trained
+    np.savez(tmp_path / "tiny.npz", **{f"{s}_images": (tiny_images.get(tiny_images.indices(s))[:, 0] * 255).astype(np.uint8)
+                                       for s in ("train", "val", "test")},
+             **{f"{s}_labels": np.zeros((len(tiny_images.indices(s)), 1), np.uint8) for s in ("train", "val", "test")})
+    argv = ["encode", str(tmp_path / "tiny.npz"), "--model", str(model_dir), "--out", str(tmp_path / "lat"),
+            "--steps", "auto", "--max-steps", "30", "--optimizer", "adam", "--adam-lr", "0.05", "--json"]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out = capsys.readouterr()
+    assert exc.value.code == 0, out.err
+    rep = json.loads(out.out.strip().splitlines()[-1])
+    assert 1 <= rep["steps_min"] <= rep["steps_max"] <= 30 and "test-time steps per signal" in out.err
+    manifest = LatentSet.open(tmp_path / "lat").manifest["encoding"]
+    assert manifest["optimizer"] == "adam" and manifest["auto_stop"] and manifest["steps"] == 30
+    with pytest.raises(SystemExit) as exc:
+        main([*argv[:6], "--steps", "many", "--overwrite"])
+    assert exc.value.code != 0 and "--steps" in capsys.readouterr().err

@@ -2,8 +2,10 @@
 
 import dataclasses
 import json
+import math
 import os
 import signal
+
 
 import pytest
 import torch
@@ -96,22 +98,142 @@ def test_sigint_checkpoints_between_steps_and_resumes_identically(tmp_path, tiny
         assert torch.equal(ref[name], got[name]), name
 
 
-def test_divergence_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, tiny_images, tiny_field, tiny_train, monkeypatch):
-    real = trainer_mod.accumulate_meta_gradient
+_REAL_ACCUMULATE = trainer_mod.accumulate_meta_gradient
+
+
+def _poison(monkeypatch, poisoned_call):
+    """NaN outer losses from the meta-gradient calls for which ``poisoned_call(n)`` (1-based) holds."""
+    real = _REAL_ACCUMULATE
     calls = {"n": 0}
 
     def poisoned(net, *args, **kwargs):
         calls["n"] += 1
         stats = real(net, *args, **kwargs)
-        if calls["n"] == 6:
+        if poisoned_call(calls["n"]):
             stats.outer_loss = float("nan")
         return stats
 
     monkeypatch.setattr(trainer_mod, "accumulate_meta_gradient", poisoned)
-    with pytest.raises(TrainingDivergedError, match="diverged at step 6"):
-        MetaTrainer(tiny_field, tiny_train, tiny_images, tmp_path / "m", progress=False).run()
+
+
+def test_non_finite_values_roll_back_and_stop_as_diverged_when_no_rollback_is_left(tmp_path, tiny_images, tiny_field,
+                                                                                     tiny_train, monkeypatch):
+    _poison(monkeypatch, lambda n: n >= 6)
+    cfg = dataclasses.replace(tiny_train, max_rollbacks=2)
+    with pytest.raises(TrainingDivergedError, match=r"diverged at step 6 .*2 rollback\(s\).*checkpoint \(step 4\)"):
+        MetaTrainer(tiny_field, cfg, tiny_images, tmp_path / "m", progress=False).run()
+    weights, meta = _weights(tmp_path / "m")
+    assert meta["step"] == 4 and not meta["finished"] and len(meta["rollbacks"]) == 2
+    assert all(torch.isfinite(v).all() for v in weights.values())
+
+    _poison(monkeypatch, lambda n: n == 6)   # one poisoned step: one rollback, then the run finishes
+    result = MetaTrainer(tiny_field, tiny_train, tiny_images, tmp_path / "once", progress=False).run()
+    assert result.finished and result.steps_done == tiny_train.steps
+    assert [(rb["step"], rb["to_step"], rb["lr_scale"]) for rb in result.rollbacks] == [(6, 4, 0.5)]
+    assert "non-finite" in result.rollbacks[0]["reason"]
+
+
+class _FakeClock:
+    """Seconds that pass only when a step says so."""
+
+    def __init__(self, start: float = 100.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _TimedTrainer(MetaTrainer):
+    """Each meta-step takes one second of the fake clock; ``on_step(trainer, step)`` runs before it."""
+
+    def __init__(self, *args, on_step=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.on_step = on_step
+
+    def meta_gradient(self, net, coords, x, subsets, indices, step):
+        if self.on_step is not None:
+            self.on_step(self, net, step)
+        self.clock.now += 1.0
+        return super().meta_gradient(net, coords, x, subsets, indices, step)
+
+
+def _budget_cfg(tiny_train, **kw):
+    return dataclasses.replace(tiny_train, steps=10 ** 9, budget_minutes=0.5, warmup_steps=2, log_every=1,
+                               val_every=0, checkpoint_every=7, min_lr_ratio=0.1, **kw)
+
+
+def test_time_budget_schedule_follows_the_clock_and_ends_at_the_budget(tmp_path, tiny_images, tiny_field, tiny_train):
+    cfg = _budget_cfg(tiny_train)
+    result = _TimedTrainer(tiny_field, cfg, tiny_images, tmp_path / "m", progress=False, clock=_FakeClock()).run()
+    # 30 s of budget at 1 s per step: 30 steps, the last one ending the cosine at its floor
+    assert result.steps_done == 30 and result.stopped_by == "budget" and result.finished
+    assert result.schedule == "time" and result.schedule_minutes == pytest.approx(0.5)
+    lrs = [h["lr"] for h in result.history if "lr" in h]
+    assert lrs[:2] == pytest.approx([cfg.outer_lr / 2, cfg.outer_lr])   # warm-up in steps
+    # then cosine over the time from the warm-up's end (3 s, after step 2) to the budget (30 s)
+    expect = [cfg.outer_lr * (0.1 + 0.45 * (1 + math.cos(math.pi * (s + 1 - 3) / 27))) for s in range(2, 30)]
+    assert lrs[2:] == pytest.approx(expect)
+    assert lrs[-1] == pytest.approx(cfg.outer_lr * cfg.min_lr_ratio)
     _, meta = _weights(tmp_path / "m")
-    assert meta["step"] == 4 and not meta["finished"]
+    assert meta["finished"] and meta["step"] == 30 and meta["schedule"]["elapsed"] == pytest.approx(30.0)
+
+
+def test_an_interrupted_budget_run_resumes_on_the_same_schedule(tmp_path, tiny_images, tiny_field, tiny_train):
+    cfg = _budget_cfg(tiny_train)
+    ref = _TimedTrainer(tiny_field, cfg, tiny_images, tmp_path / "a", progress=False, clock=_FakeClock()).run()
+
+    def interrupt_at_11(trainer, net, step):
+        if step == 11:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(TrainingInterrupted):
+        _TimedTrainer(tiny_field, cfg, tiny_images, tmp_path / "b", progress=False, clock=_FakeClock(),
+                      on_step=interrupt_at_11).run()
+    assert _weights(tmp_path / "b")[1]["schedule"]["elapsed"] == pytest.approx(12.0)
+    # a later session, on a clock that reads differently: the 12 s already spent still count
+    got = _TimedTrainer(tiny_field, cfg, tiny_images, tmp_path / "b", progress=False, clock=_FakeClock(5e4)).run()
+    assert got.resumed_from == 12 and got.steps_done == ref.steps_done == 30
+    assert [h["lr"] for h in got.history if "lr" in h] == [h["lr"] for h in ref.history if "lr" in h]
+    a, b = _weights(tmp_path / "a")[0], _weights(tmp_path / "b")[0]
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+def test_steps_keep_their_schedule_when_a_budget_is_not_asked_for(tmp_path, tiny_images, tiny_field, tiny_train):
+    result = _TimedTrainer(tiny_field, tiny_train, tiny_images, tmp_path / "m", progress=False,
+                           clock=_FakeClock()).run()
+    assert result.schedule == "steps" and result.steps_done == tiny_train.steps and result.stopped_by == "steps"
+    lrs = [(h["step"], h["lr"]) for h in result.history if "lr" in h]
+    assert lrs == [(s, pytest.approx(cosine_lr(s - 1, tiny_train))) for s in range(2, 13, 2)]
+    stopped = dataclasses.replace(tiny_train, max_minutes=5 / 60)   # stops after 5 s, schedule over 12 steps
+    result = _TimedTrainer(tiny_field, stopped, tiny_images, tmp_path / "s", progress=False, clock=_FakeClock()).run()
+    assert result.stopped_by == "max_minutes" and result.steps_done == 5 and not result.finished
+
+
+def test_the_guard_rolls_back_a_collapse_with_a_lower_learning_rate(tmp_path, tiny_images, tiny_field, tiny_train,
+                                                                      caplog):
+    def corrupt_at_9(trainer, net, step):   # finite weights, but the field is ruined
+        if step == 9 and not trainer.corrupted:
+            trainer.corrupted = True
+            with torch.no_grad():
+                net.out.weight.mul_(200.0)
+
+    cfg = dataclasses.replace(tiny_train, steps=16, outer_lr=3e-3, val_every=0, log_every=2)
+    trainer = _TimedTrainer(tiny_field, cfg, tiny_images, tmp_path / "m", progress=False, clock=_FakeClock(),
+                            on_step=corrupt_at_9)
+    trainer.corrupted = False
+    with caplog.at_level("WARNING", logger="funcml.encoders.trainer"):
+        result = trainer.run()
+    assert result.finished and result.steps_done == 16
+    (rb,) = result.rollbacks
+    assert (rb["step"], rb["to_step"], rb["lr_scale"]) == (10, 8, 0.5) and "below its best" in rb["reason"]
+    assert "rolled back to step 8" in caplog.text
+    after = [h for h in result.history if "lr" in h and h["step"] > 8]
+    assert [h["lr"] for h in after] == pytest.approx([0.5 * cosine_lr(h["step"] - 1, cfg) for h in after])
+    assert {"step": 8, "rollback": rb} in result.history
+    assert json.loads((tmp_path / "m" / "summary.json").read_text())["rollbacks"] == [rb]
+    psnrs = [h["psnr_outer"] for h in result.history if "psnr_outer" in h]
+    assert min(psnrs) > max(psnrs) - cfg.guard_drop_db   # the collapsed interval is not in the curve
 
 
 def test_output_rules(tmp_path, tiny_images, tiny_field, tiny_train):
@@ -215,3 +337,22 @@ def test_fused_outer_optimizer_updates_like_plain_adamw_and_resumes_a_plain_chec
         assert torch.equal(opt.state[p]["exp_avg"], plain_opt.state[q]["exp_avg"])
         assert torch.equal(opt.state[p]["exp_avg_sq"], plain_opt.state[q]["exp_avg_sq"])
         assert float(opt.state[p]["step"]) == 6
+
+
+def test_omega_scaled_learning_rates_give_each_sine_layer_omega_1_over_omega_k(tmp_path, tiny_images, tiny_field,
+                                                                                tiny_train):
+    from funcml.encoders.siren import ModulatedSiren
+
+    net = ModulatedSiren(tiny_field)
+    groups = trainer_mod.param_groups(net, dataclasses.replace(tiny_train, omega_lr=True))
+    scale = {id(p): g["layer_scale"] for g in groups for p in g["params"]}
+    assert sum(len(g["params"]) for g in groups) == len(list(net.parameters())) and groups[0]["layer_scale"] == 1.0
+    for k, layer in enumerate([net.first, *net.hidden, net.out]):
+        assert scale[id(layer.weight)] == scale[id(layer.bias)] == pytest.approx(net.omegas[0] / net.omegas[k])
+    assert scale[id(net.shift.weight)] == 1.0
+    cfg = dataclasses.replace(tiny_train, omega_lr=True, steps=4, val_every=0)
+    trainer = MetaTrainer(tiny_field, cfg, tiny_images, tmp_path / "m", progress=False)
+    trainer.run()
+    _, meta = _weights(tmp_path / "m")
+    lrs = sorted(g["lr"] / cosine_lr(3, cfg) for g in meta["param_groups"])
+    assert lrs == pytest.approx(sorted(g["layer_scale"] for g in groups))

@@ -8,6 +8,7 @@ import click
 
 from funcml.cli.common import (backend_option, data_options, device_option, emit_json, info, json_option,
                                load_data, overwrite_option, parse_resolution, precision_option)
+from funcml.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -19,7 +20,13 @@ if TYPE_CHECKING:
 @click.argument("data")
 @click.option("--model", "model_dir", required=True, type=click.Path(), help="Model directory from `funcml train`.")
 @click.option("--out", required=True, type=click.Path(), help="Output latent-set directory.")
-@click.option("--steps", type=int, default=None, help="Test-time steps H (default: the model's).")
+@click.option("--steps", default=None, metavar="H|auto",
+              help="Test-time steps H (default: the model's), or `auto`: each signal stops when its loss stops "
+                   "improving (at most --max-steps).")
+@click.option("--max-steps", type=click.IntRange(1), default=500, show_default=True, help="With --steps auto: the most steps.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default=None,
+              help="Test-time optimiser of the latents: sgd (the model's rate or its meta-learnt rates) or adam.")
+@click.option("--adam-lr", type=float, default=None, help="Adam's learning rate (with --optimizer adam; default 0.01).")
 @click.option("--batch-size", type=int, default=None, help="Signals encoded together (default 64).")
 @click.option("--inner-lr", type=float, default=None, help="Test-time learning rate (default: the model's).")
 @click.option("--context-ratio", type=float, default=None, help="Context fraction for the rescaling norm.")
@@ -73,8 +80,9 @@ def _encode(dev: torch.device, rank: DistInfo, o: dict) -> None:
     res = parse_resolution(o["resolution"]) or model.signal_shape[1:]
     signals = load_data(o["data"], res, o["channels"], o["split_seed"], o["val_fraction"], o["test_fraction"],
                         o["data_option"])
-    cfg = replace(model.encode_defaults, steps=o["steps"], inner_lr=o["inner_lr"], context_ratio=o["context_ratio"],
-                  grad_rescale=o["grad_rescale"], seed=o["seed"], batch_size=o["batch_size"], backend=o["backend"],
+    cfg = replace(model.encode_defaults, **parse_steps(o["steps"], o["max_steps"]), inner_lr=o["inner_lr"],
+                  context_ratio=o["context_ratio"], grad_rescale=o["grad_rescale"], seed=o["seed"],
+                  batch_size=o["batch_size"], optimizer=o["optimizer"], adam_lr=o["adam_lr"], backend=o["backend"],
                   precision=o["precision"] or "auto", compile=o["compile_"]).validate()
     indices = None if o["split"] == "all" else signals.indices(o["split"])
     say(f"encoding {signals.name} ({len(signals) if indices is None else len(indices)} signals, "
@@ -95,10 +103,26 @@ def _encode(dev: torch.device, rank: DistInfo, o: dict) -> None:
         return
     info(f"done: {len(latent_set)} latents of dimension {latent_set.latent_dim}, mean PSNR {stats['psnr_mean']:.2f} dB, "
          f"{stats['signals_per_second']:.1f} signals/s -> {o['out']}")
+    if cfg.auto_stop and "steps_per_signal" in stats:
+        say(f"test-time steps per signal: {stats['steps_per_signal']:.1f} on average ({stats['steps_min']} to "
+            f"{stats['steps_max']}), {1000 * stats['seconds_per_signal']:.1f} ms per signal")
     if o["as_json"]:
         emit_json({**stats, "out": str(o["out"]), "count": len(latent_set), "latent_dim": latent_set.latent_dim,
                    "psnr_by_split": latent_set.manifest["metrics"].get("psnr_by_split"),
                    "latent_checksum": latent_set.manifest["latent_checksum"], "model_id": model.id})
+
+
+def parse_steps(steps: str | None, max_steps: int) -> dict:
+    """``--steps``: None (the model's H), a number H, or ``auto`` (at most ``max_steps``, stopping each
+    signal when it converges)."""
+    if steps is None:
+        return {}
+    if str(steps).strip().lower() == "auto":
+        return {"steps": max_steps, "auto_stop": True}
+    try:
+        return {"steps": int(steps), "auto_stop": False}
+    except ValueError:
+        raise ConfigError(f"--steps takes a number of test-time steps or `auto`; got {steps!r}") from None
 
 
 def register(cli: click.Group) -> None:

@@ -85,7 +85,11 @@ class TrainConfig:
         context_ratio: gamma, the fraction of coordinates each inner step sees (a fresh random
             subset at every step); the outer loss always uses all coordinates.
         first_order: drop second-order terms (gradients do not flow through the inner updates).
+        first_order_warmup: the first this fraction of the schedule (of ``steps``, or of the time
+            budget) runs first-order, the rest second-order.
         outer_lr: peak AdamW learning rate of the shared weights theta.
+        omega_lr: each sine layer's weights learn at ``omega_1 / omega_k`` times ``outer_lr`` (the
+            same phase change per step in every layer; see ``trainer.param_groups``).
         weight_decay: AdamW weight decay.
         grad_clip: clip the global gradient norm of theta to this value (0 disables).
         warmup_steps: linear warm-up before the cosine decay.
@@ -99,7 +103,15 @@ class TrainConfig:
         checkpoint_minutes: time-based checkpoint interval.
         log_every: record training metrics every this many steps.
         seed: seeds every random choice (batches, context subsets, initialisation).
-        max_minutes: stop (and keep a resumable checkpoint) after this much wall time.
+        max_minutes: stop (and keep a resumable checkpoint) after this much wall time; the
+            schedule still spans ``steps``.
+        budget_minutes: a time budget that is the schedule: warm-up, then cosine decay over the
+            wall time, and training ends when the budget is spent (``steps`` is then only an upper
+            bound). None: the schedule spans ``steps``.
+        guard_drop_db: the collapse guard rolls back to the last good checkpoint when the logged
+            training PSNR falls this far below its best (0: only non-finite values trigger it).
+        max_rollbacks: rollbacks allowed before the run stops as diverged.
+        rollback_lr_factor: each rollback multiplies the learning-rate schedule by this factor.
         recompute: keep only each inner step's inputs and recompute its intermediates in the
             backward (same result; less memory for about a third more inner-loop work).
         compile: run the fused kernels through ``torch.compile`` (same result; minutes of compile
@@ -120,7 +132,9 @@ class TrainConfig:
     inner_lr: float = 1e-2
     context_ratio: float = 0.25
     first_order: bool = False
+    first_order_warmup: float = 0.0
     outer_lr: float = 3e-6
+    omega_lr: bool = False
     weight_decay: float = 1e-2
     grad_clip: float = 1.0
     warmup_steps: int = 0
@@ -134,6 +148,10 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     max_minutes: float | None = None
+    budget_minutes: float | None = None
+    guard_drop_db: float = 5.0
+    max_rollbacks: int = 3
+    rollback_lr_factor: float = 0.5
     recompute: bool = False
     compile: bool = False
     precision: str = "auto"
@@ -141,8 +159,11 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         _finite(inner_lr=self.inner_lr, context_ratio=self.context_ratio, outer_lr=self.outer_lr,
+                first_order_warmup=self.first_order_warmup,
                 weight_decay=self.weight_decay, grad_clip=self.grad_clip, min_lr_ratio=self.min_lr_ratio,
-                checkpoint_minutes=self.checkpoint_minutes, max_minutes=self.max_minutes)
+                checkpoint_minutes=self.checkpoint_minutes, max_minutes=self.max_minutes,
+                budget_minutes=self.budget_minutes, guard_drop_db=self.guard_drop_db,
+                rollback_lr_factor=self.rollback_lr_factor)
         _check(self.steps >= 1, f"--steps must be >= 1; got {self.steps}")
         _check(self.batch_size >= 1, f"--batch-size must be >= 1; got {self.batch_size}")
         _check(self.micro_batch_size is None or self.micro_batch_size >= 1,
@@ -161,6 +182,12 @@ class TrainConfig:
         _check(self.checkpoint_minutes > 0, f"checkpoint_minutes must be > 0; got {self.checkpoint_minutes}")
         _check(self.log_every >= 1, f"log_every must be >= 1; got {self.log_every}")
         _check(self.max_minutes is None or self.max_minutes > 0, f"--max-minutes must be > 0; got {self.max_minutes}")
+        _check(self.budget_minutes is None or self.budget_minutes > 0,
+               f"--max-minutes (the budget) must be > 0; got {self.budget_minutes}")
+        _check(self.guard_drop_db >= 0, f"--guard-drop-db must be >= 0; got {self.guard_drop_db}")
+        _check(self.max_rollbacks >= 0, f"--max-rollbacks must be >= 0; got {self.max_rollbacks}")
+        _check(0 < self.rollback_lr_factor <= 1, f"rollback_lr_factor must be in (0, 1]; got {self.rollback_lr_factor}")
+        _check(0 <= self.first_order_warmup <= 1, f"--first-order-warmup must be in [0, 1]; got {self.first_order_warmup}")
         _check_execution(self.precision, self.backend)
         return self
 
@@ -184,6 +211,11 @@ class EncodeConfig:
             rescaled per signal to the norm of the subsampled one.
         batch_size: signals encoded together.
         seed: seeds the context subsets (encoding is deterministic for a given seed and batch size).
+        optimizer: "sgd" (steps of ``inner_lr``, or of the meta-learnt rates of a meta-SGD model)
+            or "adam" (Adam on phi with learning rate ``adam_lr``, fed the same gradients).
+        adam_lr: Adam's learning rate.
+        auto_stop: stop each signal when its loss has not improved by ``stop_tol`` (relative) for
+            ``stop_patience`` steps, keeping its best latent; ``steps`` is then the most it takes.
         backend: which implementation computes the test-time gradients (see ``TrainConfig.backend``).
         precision: matmul precision, "auto" (tf32 on CUDA, fp32 elsewhere), "fp32", "tf32" or "bf16".
         compile: run the fused kernels through ``torch.compile``.
@@ -195,12 +227,21 @@ class EncodeConfig:
     grad_rescale: bool = True
     batch_size: int = 64
     seed: int = 0
+    optimizer: str = "sgd"
+    adam_lr: float = 1e-2
+    auto_stop: bool = False
+    stop_tol: float = 1e-3
+    stop_patience: int = 5
     backend: str = "auto"
     precision: str = "auto"
     compile: bool = False
 
     def validate(self) -> "EncodeConfig":
-        _finite(inner_lr=self.inner_lr, context_ratio=self.context_ratio)
+        _finite(inner_lr=self.inner_lr, context_ratio=self.context_ratio, adam_lr=self.adam_lr, stop_tol=self.stop_tol)
+        _check(self.optimizer in ("sgd", "adam"), f"--optimizer must be sgd or adam; got {self.optimizer!r}")
+        _check(self.adam_lr > 0, f"--adam-lr must be > 0; got {self.adam_lr}")
+        _check(self.stop_tol >= 0 and self.stop_patience >= 1,
+               f"stop_tol must be >= 0 and stop_patience >= 1; got {self.stop_tol}, {self.stop_patience}")
         _check(self.steps >= 0, f"--steps must be >= 0; got {self.steps}")
         _check(self.inner_lr > 0, f"--inner-lr must be > 0; got {self.inner_lr}")
         _check(0 < self.context_ratio <= 1, f"--context-ratio must be in (0, 1]; got {self.context_ratio}")
@@ -210,7 +251,8 @@ class EncodeConfig:
 
 
 # Fields added after models and latent sets were first written: a file without them reads as these.
-ENCODE_ADDED = {"backend": "auto", "precision": "auto", "compile": False}
+ENCODE_ADDED = {"backend": "auto", "precision": "auto", "compile": False,
+                "optimizer": "sgd", "adam_lr": 1e-2, "auto_stop": False, "stop_tol": 1e-3, "stop_patience": 5}
 
 
 def to_dict(cfg: Any) -> dict:

@@ -95,6 +95,12 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def all_reduce_tensor(t: torch.Tensor) -> torch.Tensor:
+    """Sum ``t`` over processes (in place, on its device: no host sync); returns it."""
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
 def broadcast_parameters(module: torch.nn.Module) -> None:
     for p in module.state_dict().values():
         dist.broadcast(p, src=0)

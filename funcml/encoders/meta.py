@@ -87,31 +87,56 @@ def adapt_latents(net: ModulatedSiren, coords: torch.Tensor, values: torch.Tenso
     return phi, loss.detach()
 
 
+_SUMS = ("outer_loss", "inner_loss", "outer_psnr", "inner_psnr")
+
+
 @dataclass
 class MetaStats:
-    """Sums over the signals seen in one meta-step (divide by the count for means)."""
+    """Sums over the signals seen in one or more meta-steps (divide by the count for means).
+
+    The sums stay on the signals' device as float64 tensors once a batch is added (no host-device
+    sync per step); :meth:`means` and :meth:`as_floats` read them (one sync each).
+    """
 
     count: int = 0
-    outer_loss: float = 0.0
-    inner_loss: float = 0.0
-    outer_psnr: float = 0.0
-    inner_psnr: float = 0.0
+    outer_loss: float | torch.Tensor = 0.0
+    inner_loss: float | torch.Tensor = 0.0
+    outer_psnr: float | torch.Tensor = 0.0
+    inner_psnr: float | torch.Tensor = 0.0
 
     def add(self, outer: torch.Tensor, inner: torch.Tensor) -> None:
+        """Add per-signal outer and last inner losses ``(b,)``."""
         self.count += int(outer.numel())
-        self.outer_loss += float(outer.sum())
-        self.inner_loss += float(inner.sum())
-        self.outer_psnr += float(psnr_from_mse(outer).sum())
-        self.inner_psnr += float(psnr_from_mse(inner).sum())
+        self.outer_loss = self.outer_loss + outer.detach().sum(dtype=torch.float64)
+        self.inner_loss = self.inner_loss + inner.detach().sum(dtype=torch.float64)
+        self.outer_psnr = self.outer_psnr + psnr_from_mse(outer).sum(dtype=torch.float64)
+        self.inner_psnr = self.inner_psnr + psnr_from_mse(inner).sum(dtype=torch.float64)
 
     def merge(self, other: "MetaStats") -> None:
-        for name in ("count", "outer_loss", "inner_loss", "outer_psnr", "inner_psnr"):
+        self.count += other.count
+        for name in _SUMS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
+    def sums(self, device: torch.device | None = None) -> torch.Tensor:
+        """The four sums as one float64 tensor ``(4,)`` (on ``device``, without a sync)."""
+        values = [getattr(self, n) for n in _SUMS]
+        if device is None:
+            device = next((v.device for v in values if isinstance(v, torch.Tensor)), torch.device("cpu"))
+        return torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device) for v in values])
+
+    @classmethod
+    def from_sums(cls, count: int, sums: torch.Tensor) -> "MetaStats":
+        return cls(count, *sums.unbind())
+
+    def as_floats(self) -> dict[str, float]:
+        """``count`` and the sums as plain numbers (one sync)."""
+        return {"count": self.count, **dict(zip(_SUMS, self.sums().tolist()))}
+
     def means(self) -> dict[str, float]:
+        values = self.as_floats()
         n = max(self.count, 1)
-        return {"loss_outer": self.outer_loss / n, "loss_inner": self.inner_loss / n,
-                "psnr_outer": self.outer_psnr / n, "psnr_inner": self.inner_psnr / n}
+        return {"loss_outer": values["outer_loss"] / n, "loss_inner": values["inner_loss"] / n,
+                "psnr_outer": values["outer_psnr"] / n, "psnr_inner": values["inner_psnr"] / n}
 
 
 def psnr_from_mse(mse: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from funcml.encoders.config import FieldConfig, TrainConfig
 from funcml.errors import ConfigError
 
+_BUDGET_STEP_CAP = 10 ** 9   # under a time budget ``steps`` only bounds the run
 ARCH_FIELDS = ("width", "depth", "latent_dim", "omega_first", "omega_last", "meta_sgd")
 
 
@@ -25,8 +26,10 @@ class Preset:
         dim: the coordinate dimension it is made for (1, 2 or 3).
         resolution: the grid it is made for (data are resampled to it unless ``--resolution``).
         arch: architecture fields (see :data:`ARCH_FIELDS`).
-        train: meta-training settings.
+        train: meta-training settings (``train.steps``: the length of a step-scheduled run).
         gpu: made for a GPU (the paper's settings) rather than a 2-core CPU.
+        minutes: the default time budget: ``funcml train`` without ``--steps`` trains this long,
+            its schedule fitted to the minutes (see :meth:`schedule_overrides`).
     """
 
     name: str
@@ -36,6 +39,16 @@ class Preset:
     arch: dict = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     gpu: bool = False
+    minutes: float = 20.0
+
+    def schedule_overrides(self, steps: int | None = None, max_minutes: float | None = None) -> dict:
+        """The schedule options of a run: with ``steps`` the cosine spans them and ``max_minutes``
+        only stops the run (a resumable checkpoint); without, ``max_minutes`` (default: the
+        preset's :attr:`minutes`) is a time budget that the schedule follows."""
+        if steps is not None:
+            return {"steps": steps, "max_minutes": max_minutes, "budget_minutes": None}
+        return {"steps": _BUDGET_STEP_CAP, "max_minutes": None,
+                "budget_minutes": self.minutes if max_minutes is None else max_minutes}
 
     def build(self, dim_in: int, channels: int, **overrides) -> tuple[FieldConfig, TrainConfig]:
         """Field and train configs for data of ``dim_in`` and ``channels``, with ``overrides``
@@ -74,21 +87,21 @@ def list_presets() -> list[Preset]:
 
 # -- the paper's presets (MedFuncta, Friedrich et al.; outer lr, clipping and H from the official code) --
 register_preset(Preset(
-    name="ecg", dim=1, resolution=(187,), gpu=True,
+    name="ecg", minutes=60.0, dim=1, resolution=(187,), gpu=True,
     description="paper 1D: MIT-BIH beats (187 samples), 8 x 64, P 64, omega 20->200, gamma 1, batch 64",
     arch=dict(width=64, depth=8, latent_dim=64, omega_first=20.0, omega_last=200.0),
     train=TrainConfig(steps=250_000, batch_size=64, inner_steps=10, inner_lr=1e-2, context_ratio=1.0,
                       outer_lr=3e-6, val_every=1000, val_signals=256, checkpoint_every=5000),
 ))
 register_preset(Preset(
-    name="image-64", dim=2, resolution=(64, 64), gpu=True,
+    name="image-64", minutes=60.0, dim=2, resolution=(64, 64), gpu=True,
     description="paper 2D: 64x64 images, 15 x 256, P 2048, omega 20->400, gamma 0.25, batch 24",
     arch=dict(width=256, depth=15, latent_dim=2048, omega_first=20.0, omega_last=400.0),
     train=TrainConfig(steps=250_000, batch_size=24, inner_steps=10, inner_lr=1e-2, context_ratio=0.25,
                       outer_lr=3e-6, val_every=1000, val_signals=256, checkpoint_every=5000),
 ))
 register_preset(Preset(
-    name="volume-32", dim=3, resolution=(32, 32, 32), gpu=True,
+    name="volume-32", minutes=60.0, dim=3, resolution=(32, 32, 32), gpu=True,
     description="paper 3D: 32^3 volumes, 15 x 256, P 8192, omega 20->300, gamma 0.25, batch 4",
     arch=dict(width=256, depth=15, latent_dim=8192, omega_first=20.0, omega_last=300.0),
     train=TrainConfig(steps=250_000, batch_size=4, inner_steps=10, inner_lr=1e-2, context_ratio=0.25,
@@ -97,21 +110,25 @@ register_preset(Preset(
 
 # -- CPU presets: the same method, sized to learn something real within minutes on 2 cores --
 register_preset(Preset(
-    name="cpu-ecg", dim=1, resolution=(187,),
-    description="CPU 1D: ECG beats (187 samples), 6 x 64, P 64, omega 20->100, gamma 1, G 3, alpha 0.1, batch 32",
-    arch=dict(width=64, depth=6, latent_dim=64, omega_first=20.0, omega_last=100.0),
+    name="cpu-ecg", minutes=15.0, dim=1, resolution=(187,),
+    description="CPU 1D: ECG beats (187 samples), 6 x 64, P 93, meta-SGD, omega 20->100, per-layer outer lr, "
+                "gamma 1, G 3, alpha 0.1, batch 32",
+    arch=dict(width=64, depth=6, latent_dim=93, omega_first=20.0, omega_last=100.0, meta_sgd=True),
     train=TrainConfig(steps=1500, batch_size=32, inner_steps=3, inner_lr=0.1, context_ratio=1.0,
-                      outer_lr=3e-4, warmup_steps=50, val_every=250, val_signals=128, checkpoint_every=250),
+                      outer_lr=3e-4, omega_lr=True, warmup_steps=50, val_every=250, val_signals=128,
+                      checkpoint_every=250),
 ))
 register_preset(Preset(
-    name="cpu-image", dim=2, resolution=None,
-    description="CPU 2D: 28x28/64x64 images, 6 x 128, P 256, omega 20->60, gamma 0.25, G 3, alpha 1, batch 16",
-    arch=dict(width=128, depth=6, latent_dim=256, omega_first=20.0, omega_last=60.0),
+    name="cpu-image", minutes=20.0, dim=2, resolution=None,
+    description="CPU 2D: 28x28/64x64 images, 6 x 128, P 392, meta-SGD, omega 20->60, per-layer outer lr, "
+                "gamma 0.25, G 3, alpha 1, batch 16",
+    arch=dict(width=128, depth=6, latent_dim=392, omega_first=20.0, omega_last=60.0, meta_sgd=True),
     train=TrainConfig(steps=500, batch_size=16, inner_steps=3, inner_lr=1.0, context_ratio=0.25,
-                      outer_lr=3e-4, warmup_steps=30, val_every=250, val_signals=64, checkpoint_every=250),
+                      outer_lr=3e-4, omega_lr=True, warmup_steps=30, val_every=250, val_signals=64,
+                      checkpoint_every=250),
 ))
 register_preset(Preset(
-    name="cpu-volume", dim=3, resolution=(16, 16, 16),
+    name="cpu-volume", minutes=20.0, dim=3, resolution=(16, 16, 16),
     description="CPU 3D: 16^3 volumes, 6 x 128, P 512, omega 20->60, gamma 0.25, G 3, alpha 1, batch 4",
     arch=dict(width=128, depth=6, latent_dim=512, omega_first=20.0, omega_last=60.0),
     train=TrainConfig(steps=300, batch_size=4, inner_steps=3, inner_lr=1.0, context_ratio=0.25,

@@ -5,17 +5,23 @@ drawn from generators seeded by (seed, s), and weights plus optimizer state are 
 a run resumed from step s continues exactly the trajectory of an uninterrupted run. Validation
 PSNR (test-time encoding of held-out signals) is measured every ``val_every`` steps and the best
 model is kept as the output model directory.
+
+The schedule spans ``steps``, or with ``budget_minutes`` the wall time (:mod:`funcml.encoders.schedule`).
+Per-step statistics stay on the device; at each log, validation and checkpoint the loop reads them
+once and :class:`~funcml.encoders.guard.CollapseGuard` decides whether training collapsed, in which
+case it rolls back to the last good checkpoint with a lower learning rate.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -30,13 +36,18 @@ from funcml.encoders.checkpoint import CHECKPOINT_DIR, load_checkpoint, read_che
 from funcml.encoders.config import EncodeConfig, FieldConfig, TrainConfig
 from funcml.encoders.coords import make_grid
 from funcml.encoders.fitting import fit_latents, reconstruction_psnr
+from funcml.encoders.guard import CollapseGuard, TrainWindow
 from funcml.encoders.meta import MetaStats, accumulate_meta_gradient, draw_subsets
+from funcml.encoders.schedule import ScheduleState, StepClock as _Clock, budget_lr, cosine_lr
 from funcml.encoders.model import FieldModel
 from funcml.encoders.siren import ModulatedSiren
 from funcml.errors import ConfigError, DataError, FuncmlError, OutputExistsError, TrainingDivergedError
 from funcml.io import atomic_write_json
 from funcml.io.lock import OutputLock
 from funcml.seeding import derive_seed, epoch_batch, generator
+
+__all__ = ["MetaTrainer", "TrainResult", "TrainingInterrupted", "cosine_lr", "encode_config_for", "validation_psnr"]
+_log = logging.getLogger(__name__)
 
 class TrainingInterrupted(FuncmlError):
     """SIGINT/SIGTERM stopped training between two steps; a checkpoint was written."""
@@ -74,20 +85,10 @@ class _StopRequests:
 
 # Changing these between a run and its resumption does not change the trajectory.
 _RESUME_FREE = {"max_minutes", "checkpoint_minutes", "checkpoint_every", "log_every", "val_every", "val_signals",
-                "recompute", "compile"}
+                "recompute", "compile", "guard_drop_db", "max_rollbacks", "rollback_lr_factor"}
 _TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 _TRAIN_DEFAULTS["precision"] = "fp32"  # what runs recorded before the field existed used
 CACHE_BYTES = 4 << 30
-
-
-def cosine_lr(step: int, cfg: TrainConfig) -> float:
-    """Learning rate for update ``step`` (0-based): linear warm-up, then cosine to ``min_lr_ratio``."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return cfg.outer_lr * (step + 1) / cfg.warmup_steps
-    span = max(cfg.steps - cfg.warmup_steps, 1)
-    progress = min(max(step - cfg.warmup_steps, 0) / span, 1.0)
-    floor = cfg.outer_lr * cfg.min_lr_ratio
-    return floor + 0.5 * (cfg.outer_lr - floor) * (1.0 + math.cos(math.pi * progress))
 
 
 AUTO_MICRO_BATCH_BYTES = 256 << 20
@@ -128,7 +129,22 @@ def accumulate_batch_meta_gradient(net: ModulatedSiren, coords: torch.Tensor, x:
                                     recompute=cfg.recompute, execution=Execution.of(cfg, x.device))
 
 
-def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
+def param_groups(net: ModulatedSiren, cfg: TrainConfig) -> list[dict]:
+    """The outer optimizer's parameter groups. With ``cfg.omega_lr`` each sine layer's weights (and
+    the output layer's) learn at ``omega_1 / omega_k`` times the learning rate (key ``layer_scale``):
+    a weight change moves layer k's phase ``omega_k`` times as much, so every layer moves its phase
+    by the same amount per step; the first layer and the shift map keep the full rate."""
+    if not cfg.omega_lr:
+        return [{"params": list(net.parameters()), "layer_scale": 1.0}]
+    layers = [net.first, *net.hidden, net.out]
+    scale = {id(p): net.omegas[0] / net.omegas[k] for k, layer in enumerate(layers) for p in layer.parameters()}
+    groups: dict[float, list[torch.nn.Parameter]] = {}
+    for p in net.parameters():
+        groups.setdefault(scale.get(id(p), 1.0), []).append(p)
+    return [{"params": ps, "layer_scale": s} for s, ps in sorted(groups.items(), key=lambda kv: -kv[0])]
+
+
+def make_optimizer(params: list[torch.nn.Parameter] | list[dict], cfg: TrainConfig) -> torch.optim.AdamW:
     """The outer AdamW on theta; its fused implementation (one pass over each parameter instead of
     about ten: 14-17 against 104-194 ms a step for the 3D preset's 30M parameters on two CPU cores,
     ``benchmarks/bench_pieces.py``; the same update up to float rounding) where this torch and device
@@ -139,11 +155,19 @@ def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.
         return torch.optim.AdamW(params, lr=cfg.outer_lr, weight_decay=cfg.weight_decay)
 
 
-def apply_meta_update(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, cfg: TrainConfig) -> None:
-    """Clip the global gradient norm (if set) and take the AdamW step."""
+def apply_meta_update(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
+                      cfg: TrainConfig) -> torch.Tensor:
+    """Clip the global gradient norm (if set) and take the AdamW step; returns the norm before
+    clipping (a 0-d tensor on the parameters' device, not read: no host sync)."""
+    grads = [p.grad for p in params if p.grad is not None]
     if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    elif grads:
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    else:
+        norm = torch.zeros(())
     optimizer.step()
+    return norm
 
 
 def resolve_precision(cfg: TrainConfig, device: torch.device) -> TrainConfig:
@@ -201,6 +225,10 @@ class TrainResult:
     stopped_by: str
     history: list[dict] = field(default_factory=list, repr=False)
     fused_loops: bool = False   # the CPU element-wise work ran in funcml.encoders.fused_loops
+    schedule: str = "steps"     # "steps": cosine over ``steps``; "time": over ``budget_minutes``
+    budget_minutes: float | None = None
+    rollbacks: list[dict] = field(default_factory=list)   # the collapse guard's rollbacks
+    schedule_minutes: float = 0.0   # wall time the schedule counted (resumed runs: all sessions)
 
     def summary(self) -> dict[str, Any]:
         d = asdict(self)
@@ -208,6 +236,41 @@ class TrainResult:
         d["val_psnr"] = self.best_val_psnr
         d["peak_memory_mb"] = self.peak_memory_bytes / 2**20
         return d
+
+
+@dataclass
+class _Run:
+    """The state of one :meth:`MetaTrainer.run`: what it trains and where it stands."""
+
+    net: ModulatedSiren
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    clock: _Clock
+    train_cache: torch.Tensor | None
+    val_signals: torch.Tensor | None
+    coords: torch.Tensor
+    enc_cfg: EncodeConfig
+    guard: CollapseGuard
+    resumed: bool = False
+    step: int = 0                 # steps done: the next step's index
+    start: int = 0                # the step this session started at
+    best_val: float | None = None
+    best_step: int | None = None
+    history: list[dict] = field(default_factory=list)
+    window: TrainWindow = field(default_factory=TrainWindow)
+    schedule: ScheduleState = field(default_factory=ScheduleState)
+    rollbacks: list[dict] = field(default_factory=list)
+    step_times: list[float] = field(default_factory=list)
+    last_ckpt_step: int = 0
+    last_ckpt_time: float = 0.0
+    val_seconds: float = 0.0      # how long the last validation took
+    stopped_by: str = "steps"
+    bar: Any = None
+
+
+def _recent_step_seconds(r: _Run) -> float:
+    """Median wall time of the last (up to 20) steps (before the first: the checkpoint's)."""
+    return statistics.median(r.step_times[-20:]) if r.step_times else r.schedule.step_seconds
 
 
 class MetaTrainer:
@@ -221,11 +284,15 @@ class MetaTrainer:
             ``checkpoints/``, ``train_log.jsonl``, ``summary.json``, ``training_curves.png``.
         device: torch device. resume: continue an unfinished run in ``out`` (``None``: automatically
             when its configuration matches). overwrite: start over in an existing ``out``.
+        clock: the wall clock (seconds; default ``time.perf_counter``) that time budgets, step times
+            and time-based checkpoints read.
     """
 
     def __init__(self, field: FieldConfig, train: TrainConfig, signals: SignalSet, out: str | Path,
                  device: torch.device | str = "cpu", *, resume: bool | None = None, overwrite: bool = False,
-                 progress: bool = True) -> None:
+                 progress: bool = True, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self.step_cfg = train   # the settings of the step in progress (see _step_config)
         self.field = field.validate()
         self.cfg = train.validate()
         self.signals = signals
@@ -329,147 +396,244 @@ class MetaTrainer:
             self._release_lock()
 
     def _run(self) -> TrainResult:
-        cfg, dist_info = self.cfg, self.dist
-        t_start = time.perf_counter()
+        r = self._start()
+        try:
+            with _StopRequests() as stop_requests:
+                self._loop(r, stop_requests)
+        finally:
+            r.bar.close()
+        if r.stopped_by == "interrupted":
+            self._checkpoint(r)
+            raise TrainingInterrupted(f"interrupted after step {r.step}; checkpoint saved in "
+                                      f"{self.out / CHECKPOINT_DIR}. Rerun the same command to resume.")
+        return self._finish(r)
+
+    def _start(self) -> _Run:
+        """Build the network and optimizer, restore a checkpoint when resuming, load the data."""
+        cfg = self.cfg
+        clock = _Clock(self.clock)
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         torch.manual_seed(derive_seed(cfg.seed, "init"))
         net = ModulatedSiren(self.field, inner_lr=cfg.inner_lr).to(self.device)
-        params = [p for p in net.parameters()]
-        optimizer = make_optimizer(params, cfg)
+        params = list(net.parameters())
+        optimizer = make_optimizer(param_groups(net, cfg), cfg)
         meta = self._resume_decision
-        history: list[dict] = []
-        best_val, best_step, start = None, None, 0
-        window = MetaStats()
         if meta is not None:
             meta = load_checkpoint(self.out, net, optimizer)
-            start, best_val, best_step = int(meta["step"]), meta.get("best_val_psnr"), meta.get("best_step")
-            history = list(meta.get("history", []))
-            window = MetaStats(**meta.get("window", {}))  # metrics of steps since the last log line
-        if dist_info.enabled:
+        if self.dist.enabled:
             ddp.broadcast_parameters(net)
-        if dist_info.is_main:
+        if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             for stale in self.out.glob(".*.tmp"):  # half-written files of a killed run (we hold the lock)
                 stale.unlink(missing_ok=True)
-
         train_cache, _ = self._load_train_signals()
-        val_signals = torch.from_numpy(self.signals.get(self.val_idx)).to(self.device) if len(self.val_idx) else None
-        coords = make_grid(self.signals.spatial_shape, device=self.device)
-        n_coords = coords.shape[0]
+        val = torch.from_numpy(self.signals.get(self.val_idx)).to(self.device) if len(self.val_idx) else None
         enc_cfg = dataclasses.replace(encode_config_for(cfg), backend=cfg.backend, precision=cfg.precision,
                                       compile=cfg.compile)  # validation runs as the training does
-        local_bs = cfg.batch_size // dist_info.world_size
-
-        step_times: list[float] = []
-        last_ckpt_time = time.perf_counter()
-        stopped_by = "steps"
-        last_train_psnr = next((h["psnr_outer"] for h in reversed(history) if "psnr_outer" in h), None)
-        last_ckpt_step = start
-        bar = progress_bar(total=cfg.steps, initial=start, desc="meta-train", unit="step",
-                   disable=not (self.progress and dist_info.is_main), leave=False)
-
-        def checkpoint(step: int, finished: bool = False) -> None:
-            nonlocal last_ckpt_step
-            if dist_info.is_main:
-                if history:  # first: a checkpoint that exists has its log complete
-                    _write_log(self.out, history)
-                save_checkpoint(self.out, net, optimizer, {
-                    "step": step, "finished": finished, "best_val_psnr": best_val, "best_step": best_step,
-                    "config": self._config_record(), "history": history, "window": asdict(window)})
-            last_ckpt_step = step
-
-        def diverged(step: int, what: str) -> TrainingDivergedError:
-            return TrainingDivergedError(
-                f"meta-training diverged at step {step} ({what}); the last good checkpoint (step {last_ckpt_step}) "
-                f"is kept in {self.out / CHECKPOINT_DIR}. Lower --outer-lr or --inner-lr and pass --overwrite "
-                f"to start over")
-
-        def save_model(step: int, val: float | None) -> None:
-            if dist_info.is_main:
-                self._model(net, step, val).save(self.out)
-
+        r = _Run(net=net, params=params, optimizer=optimizer, clock=clock, train_cache=train_cache, val_signals=val,
+                 coords=make_grid(self.signals.spatial_shape, device=self.device), enc_cfg=enc_cfg,
+                 guard=CollapseGuard(cfg.guard_drop_db), resumed=meta is not None)
+        if meta is not None:
+            self._restore(r, meta)
+            r.schedule = ScheduleState(**meta.get("schedule", {}))
+            r.rollbacks = list(meta.get("rollbacks", []))
+            clock.spent_before = r.schedule.elapsed
+        r.start, r.last_ckpt_time = r.step, clock.t0
+        r.bar = progress_bar(total=self._planned_steps(r), initial=r.step, desc="meta-train", unit="step",
+                             disable=not (self.progress and self.dist.is_main), leave=False)
         if meta is None:
-            checkpoint(0)  # from now on a killed run always has a checkpoint to resume from
-        step = start
-        interrupted = False
-        with _StopRequests() as stop_requests:
-            for step in range(start, cfg.steps):
-                t0 = time.perf_counter()
-                for g in optimizer.param_groups:
-                    g["lr"] = cosine_lr(step, cfg)
-                batch = self.train_idx[epoch_batch(step, len(self.train_idx), cfg.batch_size, cfg.seed)]
-                local = batch[dist_info.rank::dist_info.world_size] if dist_info.enabled else batch
-                pos = np.searchsorted(self.train_idx, local)
-                x = (train_cache[torch.from_numpy(pos).to(train_cache.device)] if train_cache is not None
-                     else torch.from_numpy(self.signals.get(local))).to(self.device, non_blocking=True)
-                subsets = draw_subsets(n_coords, cfg.context_ratio, cfg.inner_steps,
-                                       generator(cfg.seed, "context", step), self.device)
-                optimizer.zero_grad(set_to_none=True)
-                stats = self.meta_gradient(net, coords, x, subsets, local, step)
-                elapsed_min = (time.perf_counter() - t_start) / 60
-                stop_flag = float((cfg.max_minutes is not None and elapsed_min >= cfg.max_minutes)
-                                  or stop_requests.requested)
-                if dist_info.enabled:
-                    ddp.all_reduce_gradients(params)
-                    sums = ddp.all_reduce_sum([stats.count, stats.outer_loss, stats.inner_loss, stats.outer_psnr,
-                                               stats.inner_psnr, stop_flag], self.device)
-                    stats = MetaStats(int(sums[0]), *sums[1:5])
-                    stop_flag = sums[5]
-                grads_finite = _all_finite([p.grad for p in params if p.grad is not None])
-                if not (math.isfinite(stats.outer_loss) and grads_finite):
-                    raise diverged(step + 1, "non-finite loss or gradient")
-                apply_meta_update(params, optimizer, cfg)
-                if not _all_finite(params):
-                    raise diverged(step + 1, "the update made weights non-finite")
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                step_times.append(time.perf_counter() - t0)
-                window.merge(stats)
-                done = step + 1
-                bar.update(1)
-                if done % cfg.log_every == 0 or done == cfg.steps:
-                    means = window.means()
-                    last_train_psnr = means["psnr_outer"]
-                    history.append({"step": done, "lr": optimizer.param_groups[0]["lr"], **means,
-                                    "seconds": step_times[-1]})
-                    bar.set_postfix(psnr=f"{means['psnr_outer']:.2f}")
-                    window = MetaStats()
-                if cfg.val_every and done % cfg.val_every == 0 and done != cfg.steps:
-                    best_val, best_step = self._validate(net, val_signals, enc_cfg, done, history, best_val,
-                                                         best_step, save_model)
-                interrupted = interrupted or stop_requests.requested
-                if stop_flag:
-                    stopped_by = "interrupted" if interrupted else "max_minutes"
-                    step = done
-                    break
-                if done % cfg.checkpoint_every == 0 or time.perf_counter() - last_ckpt_time > cfg.checkpoint_minutes * 60:
-                    checkpoint(done)
-                    last_ckpt_time = time.perf_counter()
-            else:
-                step = cfg.steps
-        bar.close()
-        if interrupted:
-            checkpoint(step)
-            raise TrainingInterrupted(f"interrupted after step {step}; checkpoint saved in {self.out / 'checkpoints'}. "
-                                      f"Rerun the same command to resume.")
+            self._checkpoint(r)  # from now on a killed run always has a checkpoint to resume from
+        return r
 
-        finished = step >= cfg.steps
-        if val_signals is not None and (not history or history[-1].get("val_psnr") is None or
-                                         history[-1]["step"] != step):
-            best_val, best_step = self._validate(net, val_signals, enc_cfg, step, history, best_val, best_step,
-                                                 save_model)
-        if val_signals is None:
-            save_model(step, None)
-        timed = step_times[3:] if len(step_times) > 5 else step_times
+    def _restore(self, r: _Run, meta: dict) -> None:
+        """Take step, history, metrics window and best validation from checkpoint metadata ``meta``."""
+        r.step, r.best_val, r.best_step = int(meta["step"]), meta.get("best_val_psnr"), meta.get("best_step")
+        r.history = list(meta.get("history", []))
+        r.window = TrainWindow.from_record(meta.get("window"))  # metrics of steps since the last log line
+        r.guard = CollapseGuard(self.cfg.guard_drop_db, r.history)
+        r.last_ckpt_step = r.step
+
+    def _loop(self, r: _Run, stop_requests: _StopRequests) -> None:
+        """Train until a stop reason; every sync point checks for a collapse first."""
+        while True:
+            reason = self._stop_reason(r, stop_requests)
+            if reason is None:
+                self._train_step(r)
+                self._sync_point(r)
+                continue
+            # the last partial interval is checked and logged too; a rollback there trains on
+            rolled_back = self._check(r, log=r.window.steps > 0)
+            if not rolled_back or reason == "interrupted":
+                r.stopped_by = reason
+                return
+
+    def _stop_reason(self, r: _Run, stop_requests: _StopRequests) -> str | None:
+        """Why the run stops before its next step (None: it goes on); all processes agree."""
+        cfg = self.cfg
+        reason = None
+        if stop_requests.requested:
+            reason = "interrupted"
+        elif cfg.max_minutes is not None and r.clock.run_seconds() >= cfg.max_minutes * 60:
+            reason = "max_minutes"
+        elif cfg.budget_minutes is not None and r.step > 0 and (
+                r.clock.elapsed() + _recent_step_seconds(r) > self._horizon(r)):
+            reason = "budget"
+        if self.dist.enabled:
+            codes = ("interrupted", "max_minutes", "budget")
+            flags = ddp.all_reduce_sum([float(reason == c) for c in codes], self.device)
+            reason = next((c for c, f in zip(codes, flags) if f), None)
+        if reason is None and r.step >= cfg.steps:
+            reason = "steps"
+        return reason
+
+    def _horizon(self, r: _Run) -> float:
+        """Seconds of the budget the training steps may use: the budget less the final validation
+        (as long as the last one took)."""
+        return self.cfg.budget_minutes * 60 - r.val_seconds
+
+    def _learning_rate(self, r: _Run) -> float:
+        if self.cfg.budget_minutes is None:
+            return cosine_lr(r.step, self.cfg) * r.schedule.lr_scale
+        end = r.clock.elapsed() + _recent_step_seconds(r)
+        return budget_lr(r.step, end, self._horizon(r), r.schedule, self.cfg)
+
+    def _train_step(self, r: _Run) -> None:
+        """One meta-step; its statistics stay on the device (no host sync)."""
+        cfg, dist_info, step = self.cfg, self.dist, r.step
+        t0 = r.clock.clock()
+        lr = self._learning_rate(r)
+        for g in r.optimizer.param_groups:
+            g["lr"] = lr * g.get("layer_scale", 1.0)
+        batch = self.train_idx[epoch_batch(step, len(self.train_idx), cfg.batch_size, cfg.seed)]
+        local = batch[dist_info.rank::dist_info.world_size] if dist_info.enabled else batch
+        x = gather_batch(r.train_cache, self.signals, self.train_idx, local, self.device)
+        subsets = draw_subsets(r.coords.shape[0], cfg.context_ratio, cfg.inner_steps,
+                               generator(cfg.seed, "context", step), self.device)
+        r.optimizer.zero_grad(set_to_none=True)
+        self.step_cfg = self._step_config(r)
+        stats = self.meta_gradient(r.net, r.coords, x, subsets, local, step)
+        if dist_info.enabled:
+            ddp.all_reduce_gradients(r.params)
+            stats = MetaStats.from_sums(stats.count * dist_info.world_size,
+                                        ddp.all_reduce_tensor(stats.sums(self.device)))
+        r.window.add_step(stats, apply_meta_update(r.params, r.optimizer, cfg))
+        r.step += 1
+        r.step_times.append(r.clock.clock() - t0)
+        r.bar.update(1)
+
+    def _step_config(self, r: _Run) -> TrainConfig:
+        """The settings of the next step: first-order during ``first_order_warmup`` (a fraction of
+        the steps, or of the time budget)."""
+        cfg = self.cfg
+        if not cfg.first_order_warmup or cfg.first_order:
+            return cfg
+        done = (r.step / cfg.steps if cfg.budget_minutes is None
+                else r.clock.elapsed() / (cfg.budget_minutes * 60))
+        return dataclasses.replace(cfg, first_order=True) if done < cfg.first_order_warmup else cfg
+
+    def _sync_point(self, r: _Run) -> None:
+        """After a step: log, validate and checkpoint when due, each after a collapse check."""
+        cfg, done = self.cfg, r.step
+        log = done % cfg.log_every == 0 or (cfg.budget_minutes is None and done == cfg.steps)
+        val = bool(cfg.val_every) and done % cfg.val_every == 0 and done != cfg.steps
+        ckpt = (done % cfg.checkpoint_every == 0
+                or r.clock.clock() - r.last_ckpt_time > cfg.checkpoint_minutes * 60)
+        if not (log or val or ckpt) or self._check(r, log):
+            return
+        if val:
+            self._validate(r, done)
+        if ckpt:
+            self._checkpoint(r)
+            r.last_ckpt_time = r.clock.clock()
+
+    def _check(self, r: _Run, log: bool) -> bool:
+        """Read the window (one sync): log it when ``log``, and roll back when the guard sees a
+        collapse. Returns whether it rolled back."""
+        finite = _all_finite([*r.window.tensors(), *r.params])
+        means = r.window.means() if log and finite else None
+        reason = r.guard.check(finite, None if means is None else means["psnr_outer"])
+        if reason is not None:
+            self._rollback(r, reason, means)
+            return True
+        if means is not None:
+            steps = r.step_times[-r.window.steps:]
+            r.history.append({"step": r.step, "lr": r.optimizer.param_groups[0]["lr"], **means,
+                              "seconds": sum(steps) / max(len(steps), 1)})
+            r.bar.set_postfix(psnr=f"{means['psnr_outer']:.2f}")
+            r.window = TrainWindow()
+        return False
+
+    def _rollback(self, r: _Run, reason: str, means: dict | None) -> None:
+        """Return to the last good checkpoint with the schedule scaled by ``rollback_lr_factor``
+        (time already spent stays spent), or stop as diverged when no rollback is left."""
+        cfg, at = self.cfg, r.step
+        if len(r.rollbacks) >= cfg.max_rollbacks:
+            raise TrainingDivergedError(
+                f"meta-training diverged at step {at} ({reason}) after {len(r.rollbacks)} rollback(s); the last "
+                f"good checkpoint (step {r.last_ckpt_step}) is kept in {self.out / CHECKPOINT_DIR}. Lower "
+                f"--outer-lr or --inner-lr and pass --overwrite to start over")
+        ddp.barrier()
+        meta = load_checkpoint(self.out, r.net, r.optimizer)
+        self._restore(r, meta)
+        r.schedule.lr_scale *= cfg.rollback_lr_factor
+        record = {"step": at, "to_step": r.step, "reason": reason, "lr_scale": r.schedule.lr_scale,
+                  "psnr_outer": None if means is None else means["psnr_outer"],
+                  "minutes": r.clock.elapsed() / 60}
+        r.rollbacks.append(record)
+        r.history.append({"step": r.step, "rollback": record})
+        self._checkpoint(r)   # the same weights, with the lower learning rate and the record: a resumed run keeps them
+        _log.warning("meta-training collapsed at step %d (%s): rolled back to step %d, learning rate x%g",
+                     at, reason, r.step, r.schedule.lr_scale)
+        r.bar.n = r.step
+        r.bar.refresh()
+
+    def _checkpoint(self, r: _Run, finished: bool = False) -> None:
+        r.schedule.elapsed, r.schedule.step_seconds = r.clock.elapsed(), _recent_step_seconds(r)
+        window = r.window.record()   # every process: the read may sync the device
+        if self.dist.is_main:
+            if r.history:  # first: a checkpoint that exists has its log complete
+                _write_log(self.out, r.history)
+            save_checkpoint(self.out, r.net, r.optimizer, {
+                "step": r.step, "finished": finished, "best_val_psnr": r.best_val, "best_step": r.best_step,
+                "config": self._config_record(), "history": r.history, "window": window,
+                "schedule": asdict(r.schedule), "rollbacks": r.rollbacks})
+        r.last_ckpt_step = r.step
+
+    def _planned_steps(self, r: _Run) -> int:
+        """The run's length in steps: ``steps``, or under a time budget an estimate from the step
+        times so far (updated as it runs)."""
+        if self.cfg.budget_minutes is None:
+            return self.cfg.steps
+        per_step = _recent_step_seconds(r)
+        if per_step <= 0:
+            return r.step
+        left = max(self._horizon(r) - r.clock.elapsed(), 0.0)
+        return min(self.cfg.steps, r.step + int(left / per_step))
+
+    def _finish(self, r: _Run) -> TrainResult:
+        """Final validation, the model, summary and figure, and the last checkpoint."""
+        step, finished = r.step, r.stopped_by in ("steps", "budget")
+        history = r.history
+        if r.val_signals is not None and (not history or history[-1].get("val_psnr") is None
+                                          or history[-1]["step"] != step):
+            self._validate(r, step)
+        if r.val_signals is None:
+            self._save_model(r.net, step, None)
+        timed = r.step_times[3:] if len(r.step_times) > 5 else r.step_times
         result = TrainResult(
-            out=str(self.out), model_id=None, steps_done=step, steps_total=cfg.steps, finished=finished,
-            best_val_psnr=best_val, best_step=best_step, last_train_psnr=last_train_psnr,
+            out=str(self.out), model_id=None, steps_done=step, steps_total=step if
+            self.cfg.budget_minutes is not None and finished else self.cfg.steps, finished=finished,
+            best_val_psnr=r.best_val, best_step=r.best_step,
+            last_train_psnr=next((h["psnr_outer"] for h in reversed(history) if "psnr_outer" in h), None),
             median_step_seconds=statistics.median(timed) if timed else None,
-            peak_memory_bytes=peak_memory_bytes(self.device), minutes=(time.perf_counter() - t_start) / 60,
-            resumed_from=start if meta is not None else None, stopped_by=stopped_by, history=history,
-            fused_loops=native_loops_used(net, cfg, self.device))
-        if dist_info.is_main:
+            peak_memory_bytes=peak_memory_bytes(self.device), minutes=r.clock.run_seconds() / 60,
+            resumed_from=r.start if r.resumed else None, stopped_by=r.stopped_by, history=history,
+            fused_loops=native_loops_used(r.net, self.cfg, self.device),
+            schedule="steps" if self.cfg.budget_minutes is None else "time",
+            budget_minutes=self.cfg.budget_minutes, rollbacks=list(r.rollbacks),
+            schedule_minutes=r.clock.elapsed() / 60)
+        if self.dist.is_main:
             from funcml.encoders.model import read_model_config
 
             result.model_id = read_model_config(self.out)["id"]
@@ -481,9 +645,13 @@ class MetaTrainer:
             except Exception:  # noqa: BLE001 - a figure must never fail a finished run
                 pass
         # Last: once the checkpoint says "finished", every other output is already complete.
-        checkpoint(step, finished=finished)
+        self._checkpoint(r, finished=finished)
         ddp.barrier()
         return result
+
+    def _save_model(self, net: ModulatedSiren, step: int, val: float | None) -> None:
+        if self.dist.is_main:
+            self._model(net, step, val).save(self.out)
 
     # -- hooks (subclasses change what the outer loss supervises and how the model is selected) --
     def meta_gradient(self, net: ModulatedSiren, coords: torch.Tensor, x: torch.Tensor,
@@ -492,24 +660,27 @@ class MetaTrainer:
 
         ``x`` ``(b, C, *spatial)`` holds the signals ``indices`` of the data on the grid ``coords``.
         """
-        return accumulate_batch_meta_gradient(net, coords, x, subsets, self.cfg)
+        return accumulate_batch_meta_gradient(net, coords, x, subsets, self.step_cfg)
 
     def validation_score(self, net: ModulatedSiren, val_signals: torch.Tensor, enc_cfg: EncodeConfig) -> float:
         """The number the best model is chosen by (higher is better): validation PSNR."""
         return validation_psnr(net, val_signals, enc_cfg)
 
-    def _validate(self, net, val_signals, enc_cfg, step, history, best_val, best_step, save_model):
-        if val_signals is None:
-            return best_val, best_step
-        val = self.validation_score(net, val_signals, enc_cfg) if self.dist.is_main else float("nan")
-        if history and history[-1]["step"] == step:
+    def _validate(self, r: _Run, step: int) -> None:
+        """Validation score at ``step`` into the history; a new best is saved as the model."""
+        if r.val_signals is None:
+            return
+        t0 = r.clock.clock()
+        val = self.validation_score(r.net, r.val_signals, r.enc_cfg) if self.dist.is_main else float("nan")
+        history = r.history
+        if history and history[-1]["step"] == step and "rollback" not in history[-1]:
             history[-1]["val_psnr"] = val
         else:
             history.append({"step": step, "val_psnr": val})
-        if self.dist.is_main and math.isfinite(val) and (best_val is None or val > best_val):
-            best_val, best_step = val, step
-            save_model(step, val)
-        return best_val, best_step
+        if self.dist.is_main and math.isfinite(val) and (r.best_val is None or val > r.best_val):
+            r.best_val, r.best_step = val, step
+            self._save_model(r.net, step, val)
+        r.val_seconds = r.clock.clock() - t0
 
     def _model(self, net: ModulatedSiren, step: int, val: float | None) -> FieldModel:
         training = {"data": {k: v for k, v in self.signals.describe().items() if k != "info"},

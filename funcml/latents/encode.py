@@ -32,7 +32,7 @@ from funcml.data.base import SignalSet
 from funcml.devices import to_device
 from funcml.encoders import distributed as ddp
 from funcml.encoders.config import EncodeConfig
-from funcml.encoders.fitting import fit_latents, reconstruction_psnr
+from funcml.encoders.fitting import fit_latents_counted, reconstruction_psnr
 from funcml.encoders.model import FieldModel
 from funcml.errors import ArtifactError, DataError, FuncmlError, OutputExistsError
 from funcml.io import atomic_write_json, canonical_json, read_json, sha256_bytes
@@ -74,7 +74,8 @@ def encode_signal_set(model: FieldModel, signals: SignalSet, out: str | Path, co
 
     Returns:
         ``(latent_set, stats)`` with stats ``{"signals", "seconds", "signals_per_second",
-        "psnr_mean", "resumed_rows"}``.
+        "psnr_mean", "resumed_rows"}`` and the cost per signal of this run's encodes
+        (``steps_per_signal``, ``steps_min``, ``steps_max``, ``seconds_per_signal``).
     """
     out = Path(out)
     cfg = (config or model.encode_defaults).validate()
@@ -219,9 +220,10 @@ def _prepare(job: EncodeJob) -> tuple[LatentSetWriter, int]:
     return writer, 0
 
 
-def _encode_chunks(job: EncodeJob, sink, chunks: range, bar) -> tuple[int, bool]:
+def _encode_chunks(job: EncodeJob, sink, chunks: range, bar, steps_taken: list | None = None) -> tuple[int, bool]:
     """Encode ``chunks`` into ``sink`` (through a background writer): ``(signals encoded, finished)``;
-    ``job.max_chunks`` may stop it early (testing interruption)."""
+    ``job.max_chunks`` may stop it early (testing interruption). ``steps_taken`` collects the test-time
+    steps each signal took."""
     device, bs, net = job.model.device, job.cfg.batch_size, job.model.net
 
     def written(rows: int, columns: dict[str, np.ndarray]) -> None:
@@ -238,7 +240,10 @@ def _encode_chunks(job: EncodeJob, sink, chunks: range, bar) -> tuple[int, bool]
             weights = None
             if job.observed is not None:
                 weights = to_device(torch.as_tensor(job.observed(part), dtype=x.dtype), device)
-            phi = fit_latents(net, x, job.cfg, generator=generator(job.cfg.seed, "encode", chunk), weights=weights)
+            phi, taken = fit_latents_counted(net, x, job.cfg, generator=generator(job.cfg.seed, "encode", chunk),
+                                             weights=weights)
+            if steps_taken is not None:   # a fixed H is known without reading the device (no sync)
+                steps_taken.append(taken.cpu().numpy() if job.cfg.auto_stop else np.full(len(part), job.cfg.steps))
             rows.submit(chunk * bs, {"latents": phi, "psnr": reconstruction_psnr(net, phi, x)})
             encoded += len(part)
     return encoded, True
@@ -253,12 +258,13 @@ def _encode_one_process(job: EncodeJob) -> tuple[LatentSet | None, dict]:
     writer, rows_done = _prepare(job)
     bs = job.cfg.batch_size
     t0 = time.perf_counter()
+    steps_taken: list[np.ndarray] = []   # test-time steps per signal (this run's chunks)
     with _bar(job, len(job.idx), rows_done) as bar:
         encoded, finished = _encode_chunks(job, FileRows(writer, job.partial / PROGRESS_FILE),
-                                           range(-(-rows_done // bs), job.n_chunks), bar)
+                                           range(-(-rows_done // bs), job.n_chunks), bar, steps_taken)
     if not finished:
         return None, {"signals": encoded, "rows_done": rows_done + encoded}
-    return _publish(job, writer, encoded, time.perf_counter() - t0, rows_done)
+    return _publish(job, writer, encoded, time.perf_counter() - t0, rows_done, steps_taken)
 
 
 def _encode_sharded(job: EncodeJob, dist_info: ddp.DistInfo) -> tuple[LatentSet | None, dict]:
@@ -312,8 +318,8 @@ def _encode_shard(job: EncodeJob, record: dict, is_main: bool) -> tuple[int, boo
         shard.close()
 
 
-def _publish(job: EncodeJob, writer: LatentSetWriter, encoded: int, seconds: float, resumed_rows: int
-             ) -> tuple[LatentSet, dict]:
+def _publish(job: EncodeJob, writer: LatentSetWriter, encoded: int, seconds: float, resumed_rows: int,
+             steps_taken: list[np.ndarray] = ()) -> tuple[LatentSet, dict]:
     """Finalize ``OUT.partial`` into the latent set ``OUT``; ``(latent_set, stats)``."""
     psnr_all = np.asarray(writer.arrays["psnr"], dtype=np.float64)
     split_all = np.asarray(writer.arrays["split"])
@@ -340,5 +346,14 @@ def _publish(job: EncodeJob, writer: LatentSetWriter, encoded: int, seconds: flo
             p.unlink()
     stats = {"signals": encoded, "seconds": seconds,
              "signals_per_second": encoded / seconds if seconds > 0 else float("nan"),
-             "psnr_mean": metrics["psnr_mean"], "resumed_rows": resumed_rows}
+             "psnr_mean": metrics["psnr_mean"], "resumed_rows": resumed_rows, **_step_cost(list(steps_taken), seconds)}
     return latent_set, stats
+
+
+def _step_cost(steps_taken: list[np.ndarray], seconds: float) -> dict:
+    """What the test-time fit cost per signal: steps (mean, min, max) and seconds."""
+    if not steps_taken:
+        return {}
+    steps = np.concatenate(steps_taken).astype(np.float64)
+    return {"steps_per_signal": float(steps.mean()), "steps_min": int(steps.min()), "steps_max": int(steps.max()),
+            "seconds_per_signal": seconds / len(steps)}
