@@ -37,23 +37,46 @@ def run_demo(out: str | Path, *, preset: str = "cpu-image", steps: int | None = 
     fits it), or ``steps`` steps; ``quick``: 20 steps."""
     from funcml.data import load_signals
     from funcml.devices import resolve_device
-    from funcml.latents.encode import encode_signal_set
-    from funcml.encoders.model import FieldModel
-    from funcml.encoders.presets import get_preset
-    from funcml.encoders.trainer import MetaTrainer
-    from funcml.latents.evaluate import evaluate_latent_set
-    from funcml.viz import plot_reconstructions
 
-    out = Path(out)
+    out = _fresh_folder(Path(out), overwrite)
+    t0 = time.perf_counter()
+    dev = resolve_device(device)
+    signals = load_signals("demo")
+    log(f"[1/4] data: embedded BreastMNIST {signals.signal_shape}, splits {signals.describe()['splits']}")
+    result, model = _train(out, signals, dev, preset, steps, minutes, quick, log, progress)
+    log("[3/4] encoding every split")
+    report, latent_set = _encode_and_evaluate(out, signals, model, result, preset, log, progress)
+    ctx = DemoContext(out=out, signals=signals, model=model, latent_set=latent_set, device=dev, quick=quick,
+                      log=log, report=report)
+    log(f"[4/4] downstream tasks: {', '.join(n for n, _ in STAGES) or 'none registered'}")
+    for name, stage in STAGES:
+        t_stage = time.perf_counter()
+        report["tasks"][name] = stage(ctx)
+        report["seconds"][name] = time.perf_counter() - t_stage
+        log(f"      {name}: {report['seconds'][name]:.0f} s")
+    report["minutes"] = (time.perf_counter() - t0) / 60
+    atomic_write_json(out / "report.json", report)
+    log(f"report: {out / 'report.json'} ({report['minutes']:.1f} min)")
+    return report
+
+
+def _fresh_folder(out: Path, overwrite: bool) -> Path:
+    """``out`` created empty; an existing one is replaced only with ``overwrite``."""
     if out.exists():
         if not overwrite:
             raise OutputExistsError(f"output path exists: {out} (pass --overwrite to replace it)")
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    t0 = time.perf_counter()
-    dev = resolve_device(device)
-    signals = load_signals("demo")
-    log(f"[1/4] data: embedded BreastMNIST {signals.signal_shape}, splits {signals.describe()['splits']}")
+    return out
+
+
+def _train(out: Path, signals, dev, preset: str, steps: int | None, minutes: float | None, quick: bool,
+           log: Callable[[str], None], progress: bool):
+    """Meta-train the preset into ``out/model`` (a budget of ``minutes``, or ``steps``); ``(result, model)``."""
+    from funcml.encoders.model import FieldModel
+    from funcml.encoders.presets import get_preset
+    from funcml.encoders.trainer import MetaTrainer
+
     p = get_preset(preset)
     if quick:
         steps = steps or 20
@@ -66,12 +89,21 @@ def run_demo(out: str | Path, *, preset: str = "cpu-image", steps: int | None = 
     log(f"[2/4] meta-training preset {p.name}: {length}, batch {train_cfg.batch_size}, "
         f"{field_cfg.depth} x {field_cfg.width}, P {field_cfg.latent_dim}")
     result = MetaTrainer(field_cfg, train_cfg, signals, out / "model", dev, progress=progress).run()
-    shutil.copyfile(out / "model" / "training_curves.png", out / "training_curves.png") if (
-        out / "model" / "training_curves.png").exists() else None
-    model = FieldModel.load(out / "model", device=dev)
+    if (out / "model" / "training_curves.png").exists():
+        shutil.copyfile(out / "model" / "training_curves.png", out / "training_curves.png")
     log(f"      {result.steps_done} steps, validation PSNR {result.best_val_psnr:.2f} dB, "
         f"{result.median_step_seconds:.3f} s/step")
-    log("[3/4] encoding every split")
+    return result, FieldModel.load(out / "model", device=dev)
+
+
+def _encode_and_evaluate(out: Path, signals, model, result, preset: str, log: Callable[[str], None],
+                         progress: bool):
+    """Encode every split into ``out/latents``, plot reconstructions; ``(report, latent_set)``."""
+    from funcml.encoders.presets import get_preset
+    from funcml.latents.encode import encode_signal_set
+    from funcml.latents.evaluate import evaluate_latent_set
+    from funcml.viz import plot_reconstructions
+
     latent_set, enc_stats = encode_signal_set(model, signals, out / "latents", model_dir=out / "model",
                                               progress=progress)
     metrics, (orig, recon) = evaluate_latent_set(latent_set, model, signals)
@@ -80,23 +112,11 @@ def run_demo(out: str | Path, *, preset: str = "cpu-image", steps: int | None = 
         f"({enc_stats['signals_per_second']:.0f} signals/s)")
     report: dict = {
         "data": signals.describe() | {"info": None},
-        "preset": p.name,
+        "preset": get_preset(preset).name,
         "training": result.summary(),
         "encoding": {k: enc_stats[k] for k in ("signals", "seconds", "signals_per_second")},
         "reconstruction": metrics,
         "tasks": {},
+        "seconds": {"training": result.minutes * 60, "encoding": enc_stats["seconds"]},
     }
-    ctx = DemoContext(out=out, signals=signals, model=model, latent_set=latent_set, device=dev, quick=quick,
-                      log=log, report=report)
-    stages = list(STAGES)
-    log(f"[4/4] downstream tasks: {', '.join(n for n, _ in stages) or 'none registered'}")
-    report["seconds"] = {"training": result.minutes * 60, "encoding": enc_stats["seconds"]}
-    for name, stage in stages:
-        t_stage = time.perf_counter()
-        report["tasks"][name] = stage(ctx)
-        report["seconds"][name] = time.perf_counter() - t_stage
-        log(f"      {name}: {report['seconds'][name]:.0f} s")
-    report["minutes"] = (time.perf_counter() - t0) / 60
-    atomic_write_json(out / "report.json", report)
-    log(f"report: {out / 'report.json'} ({report['minutes']:.1f} min)")
-    return report
+    return report, latent_set

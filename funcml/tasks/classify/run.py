@@ -156,8 +156,8 @@ def classify_latent_set(latent_set, model: str = "mlp", *, test_latents=None, te
     grid = _search_grid(model, search and X_va is not None, fixed)
     if X_va is None:
         log("no validation split: no hyper-parameter search and no early stopping")
-    data = _Fit(X_tr, y_tr, X_va, y_va, evaluation.X, k, names, task)
-    found = _search(cls, model, grid, base, fixed, data, metric, log)
+    found = _search(cls, model, grid, base, fixed, _Fit(X_tr, y_tr, X_va, y_va, evaluation.X, k, names, task),
+                    metric, log)
     best = found.best
     best.model_id_ = latent_set.model_id
     proba = expand_proba(best.predict_proba(evaluation.X), best.classes_, k, task)
