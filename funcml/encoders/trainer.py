@@ -690,10 +690,12 @@ class MetaTrainer:
 
 
 def _all_finite(tensors: list[torch.Tensor]) -> bool:
-    """Whether every element of every tensor is finite (one device sync)."""
+    """Whether every element of every tensor is finite (one device sync); the tensors may lie on
+    different devices (an empty training window's sums are on the host)."""
     if not tensors:
         return True
-    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+    device = next((t.device for t in tensors if t.device.type != "cpu"), torch.device("cpu"))
+    return bool(torch.stack([torch.isfinite(t).all().to(device) for t in tensors]).all())
 
 
 def _only_an_unfinished_first_checkpoint(out: Path) -> bool:
