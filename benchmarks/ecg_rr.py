@@ -18,8 +18,8 @@ inter-patient (DS1 -> DS2) numbers of de Chazal et al. 2004, and the S and V bea
 record. Class weights come from the training records, choices from the val records; nothing is
 tuned on test records. Writes ``benchmarks/results/ecg_rr.json`` and a confusion-matrix figure::
 
-    python -m funcml train $FUNCML_SHARED_DATA/ecg/mitdb-ds1 --preset cpu-ecg --out /tmp/ecg/model
-    nice -n 5 python benchmarks/ecg_rr.py --model /tmp/ecg/model --latents /tmp/ecg/latents
+    python -m funcml train $FUNCML_SHARED_DATA/ecg/mitdb-ds1 --preset cpu-ecg --out ecg-model
+    nice -n 5 python benchmarks/ecg_rr.py --model ecg-model --latents ds1-latents
 
 ``--model`` encodes DS1 into ``--latents`` first when that set does not exist (the RR features are
 stored with the latents; latent sets of version 1 have none). Each finished row is kept in ``--work``
