@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                                    ["round", "processes", "signals/s", "wall s"], rows,
                                    caption=f"median ratio {summary['ratio_median']:.2f}x; same checksum: "
                                            f"{summary['same_checksum']}")],
-                     notes=f"{os.cpu_count()} cores shared with other jobs (load average {load:.1f} at the start); "
+                     notes=f"{os.cpu_count()} cores, load average {load:.1f} at the start; "
                            f"runs alternate")
     return 0
 
