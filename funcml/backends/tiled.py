@@ -23,8 +23,7 @@ The tiles' matmuls call a BLAS ``sgemm`` (:func:`blas`) through a public interfa
   multiply-adds) skip the packing, so each tile's products go in calls of :func:`gemm_rows` rows,
   with the forward's weights handed over transposed (both products ``N, N``).
 
-``auto`` takes ``aten`` where it loads, else ``scipy``. At width 128 the pass runs a few percent
-faster on ATen's MKL than on OpenBLAS (``docs/design/performance.md``).
+``auto`` takes ``aten`` where it loads, else ``scipy`` (``docs/design/performance.md`` has the measurements).
 
 Same contract and math as :func:`funcml.backends.kernels.latent_grads` (``tests/test_backend_cpu.py``:
 float32 rounding). Used by the ``cpu`` backend where :func:`available`; ``FUNCML_TILED=0`` (see
