@@ -12,12 +12,12 @@ PYTEST_ARGS ?=
 
 .PHONY: demo test install docs reference wheel clean
 
-$(STAMP): requirements.lock pyproject.toml setup.py funcml/backends/csrc/cpu_loops.c
+$(STAMP): requirements.lock pyproject.toml setup.py funcml/backends/csrc/cpu_loops.c funcml/backends/csrc/aten_sgemm.cpp
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps medmnist==3.0.2
-	# -e: also builds the cpu backend's C loops in place, for this machine's CPU (see setup.py)
+	# -e: also builds the cpu backend's C loops and ATen sgemm in place, for this machine's CPU and torch (see setup.py)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 

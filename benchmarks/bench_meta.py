@@ -80,6 +80,8 @@ TCMALLOC_CANDIDATES = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/u
 # name: (preset, spatial, batch override, encode batch, note)
 CONFIGS = {
     "ref-28": (None, (28, 28), 32, 32, "issue's measurement: 28x28 grey, depth 8, width 128, P 256, G 3, gamma .25"),
+    "ref-28-d6": (None, (28, 28), 32, 32, "ref-28 at depth 6 and omega 20-60 (the field of the first cpu-image preset): "
+                                          "fixed, unlike the presets, so that older checkouts run the same network"),
     "cpu-image": ("cpu-image", (28, 28), None, 32, "CPU preset"),
     "cpu-ecg": ("cpu-ecg", (187,), None, 32, "CPU preset"),
     "cpu-volume": ("cpu-volume", (16, 16, 16), None, 4, "CPU preset"),
@@ -96,8 +98,9 @@ def build_config(name: str):
 
     preset, spatial, batch, enc_batch, _ = CONFIGS[name]
     if preset is None:
-        field = FieldConfig(dim_in=2, channels=1, width=128, depth=8, latent_dim=256, omega_first=20.0,
-                            omega_last=400.0)
+        depth, omega_last = (6, 60.0) if name == "ref-28-d6" else (8, 400.0)
+        field = FieldConfig(dim_in=2, channels=1, width=128, depth=depth, latent_dim=256, omega_first=20.0,
+                            omega_last=omega_last)
         train = TrainConfig(batch_size=batch, inner_steps=3, inner_lr=1e-2, context_ratio=0.25, outer_lr=3e-6)
         return field, train, spatial, enc_batch
     p = get_preset(preset)

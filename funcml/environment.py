@@ -11,6 +11,8 @@ variable                 default             effect
 ``FUNCML_DEBUG``         off                 a ``funcml`` command prints the traceback of an internal error
 ``FUNCML_TILED``         on                  the ``cpu`` backend's tiled latent-gradient pass (off: layer by
                                              layer; a measurement switch, same math)
+``FUNCML_TILED_BLAS``    ``auto``            the tiled pass's products: ``aten`` (torch's BLAS, where built),
+                                             ``scipy`` (SciPy's BLAS); ``auto``: ``aten`` where it loads
 ``WORLD_SIZE``,          1, 0                set by ``torchrun``: the processes of a scale-out run
 ``LOCAL_RANK``
 =======================  ==================  ==================================================================
@@ -32,6 +34,7 @@ MALLOC_TUNE = "FUNCML_MALLOC_TUNE"
 TCMALLOC = "FUNCML_TCMALLOC"
 DEBUG = "FUNCML_DEBUG"
 TILED = "FUNCML_TILED"
+TILED_BLAS = "FUNCML_TILED_BLAS"
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -89,6 +92,12 @@ def preload(environ: dict | None = None) -> str:
 def tiled_pass() -> bool:
     """``FUNCML_TILED`` (default on): the default of :attr:`funcml.backends.Execution.tiled`."""
     return flag(TILED, True)
+
+
+def tiled_blas() -> str:
+    """``FUNCML_TILED_BLAS``: ``auto`` (default; also for any other value), ``aten`` or ``scipy``."""
+    value = (text(TILED_BLAS) or "auto").strip().lower()
+    return value if value in ("aten", "scipy") else "auto"
 
 
 def world_size() -> int:

@@ -268,16 +268,24 @@ def _cpu(tiled_pass: bool = True, pass_=None):
     return backend
 
 
+needs_aten = pytest.mark.skipif(tiled.aten_blas() is None, reason="the ATen sgemm is not built for this torch")
+BLAS_CHOICES = ["scipy", pytest.param("aten", marks=needs_aten)]
+
+
 @needs_tiled
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("gemm_rows", [16, 8])
-def test_tiled_gradients_equal_float64_autograd_across_tiles(channels, masked, gemm_rows, monkeypatch):
+@pytest.mark.parametrize("blas", BLAS_CHOICES)
+def test_tiled_gradients_equal_float64_autograd_across_tiles(channels, masked, gemm_rows, blas, monkeypatch):
+    monkeypatch.setenv("FUNCML_TILED_BLAS", blas)
+    assert tiled.blas().name == blas
     net = _net(channels)
     coords, values, weights, phi = _problem(channels, masked=masked)
     monkeypatch.setattr(tiled, "TILE_BYTES", 4 * (4 + 3) * 32 * 16)  # 16 rows: 10 tiles, the last of 6
-    monkeypatch.setattr(tiled, "SMALL_GEMM", 32 * 32 * gemm_rows)    # 8: two sgemm calls per full tile
+    monkeypatch.setattr(tiled, "SMALL_GEMM", 32 * 32 * gemm_rows)    # 8: two sgemm calls per full tile (scipy)
     assert tiled.tile_rows(4, 32) == 16 and tiled.gemm_rows(32) == gemm_rows
+    assert tiled.blas().rows_per_call(32, 16) == (16 if blas == "aten" else gemm_rows)
     context = torch.tensor([0, 5, 17, 40, 99, 149])
     calls = []
     backend = _cpu(pass_=tiled.TiledPass(_Counting(native.library(), calls)))
@@ -319,10 +327,11 @@ def test_tiled_result_does_not_depend_on_the_thread_count():
 
 
 @needs_tiled
-def test_the_blas_runs_on_one_thread_during_the_pass_only():
-    """Each of the pass's threads calls the BLAS: it is limited to one thread for the call, then the
+def test_the_blas_runs_on_one_thread_during_the_pass_only(monkeypatch):
+    """Each of the pass's threads calls SciPy's BLAS: it is limited to one thread for the call, then the
     process's own setting is back."""
-    _, libraries = tiled.blas()
+    monkeypatch.setenv("FUNCML_TILED_BLAS", "scipy")
+    libraries = tiled.blas().limiter
     before = [lib.get_num_threads() for lib in libraries.lib_controllers]
     seen = []
     net = _net(1)
@@ -349,6 +358,67 @@ def test_rows_with_huge_arguments_take_libm_and_match_aten():
     ref = backend_for(Execution(backend="fused"), "cpu").latent_grads(net, coords, phi, values, weights)
     assert torch.isfinite(got[1]).all()
     assert _rel(got[0], ref[0]) < 1e-5 and _rel(got[1], ref[1]) < 1e-4
+
+
+def _sgemm(address: int):
+    """The Fortran-shaped sgemm at ``address`` as a Python callable."""
+    import ctypes
+
+    ci, cf = ctypes.POINTER(ctypes.c_int), ctypes.POINTER(ctypes.c_float)
+    p = ctypes.c_void_p
+    return ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_char_p, ci, ci, ci, cf, p, ci, p, ci, cf, p, ci)(address)
+
+
+@needs_aten
+@pytest.mark.parametrize("ta,tb", [("N", "N"), ("T", "N"), ("N", "T"), ("t", "t")])
+@pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (1.0, 1.0), (0.5, -2.0)])
+def test_aten_sgemm_is_a_column_major_blas_sgemm(ta, tb, alpha, beta):
+    """C = alpha op(A) op(B) + beta C on column-major operands with padded leading dimensions, as BLAS
+    defines it; with beta 0 a NaN in C is not read."""
+    import ctypes
+
+    g = torch.Generator().manual_seed(0)
+    m, n, k, pad = 7, 5, 9, 3
+    a_rows, a_cols = (m, k) if ta.upper() == "N" else (k, m)
+    b_rows, b_cols = (k, n) if tb.upper() == "N" else (n, k)
+    # column-major (rows x cols) with leading dimension rows + pad: a row-major (cols, rows + pad) buffer
+    a = torch.randn(a_cols, a_rows + pad, generator=g)
+    b = torch.randn(b_cols, b_rows + pad, generator=g)
+    c = torch.randn(n, m + pad, generator=g)
+    if beta == 0.0:
+        c[:, :m] = float("nan")
+    c0 = c.clone()
+    op_a, op_b = a[:, :a_rows].t(), b[:, :b_rows].t()
+    op_a = op_a if ta.upper() == "N" else op_a.t()
+    op_b = op_b if tb.upper() == "N" else op_b.t()
+    expect = alpha * op_a.double() @ op_b.double() + (0.0 if beta == 0.0 else beta * c0[:, :m].t().double())
+    i, f = (lambda v: ctypes.byref(ctypes.c_int(v))), (lambda v: ctypes.byref(ctypes.c_float(v)))
+    _sgemm(tiled.aten_blas().address)(ta.encode(), tb.encode(), i(m), i(n), i(k), f(alpha), a.data_ptr(),
+                                      i(a_rows + pad), b.data_ptr(), i(b_rows + pad), f(beta), c.data_ptr(),
+                                      i(m + pad))
+    assert torch.allclose(c[:, :m].t().double(), expect, atol=1e-5)
+    assert torch.equal(c[:, m:], c0[:, m:])  # the padding is not written
+
+
+def test_the_tiled_blas_choice_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("FUNCML_TILED_BLAS", "scipy")
+    assert tiled.blas() is tiled.scipy_blas()
+    for choice in ("aten", "auto", "nonsense"):
+        monkeypatch.setenv("FUNCML_TILED_BLAS", choice)
+        assert tiled.blas() is (tiled.aten_blas() or tiled.scipy_blas())
+
+
+def test_an_aten_sgemm_built_for_another_torch_is_not_used(monkeypatch):
+    if tiled.aten_blas() is None:
+        pytest.skip("the ATen sgemm is not built")
+    tiled.aten_blas.cache_clear()
+    monkeypatch.setattr(torch, "__version__", "0.0.0-other")
+    try:
+        assert tiled.aten_blas() is None
+        monkeypatch.setenv("FUNCML_TILED_BLAS", "aten")
+        assert tiled.blas() is tiled.scipy_blas()
+    finally:
+        tiled.aten_blas.cache_clear()
 
 
 def test_tile_rows_fit_the_budget_and_clamp():
@@ -419,7 +489,8 @@ def test_setup_builds_the_loops_and_a_portable_build_leaves_out_the_machine_flag
     src = tmp_path / "src"
     (src / "funcml" / "backends" / "csrc").mkdir(parents=True)
     shutil.copy(ROOT / "setup.py", src / "setup.py")
-    shutil.copy(ROOT / "funcml" / "backends" / "csrc" / "cpu_loops.c", src / "funcml" / "backends" / "csrc")
+    for name in ("cpu_loops.c", "aten_sgemm.cpp"):
+        shutil.copy(ROOT / "funcml" / "backends" / "csrc" / name, src / "funcml" / "backends" / "csrc")
     env = {**os.environ, "FUNCML_PORTABLE_BUILD": "1"}
     proc = subprocess.run([sys.executable, "setup.py", "build_ext", "--build-lib", str(tmp_path / "lib"),
                            "--build-temp", str(tmp_path / "tmp")], cwd=src, env=env, capture_output=True, text=True,
@@ -432,6 +503,11 @@ def test_setup_builds_the_loops_and_a_portable_build_leaves_out_the_machine_flag
     lib = ctypes.CDLL(str(built))
     assert all(hasattr(lib, name) for name in ("funcml_sincos", "funcml_mul_sum", "funcml_field_adjoint",
                                                "funcml_latent_grads"))
+    if shutil.which("c++") or shutil.which("g++"):  # torch is importable here: the ATen sgemm is built for it
+        (aten,) = (tmp_path / "lib" / "funcml" / "backends").glob("_aten_sgemm*.so")
+        lib = ctypes.CDLL(str(aten))
+        lib.funcml_aten_torch_version.restype = ctypes.c_char_p
+        assert lib.funcml_aten_torch_version().decode() == torch.__version__ and hasattr(lib, "funcml_aten_sgemm")
 
 
 def test_without_the_built_loops_auto_runs_the_fused_backend_and_cpu_says_why(tmp_path):

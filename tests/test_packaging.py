@@ -40,7 +40,9 @@ def test_the_wheel_has_the_version_the_data_and_the_type_marker(wheel):
     assert not [n for n in names if "docgen" in n or n.startswith(("tests/", "benchmarks/", "examples/", "tools/"))]
     loops = [n for n in names if n.startswith("funcml/backends/_cpu_loops") and n.endswith(".so")]
     assert len(loops) == (1 if shutil.which("cc") or shutil.which("gcc") else 0), names
-    assert not [n for n in names if n.endswith(".c")]   # the source builds the library; it is not installed
+    aten = [n for n in names if n.startswith("funcml/backends/_aten_sgemm") and n.endswith(".so")]
+    assert len(aten) == (1 if shutil.which("c++") or shutil.which("g++") else 0), names
+    assert not [n for n in names if n.endswith((".c", ".cpp"))]   # the sources build the libraries; not installed
     metadata = zipfile.ZipFile(wheel).read(f"funcml-{funcml.__version__}.dist-info/METADATA").decode()
     assert f"\nVersion: {funcml.__version__}\n" in metadata
 
@@ -51,10 +53,13 @@ def test_the_unpacked_wheel_runs_and_reads_its_embedded_data(wheel, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     code = ("import funcml, sys; from funcml.data import load_signals; s = load_signals('demo'); "
             "assert funcml.__file__.startswith(sys.argv[1]), funcml.__file__; "
-            "from funcml.backends import native; assert native.available() == bool(sys.argv[2]); "
+            "from funcml.backends import native, tiled; assert native.available() == bool(sys.argv[2]); "
+            "assert (tiled.aten_blas() is not None) == bool(sys.argv[3]); "
             "print(len(s), s.signal_shape)")
-    built = any(n.startswith("funcml/backends/_cpu_loops") for n in zipfile.ZipFile(wheel).namelist())
-    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "site"), "1" if built else ""],
+    names = zipfile.ZipFile(wheel).namelist()
+    built = any(n.startswith("funcml/backends/_cpu_loops") for n in names)
+    aten = any(n.startswith("funcml/backends/_aten_sgemm") for n in names)
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "site"), "1" if built else "", "1" if aten else ""],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split()[0] == "780"

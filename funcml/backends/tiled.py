@@ -10,16 +10,20 @@ floats, about 1 MB) stay in the core's cache, each thread takes whole tiles, and
 coordinates come out per tile and are added in double in tile order (the result does not depend on
 the thread count).
 
-The tiles' matmuls call a BLAS ``sgemm`` through a public interface: the function that SciPy exports
-for Cython code (``scipy.linalg.cython_blas``, whose capsule holds its address), with that BLAS
-limited to one thread for the duration of the call (``threadpoolctl``; each of our threads calls it).
-That BLAS is OpenBLAS, which packs both operands of a larger product for every call: at width 128 on
-one AVX-512 core a tile's ``(192, 128) x (128, 128)`` runs at about 145 GFLOP/s where MKL (torch's
-BLAS, not public) runs 195. Its small-matrix kernels (products of at most :data:`SMALL_GEMM`
-multiply-adds) skip the packing and run at about 175, so each tile's products go in calls of
-:func:`gemm_rows` rows, with the forward's weights handed over transposed (both products ``N, N``).
-The encoding stays a few percent behind the same pass on MKL at width 128
-(``benchmarks/results/backends-vs-main.json``).
+The tiles' matmuls call a BLAS ``sgemm`` (:func:`blas`) through a public interface, chosen by
+``FUNCML_TILED_BLAS`` (:mod:`funcml.environment`; default ``auto``):
+
+* ``aten``: torch's own BLAS (MKL on x86 wheels) through ATen's C++ API (``at::cpu::mm_out``), in the
+  optional extension ``funcml.backends._aten_sgemm`` (``csrc/aten_sgemm.cpp``) built with the
+  package. A whole tile per call. It is used only under the torch version it was built against.
+* ``scipy``: the ``sgemm`` that SciPy exports for Cython code (``scipy.linalg.cython_blas``, whose
+  capsule holds its address), limited to one thread for the duration of a pass (``threadpoolctl``;
+  each of our threads calls it). That BLAS is OpenBLAS, which packs both operands of a larger
+  product for every call; its small-matrix kernels (products of at most :data:`SMALL_GEMM`
+  multiply-adds) skip the packing, so each tile's products go in calls of :func:`gemm_rows` rows,
+  with the forward's weights handed over transposed (both products ``N, N``).
+
+``auto`` takes ``aten`` where it loads, else ``scipy`` (``docs/design/performance.md`` has the measurements).
 
 Same contract and math as :func:`funcml.backends.kernels.latent_grads` (``tests/test_backend_cpu.py``:
 float32 rounding). Used by the ``cpu`` backend where :func:`available`; ``FUNCML_TILED=0`` (see
@@ -28,17 +32,43 @@ float32 rounding). Used by the ``cpu`` backend where :func:`available`; ``FUNCML
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+import importlib.util
+import logging
 from dataclasses import dataclass
 
 import torch
 
+from funcml import environment
 from funcml.backends import kernels, native
+
+log = logging.getLogger(__name__)
+
+ATEN_MODULE = "funcml.backends._aten_sgemm"  # the extension built by setup.py
 
 TILE_BYTES = 1 << 20  # per-thread activations of one tile: within a core's L2 on current CPUs
 SMALL_GEMM = 1_000_000  # OpenBLAS runs an sgemm of at most 100**3 multiply-adds without packing its operands
 PART_BYTES = 64 << 20  # the per-tile sums of one call; larger batches run in groups of signals
+
+
+@dataclass(frozen=True)
+class Blas:
+    """An ``sgemm`` for the pass's tiles: ``name`` (``aten`` or ``scipy``), the function's ``address``,
+    and for SciPy's OpenBLAS the ``threadpoolctl`` selection that is limited to one thread during a pass."""
+
+    name: str
+    address: int
+    limiter: object | None = None
+
+    def rows_per_call(self, width: int, tile: int) -> int:
+        """Rows of a ``tile`` per call: the whole tile (ATen), or :func:`gemm_rows` (OpenBLAS's small kernels)."""
+        return tile if self.name == "aten" else gemm_rows(width)
+
+    def one_thread(self):
+        """A context in which the BLAS runs on its calling thread only."""
+        return self.limiter.limit(limits=1) if self.limiter is not None else contextlib.nullcontext()
 
 
 def _capsule_address(capsule) -> int:
@@ -51,9 +81,9 @@ def _capsule_address(capsule) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def blas() -> tuple[int, object] | None:
-    """``(address of sgemm, a threadpoolctl selection of the loaded BLAS libraries)``, found once; None
-    where SciPy's Cython BLAS or threadpoolctl is missing."""
+def scipy_blas() -> Blas | None:
+    """SciPy's Cython ``sgemm`` with a ``threadpoolctl`` selection of the loaded BLAS libraries, found once;
+    None where SciPy's Cython BLAS or threadpoolctl is missing."""
     try:
         from scipy.linalg import cython_blas
         from threadpoolctl import ThreadpoolController
@@ -63,7 +93,36 @@ def blas() -> tuple[int, object] | None:
     if capsule is None:
         return None
     # after SciPy's BLAS is loaded, so that the controller finds it
-    return _capsule_address(capsule), ThreadpoolController().select(user_api="blas")
+    return Blas("scipy", _capsule_address(capsule), ThreadpoolController().select(user_api="blas"))
+
+
+@functools.lru_cache(maxsize=None)
+def aten_blas() -> Blas | None:
+    """The ATen ``sgemm`` of the extension :data:`ATEN_MODULE`, loaded once; None where it was not built,
+    does not load, or was built against another torch than the one running."""
+    spec = importlib.util.find_spec(ATEN_MODULE)
+    if spec is None or not spec.origin:
+        return None
+    try:
+        lib = ctypes.CDLL(spec.origin)
+    except OSError as exc:
+        log.info("the ATen sgemm does not load (%s): the tiled pass uses SciPy's BLAS", exc)
+        return None
+    lib.funcml_aten_torch_version.restype = ctypes.c_char_p
+    built = lib.funcml_aten_torch_version().decode()
+    if built != torch.__version__:
+        log.info("the ATen sgemm was built for torch %s, not %s: the tiled pass uses SciPy's BLAS", built,
+                 torch.__version__)
+        return None
+    return Blas("aten", ctypes.cast(lib.funcml_aten_sgemm, ctypes.c_void_p).value)
+
+
+def blas() -> Blas | None:
+    """The pass's ``sgemm`` as ``FUNCML_TILED_BLAS`` chooses (see the module docstring), None where neither
+    is found."""
+    choice = environment.tiled_blas()
+    found = aten_blas() if choice in ("auto", "aten") else None
+    return found if found is not None else scipy_blas()
 
 
 def available() -> bool:
@@ -101,8 +160,8 @@ def applies(coords, values, weights, omegas, phi, params, context) -> bool:
 
 @dataclass(frozen=True)
 class TiledPass:
-    """The tiled pass with the C loops ``lib``; SciPy's BLAS (:func:`blas`) is loaded at its first use, so
-    that work without an encoding step (a meta-training step) does not import it."""
+    """The tiled pass with the C loops ``lib``; its BLAS (:func:`blas`) is loaded at its first use, so that
+    work without an encoding step (a meta-training step) does not load it."""
 
     lib: ctypes.CDLL
 
@@ -130,10 +189,12 @@ class TiledPass:
         width = 1 + S * L * (1 if mask is None else 2)
         group = max(1, PART_BYTES // part_bytes(n, S, L, mask is not None))
         total = torch.empty(B, width, dtype=torch.float64)
-        sgemm, libraries = blas()
+        found = blas()
         wpt = wp.transpose(-1, -2).contiguous() if S > 1 else wp
-        args = (sgemm, h, wp, wpt, WK.contiguous(), (bK + 0.5).contiguous(), 2.0 / norm, mask, tile_rows(S, L))
-        with libraries.limit(limits=1):
+        T = tile_rows(S, L)
+        args = (found.address, h, wp, wpt, WK.contiguous(), (bK + 0.5).contiguous(), 2.0 / norm, mask, T,
+                found.rows_per_call(L, T))
+        with found.one_thread():
             for s in range(0, B, group):
                 e = min(B, s + group)
                 self._run(args, sigma[s:e], values[s:e], None if w is None else w[s:e], s, e, total[s:e])
@@ -144,14 +205,13 @@ class TiledPass:
 
     def _run(self, args, sigma, values, weights, s: int, e: int, out: torch.Tensor) -> None:
         """One C call for the signals ``s:e``; their sums over tiles go to ``out`` ``(e - s, width)``."""
-        sgemm, h, wp, wpt, WK, bK, efac, mask, T = args
+        sgemm, h, wp, wpt, WK, bK, efac, mask, T, G = args
         B, S, L = sigma.shape
         n, C = h.shape[0], WK.shape[0]
         part = torch.empty(B, -(-n // T), out.shape[1], dtype=torch.float64)
         rc = self.lib.funcml_latent_grads(sgemm, h.data_ptr(), sigma.data_ptr(), wp.data_ptr(), wpt.data_ptr(),
                                           WK.data_ptr(), bK.data_ptr(), values.data_ptr(), native.ptr(weights),
-                                          native.ptr(mask), efac[s:e].data_ptr(), part.data_ptr(), B, n, L, S, C, T,
-                                          gemm_rows(L),
+                                          native.ptr(mask), efac[s:e].data_ptr(), part.data_ptr(), B, n, L, S, C, T, G,
                                           torch.get_num_threads(), native.LIMIT)
         if rc != 0:
             raise MemoryError("funcml_latent_grads: out of memory for its tile buffers")

@@ -188,10 +188,10 @@ int funcml_field_adjoint(const float *c, const float *xbar, const float *s, cons
 }
 
 /* ---- the whole latent-gradient pass in coordinate tiles (see funcml/backends/tiled.py) ----
-   sgemm: the address of a Fortran BLAS sgemm (scipy.linalg.cython_blas hands it out); the caller limits
-   that BLAS to one thread for the duration of a call (each of our threads calls it). Its products run in
-   calls of at most G rows of a tile (OpenBLAS's small-matrix kernels, see tiled.py:gemm_rows), wp and
-   wpt (the same L x L weights transposed) both as "N", "N". */
+   sgemm: the address of a Fortran-BLAS-shaped sgemm (funcml/backends/tiled.py:blas: ATen's, or SciPy's
+   cython_blas), which runs on the calling thread for the duration of a call (each of our threads calls
+   it). Its products run in calls of at most G rows of a tile (a whole tile for ATen, OpenBLAS's
+   small-matrix kernels for SciPy's), wp and wpt (the same L x L weights transposed) both as "N", "N". */
 typedef void (*sgemm_fn)(const char *, const char *, const int *, const int *, const int *, const float *,
                          const float *, const int *, const float *, const int *, const float *, float *, const int *);
 
