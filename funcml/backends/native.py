@@ -44,18 +44,26 @@ LIMIT = 65536.0  # |u| beyond this (or NaN/inf) goes to libm: the reduction is e
 MIN_ELEMENTS = 4096  # below this the ctypes call costs more than it saves
 
 
+def load_extension(module: str, fallback: str) -> ctypes.CDLL | None:
+    """The shared library of the built extension ``module`` (setup.py), or None where it was not built or
+    does not load; ``fallback`` (what runs instead) goes into the log line that says so."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.origin:
+        log.info("%s is not built: %s", module, fallback)
+        return None
+    try:
+        return ctypes.CDLL(spec.origin)
+    except OSError as exc:
+        log.info("%s cannot be loaded (%s): %s", module, exc, fallback)
+        return None
+
+
 @functools.lru_cache(maxsize=None)
 def library() -> ctypes.CDLL | None:
     """The built C loops (loaded once), or None where they were not built (no C compiler with OpenMP at
     install time) or cannot be loaded."""
-    spec = importlib.util.find_spec(MODULE)
-    if spec is None or not spec.origin:
-        log.info("the C loops are not built (%s): the cpu backend is unavailable", MODULE)
-        return None
-    try:
-        lib = ctypes.CDLL(spec.origin)
-    except OSError as exc:
-        log.info("the C loops cannot be loaded (%s): the cpu backend is unavailable", exc)
+    lib = load_extension(MODULE, "the cpu backend is unavailable")
+    if lib is None:
         return None
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.funcml_sincos.restype = i32

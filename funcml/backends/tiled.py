@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
-import importlib.util
 import logging
 from dataclasses import dataclass
 
@@ -100,13 +99,8 @@ def scipy_blas() -> Blas | None:
 def aten_blas() -> Blas | None:
     """The ATen ``sgemm`` of the extension :data:`ATEN_MODULE`, loaded once; None where it was not built,
     does not load, or was built against another torch than the one running."""
-    spec = importlib.util.find_spec(ATEN_MODULE)
-    if spec is None or not spec.origin:
-        return None
-    try:
-        lib = ctypes.CDLL(spec.origin)
-    except OSError as exc:
-        log.info("the ATen sgemm does not load (%s): the tiled pass uses SciPy's BLAS", exc)
+    lib = native.load_extension(ATEN_MODULE, "the tiled pass uses SciPy's BLAS")
+    if lib is None:
         return None
     lib.funcml_aten_torch_version.restype = ctypes.c_char_p
     built = lib.funcml_aten_torch_version().decode()
