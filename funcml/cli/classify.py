@@ -6,7 +6,7 @@ import click
 
 from funcml.cli.common import device_option, emit_json, info, json_option, overwrite_option
 
-MODELS = ("mlp", "xgboost", "logreg", "svm", "knn", "gnn")
+MODELS = ("mlp", "xgboost", "logreg", "svm", "knn", "gnn", "fusion")
 
 
 def format_metrics(name: str, m: dict) -> list[str]:
