@@ -50,6 +50,11 @@ def test_latent_rec_needs_the_record_key(tmp_path):
     ls, *_ = _rr_latents(tmp_path / "lat")  # RR features without rr_s.record
     with pytest.raises(ConfigError, match="rr_s.record"):
         ls.features(None, "latent_rec")
+    with pytest.raises(ConfigError, match="it has: latent, rr$"):
+        ls.features(None, "hrv")
+    with_key, *_ = _records_set(tmp_path / "keyed")
+    with pytest.raises(ConfigError, match="it has: latent, latent_rec, rr_s, rr$"):
+        with_key.features(None, "hrv")
 
 
 def test_fusion_is_the_weighted_geometric_mean_of_its_experts_and_round_trips(tmp_path):

@@ -52,7 +52,8 @@ def feature_columns(latent_set, features: str | tuple[str, ...]) -> tuple[list[s
             continue
         cols = [j for j, n in enumerate(latent_set.aux_names) if n.split(".", 1)[0] == group]
         if not cols:
-            have = ", ".join([LATENT, LATENT_REC, *aux_groups(latent_set.aux_names)])
+            rec = [LATENT_REC] if RECORD_KEY in latent_set.aux_names else []
+            have = ", ".join([LATENT, *rec, *aux_groups(latent_set.aux_names)])
             hint = (" (RR features are stored by `funcml encode` of WFDB beat records, latent-set version 2)"
                     if group in ("rr", "rr_s") else "")
             raise ConfigError(f"{latent_set.path} has no {group!r} features; it has: {have}{hint}")
