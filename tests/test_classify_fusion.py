@@ -76,6 +76,27 @@ def test_fusion_is_the_weighted_geometric_mean_of_its_experts_and_round_trips(tm
         LatentFusionClassifier(linear_columns=(0, 7)).fit(X, y)
 
 
+
+def test_fusion_with_an_mlp_beside_the_trees_weighs_them_alike_and_round_trips(tmp_path):
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 4))
+    y = (X[:, 0] * X[:, 1] > 0).astype(int)
+    clf = LatentFusionClassifier(linear_columns=(2,), n_estimators=10, weight=0.4, experts="xgboost,mlp",
+                                 n_jobs=1).fit(X[:150], y[:150], X[150:], y[150:])
+    Z = (X - clf.mean_) / clf.scale_
+    floor = lambda p: np.maximum(p, 1e-12)  # noqa: E731  (each expert's floor before the logarithm)
+    parts = (floor(clf.linear_.predict_proba(Z[:, [2]])) ** 0.4 * floor(clf.trees_.predict_proba(Z)) ** 0.3
+             * floor(clf.mlp_.predict_proba(Z)) ** 0.3)
+    np.testing.assert_allclose(clf.predict_proba(X), parts / parts.sum(axis=1, keepdims=True), rtol=1e-6)
+    assert clf.mlp_.best_epoch_ < clf.mlp_.n_iter_  # it stopped on the validation loss
+    save_classifier(clf, tmp_path / "clf")
+    np.testing.assert_allclose(load_classifier(tmp_path / "clf").predict_proba(X), clf.predict_proba(X), rtol=1e-6)
+    only_mlp = LatentFusionClassifier(linear_columns=(2,), experts="mlp").fit(X, y)
+    assert only_mlp.trees_ is None and only_mlp.mlp_ is not None
+    with pytest.raises(ValueError, match="experts"):
+        LatentFusionClassifier(linear_columns=(2,), experts="svm").fit(X, y)
+
+
 def test_fusion_in_classify_reads_the_rr_columns_and_the_cli_saves_it(tmp_path, capsys):
     ls, lat, keys, y = _records_set(tmp_path / "lat", n_per=120)
     res = classify_latent_set(ls, "fusion", features="latent_rec,rr", class_weight="balanced")
@@ -84,11 +105,13 @@ def test_fusion_in_classify_reads_the_rr_columns_and_the_cli_saves_it(tmp_path, 
     with pytest.raises(ConfigError, match="auxiliary group"):
         classify_latent_set(ls, "fusion", features="latent")
     code, out, err = run(["classify", "--latents", str(tmp_path / "lat"), "--model", "fusion", "--features",
-                          "latent_rec,rr", "--class-weight", "balanced", "--out", str(tmp_path / "clf"), "--json"],
-                         capsys)
+                          "latent_rec,rr", "--class-weight", "balanced", "--param", "experts=xgboost,mlp",
+                          "--param", "n_estimators=20", "--out", str(tmp_path / "clf"), "--json"], capsys)
     assert code == 0, err
-    assert last_json(out)["features"] == ["latent_rec", "rr"]
+    rep = last_json(out)
+    assert rep["features"] == ["latent_rec", "rr"] and rep["params"]["experts"] == "xgboost,mlp"
     clf = load_classifier(tmp_path / "clf")
+    assert clf.mlp_ is not None and clf.trees_ is not None
     x, _ = LatentSet.open(tmp_path / "lat").split("test", features="latent_rec,rr")
     pred = np.loadtxt(tmp_path / "clf" / "predictions.csv", delimiter=",", skiprows=1, usecols=4)
     np.testing.assert_array_equal(clf.predict(x), pred)
