@@ -7,8 +7,9 @@ auxiliary features named ``G.*`` in the set (``rr`` = a beat's RR-interval featu
 
 ``latent_rec`` is the latents centred on their record: each row minus the median latent of every
 row of the set from the same record (columns ``phi_rec_0..``). The beats of one record share the
-record's mean RR interval (``rr_s.record``), which identifies the record, so the group needs a set
-with RR features. It uses no label: a new patient's beats are centred on that patient's own
+record's mean RR interval (``rr_s.record``), which identifies the record (two records with the
+same mean interval to float32 precision would count as one), so the group needs a set with RR
+features. It uses no label: a new patient's beats are centred on that patient's own
 typical beat, a per-patient normalisation that works on test records as on training records.
 """
 

@@ -37,7 +37,7 @@ SEARCH_GRIDS: dict[str, list[dict[str, Any]]] = {
     "svm": [{"kernel": "rbf", "C": c} for c in (0.5, 2.0, 8.0)] + [{"kernel": "linear", "C": c} for c in (0.01, 0.1)],
     "knn": [{"n_neighbors": k} for k in (1, 5, 15, 31)],
     "gnn": [{"n_neighbors": k} for k in (5, 20)],
-    "fusion": [{}],  # fixed: nothing of it is tuned on the validation split
+    "fusion": [{}],  # no search (an MLP expert, when asked for, stops early on the validation loss)
 }
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "mlp": {"default": {}, "paper": {"hidden_layer_sizes": (2048, 1024, 512), "dropout": 0.3}},
