@@ -6,7 +6,7 @@ import click
 
 from funcml.cli.common import device_option, emit_json, info, json_option, overwrite_option
 
-MODELS = ("mlp", "xgboost", "logreg", "svm", "knn", "gnn")
+MODELS = ("mlp", "xgboost", "logreg", "svm", "knn", "gnn", "fusion")
 
 
 def format_metrics(name: str, m: dict) -> list[str]:
@@ -28,7 +28,9 @@ def format_metrics(name: str, m: dict) -> list[str]:
 
 @click.command("classify")
 @click.option("--latents", "latents", required=True, type=click.Path(), help="Latent set with labels (from `funcml encode`).")
-@click.option("--model", type=click.Choice(MODELS), default="mlp", show_default=True, help="Classifier.")
+@click.option("--model", type=click.Choice(MODELS), default="mlp", show_default=True,
+              help="Classifier (fusion: logistic regression on the auxiliary features, e.g. rr, fused with XGBoost "
+                   "on all the features).")
 @click.option("--out", default=None, type=click.Path(),
               help="Classifier directory: classifier.json + safetensors, predictions.csv, metrics.json, figures.")
 @click.option("--test-latents", default=None, type=click.Path(),
@@ -47,7 +49,8 @@ def format_metrics(name: str, m: dict) -> list[str]:
               help="Re-weight classes by inverse frequency (imbalanced data such as MIT-BIH beats).")
 @click.option("--features", default="latent", show_default=True, metavar="GROUPS",
               help="Inputs of the classifier: latent, rr (a beat's RR-interval features, stored by `funcml encode` "
-                   "of WFDB beats) or latent,rr.")
+                   "of WFDB beats), latent_rec (the latents minus their record's median latent; needs RR "
+                   "features) or a combination such as latent,rr or latent_rec,rr.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @overwrite_option
 @device_option

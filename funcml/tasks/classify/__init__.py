@@ -3,8 +3,10 @@
 Estimators (scikit-learn API; ``fit(X (n, P), y)`` with optional ``X_val``/``y_val``):
 :class:`LatentMLPClassifier` (torch; ``hidden_layer_sizes=(2048, 1024, 512), dropout=0.3`` is the
 paper's), :class:`LatentXGBClassifier`, :class:`LatentLogisticRegression`,
-:class:`LatentSVMClassifier` (linear or RBF), :class:`LatentKNNClassifier` and
-:class:`LatentGraphClassifier` (population-graph GNN, torch-geometric). Targets are ``y (n,)`` for
+:class:`LatentSVMClassifier` (linear or RBF), :class:`LatentKNNClassifier`,
+:class:`LatentGraphClassifier` (population-graph GNN, torch-geometric) and
+:class:`LatentFusionClassifier` (a logistic regression on a few columns, such as RR features, fused
+with XGBoost on all of them). Targets are ``y (n,)`` for
 binary, multi-class and ordinal tasks and ``y (n, L)`` 0/1 for multi-label ones. Each standardises
 the latents with statistics learnt on its training data.
 
@@ -37,6 +39,7 @@ parameters and rebuilt on load. ``DIR`` also holds ``predictions.csv``, ``metric
 """
 
 from funcml.tasks.classify.base import LatentClassifier, LatentScorer
+from funcml.tasks.classify.fusion import LatentFusionClassifier
 from funcml.tasks.classify.gnn import LatentGraphClassifier
 from funcml.tasks.classify.knn import LatentKNNClassifier
 from funcml.tasks.classify.linear import LatentLogisticRegression, LatentSVMClassifier
@@ -48,6 +51,7 @@ from funcml.tasks.classify.xgb import LatentXGBClassifier
 
 __all__ = [
     "LatentClassifier", "LatentScorer", "LatentMLPClassifier", "LatentXGBClassifier", "LatentLogisticRegression",
-    "LatentSVMClassifier", "LatentKNNClassifier", "LatentGraphClassifier", "classification_metrics",
+    "LatentSVMClassifier", "LatentKNNClassifier", "LatentGraphClassifier", "LatentFusionClassifier",
+    "classification_metrics",
     "classify_latent_set", "write_outputs", "ClassifyResult", "MODEL_NAMES", "load_classifier", "save_classifier",
 ]

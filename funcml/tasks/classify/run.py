@@ -5,8 +5,8 @@ hyper-parameters (:data:`SEARCH_GRIDS`) is searched on it (and models with early
 it); the selected model is evaluated on the test split, or on every row of another latent set
 encoded with the same field model (``test_latents``, e.g. the records of other patients). The
 features are the latents, the set's auxiliary features (``rr``: a beat's RR intervals) or both
-(``features="latent,rr"``, :mod:`funcml.latents.features`); each model standardises them with
-statistics of the train split only.
+(``features="latent,rr"``; ``latent_rec``: the latents centred on their record's median,
+:mod:`funcml.latents.features`); each model standardises them with statistics of the train split only.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from typing import Any, Callable
 import numpy as np
 
 from funcml.errors import ArtifactError, ConfigError, DataError
-from funcml.latents.features import LATENT, feature_columns, parse_features
+from funcml.latents.features import LATENT, LATENT_REC, feature_columns, parse_features
 from funcml.tasks.classify.metrics import (classification_metrics, default_select_metric, json_safe,
                                            predict_from_proba, selection_score)
 from funcml.tasks.classify.targets import MULTILABEL, class_names, expand_proba, labels_to_y, n_outputs
 
-MODEL_NAMES = ("mlp", "xgboost", "logreg", "svm", "knn", "gnn")
+MODEL_NAMES = ("mlp", "xgboost", "logreg", "svm", "knn", "gnn", "fusion")
 
 # Hyper-parameters searched on the validation split, per model (only where it pays: the MLP, the
 # GNN and XGBoost stop early on the validation loss instead).
@@ -37,6 +37,7 @@ SEARCH_GRIDS: dict[str, list[dict[str, Any]]] = {
     "svm": [{"kernel": "rbf", "C": c} for c in (0.5, 2.0, 8.0)] + [{"kernel": "linear", "C": c} for c in (0.01, 0.1)],
     "knn": [{"n_neighbors": k} for k in (1, 5, 15, 31)],
     "gnn": [{"n_neighbors": k} for k in (5, 20)],
+    "fusion": [{}],  # no search (an MLP expert, when asked for, stops early on the validation loss)
 }
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "mlp": {"default": {}, "paper": {"hidden_layer_sizes": (2048, 1024, 512), "dropout": 0.3}},
@@ -105,7 +106,7 @@ def check_compatible(train_set, other, features: tuple[str, ...] = (LATENT,)) ->
     the same field model."""
     if other.task != train_set.task:
         raise DataError(f"{other.path} has task {other.task!r}, {train_set.path} has {train_set.task!r}")
-    if LATENT not in features:
+    if LATENT not in features and LATENT_REC not in features:
         return
     if other.latent_dim != train_set.latent_dim:
         raise ArtifactError(f"{other.path} has latent dimension {other.latent_dim}, {train_set.path} has "
@@ -153,6 +154,8 @@ def classify_latent_set(latent_set, model: str = "mlp", *, test_latents=None, te
     metric = default_select_metric(task) if select_metric == "auto" else select_metric
     selection_score({metric: 0.0}, metric)  # validates the name
     base, fixed = _fit_params(cls, model, task, device, seed, class_weight, preset, params)
+    if model == "fusion":
+        base["linear_columns"] = _auxiliary_columns(feature_names, groups)
     grid = _search_grid(model, search and X_va is not None, fixed)
     if X_va is None:
         log("no validation split: no hyper-parameter search and no early stopping")
@@ -190,6 +193,16 @@ def _evaluation_set(latent_set, test_latents, test_split: str, groups: tuple[str
     if len(evaluation.rows) == 0:
         raise DataError(f"nothing to evaluate on: {evaluation.name} is empty (pass --test-latents OTHER)")
     return evaluation
+
+
+def _auxiliary_columns(feature_names: list[str], groups: tuple[str, ...]) -> tuple[int, ...]:
+    """The columns of the auxiliary features (``rr`` ...) among ``feature_names``: what the fusion's linear
+    expert reads; raises when the features have none."""
+    cols = tuple(j for j, n in enumerate(feature_names) if "." in n)
+    if not cols or len(cols) == len(feature_names):
+        raise ConfigError(f"the fusion model needs the latents and an auxiliary group beside them "
+                          f"(e.g. --features latent,rr or latent_rec,rr); got {','.join(groups)}")
+    return cols
 
 
 def _fit_params(cls, model: str, task: str, device: str, seed: int, class_weight: str | None,

@@ -37,6 +37,7 @@ TENSOR_FILE = "classifier.safetensors"
 
 def classifier_kinds() -> dict[str, type[LatentClassifier]]:
     """``kind -> estimator class`` of every latent classifier."""
+    from funcml.tasks.classify.fusion import LatentFusionClassifier
     from funcml.tasks.classify.gnn import LatentGraphClassifier
     from funcml.tasks.classify.knn import LatentKNNClassifier
     from funcml.tasks.classify.linear import LatentLogisticRegression, LatentSVMClassifier
@@ -44,7 +45,7 @@ def classifier_kinds() -> dict[str, type[LatentClassifier]]:
     from funcml.tasks.classify.xgb import LatentXGBClassifier
 
     classes = (LatentMLPClassifier, LatentXGBClassifier, LatentLogisticRegression, LatentSVMClassifier,
-               LatentKNNClassifier, LatentGraphClassifier)
+               LatentKNNClassifier, LatentGraphClassifier, LatentFusionClassifier)
     return {c.kind: c for c in classes}
 
 
