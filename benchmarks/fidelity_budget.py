@@ -287,8 +287,7 @@ def report(work: Path) -> None:
                  notes="2 cores shared with other jobs: budgets are step counts at the measured step time "
                        "(fastest 2-thread base step seen x the configuration's ratio to base; the fastest 1-thread "
                        "step where recorded, measured under load, not idle); training ran with the threads given, "
-                       "under load. Budgets of 20 minutes and more (10,000+ steps) did not fit the shared "
-                       "machine's time: not measured")
+                       "under load; a run interrupted and resumed keeps its plan's step count")
     plot(runs, REPO / "docs" / "figures" / "fidelity_minutes.png")
 
 
