@@ -9,18 +9,26 @@ import pytest
 from test_cli import TINY, last_json, run, write_medmnist_npz
 
 
+def make_tiny(root, high_model: bool = False):
+    """In ``root``: 8x8 and 16x16 MedMNIST-layout files of the same images, a tiny model ``m`` of the 8x8
+    file and its latent set ``lat`` (with ``high_model``, also a model ``m2`` of the 16x16 file);
+    ``(root, low, high)``."""
+    low = str(write_medmnist_npz(root / "tinymnist.npz", size=8, seed=0))
+    high = str(write_medmnist_npz(root / "tinymnist_16.npz", size=16, seed=0))
+    runs = [["train", low, "--out", str(root / "m"), "--steps", "3", *TINY]]
+    if high_model:
+        runs.append(["train", high, "--out", str(root / "m2"), "--steps", "3", *TINY])
+    runs.append(["encode", low, "--model", str(root / "m"), "--out", str(root / "lat")])
+    for argv in runs:
+        code, _, err = _Capture().run(argv)
+        assert code == 0, err
+    return root, low, high
+
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny model trained on an 8x8 MedMNIST-layout file, its latent set, and the same images at 16x16."""
-    root = tmp_path_factory.mktemp("query")
-    low = str(write_medmnist_npz(root / "tinymnist.npz", size=8, seed=0))
-    high = str(write_medmnist_npz(root / "tinymnist_16.npz", size=16, seed=0))
-    capsys = _Capture()
-    code, out, err = capsys.run(["train", low, "--out", str(root / "m"), "--steps", "3", *TINY])
-    assert code == 0, err
-    code, out, err = capsys.run(["encode", low, "--model", str(root / "m"), "--out", str(root / "lat")])
-    assert code == 0, err
-    return root, low, high
+    return make_tiny(tmp_path_factory.mktemp("query"))
 
 
 class _Capture:

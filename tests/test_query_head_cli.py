@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from test_cli import TINY, last_json, run, write_medmnist_npz
-from test_query_cli import _Capture
+from test_cli import last_json, run
+from test_query_cli import make_tiny
 
 HEAD = ["--steps", "6", "--hidden", "8", "--layers", "1", "--encoder-width", "4", "--encoder-depth", "1",
         "--batch-size", "4", "--coords-per-signal", "16"]
@@ -15,16 +15,7 @@ HEAD = ["--steps", "6", "--hidden", "8", "--layers", "1", "--encoder-width", "4"
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("qhead")
-    low = str(write_medmnist_npz(root / "tinymnist.npz", size=8, seed=0))
-    high = str(write_medmnist_npz(root / "tinymnist_16.npz", size=16, seed=0))
-    cap = _Capture()
-    for argv in (["train", low, "--out", str(root / "m"), "--steps", "3", *TINY],
-                 ["train", high, "--out", str(root / "m2"), "--steps", "3", *TINY],
-                 ["encode", low, "--model", str(root / "m"), "--out", str(root / "lat")]):
-        code, _, err = cap.run(argv)
-        assert code == 0, err
-    return root, low, high
+    return make_tiny(tmp_path_factory.mktemp("qhead"), high_model=True)
 
 
 def test_superres_train_real_pairs_then_evaluate_with_the_head(tiny, capsys):
