@@ -90,6 +90,9 @@ CONFIGS = {
     "volume-32": ("volume-32", (32, 32, 32), 1, 1, "paper 3D preset, batch 4 -> 1 on CPU"),
 }
 
+# the fixed configurations' (preset None) depth and last omega; the rest as ref-28 (width 128, P 256)
+FIXED_FIELDS = {"ref-28": {"depth": 8, "omega_last": 400.0}, "ref-28-d6": {"depth": 6, "omega_last": 60.0}}
+
 
 def build_config(name: str):
     """``(FieldConfig, TrainConfig, spatial, encode_batch)`` of a benchmark configuration."""
@@ -98,9 +101,7 @@ def build_config(name: str):
 
     preset, spatial, batch, enc_batch, _ = CONFIGS[name]
     if preset is None:
-        depth, omega_last = (6, 60.0) if name == "ref-28-d6" else (8, 400.0)
-        field = FieldConfig(dim_in=2, channels=1, width=128, depth=depth, latent_dim=256, omega_first=20.0,
-                            omega_last=omega_last)
+        field = FieldConfig(dim_in=2, channels=1, width=128, latent_dim=256, omega_first=20.0, **FIXED_FIELDS[name])
         train = TrainConfig(batch_size=batch, inner_steps=3, inner_lr=1e-2, context_ratio=0.25, outer_lr=3e-6)
         return field, train, spatial, enc_batch
     p = get_preset(preset)
