@@ -39,6 +39,7 @@ def parse(argv):
     p.add_argument("--minutes", type=float, default=6.0, help="CPU minutes (one thread) of each head")
     p.add_argument("--hide", default="random:0.3-0.7", help="training masks (funcml impute train --hide)")
     p.add_argument("--repeats", type=int, default=4)
+    p.add_argument("--share-masks", type=int, default=16, help="training signals per mask (1: a mask per signal)")
     p.add_argument("--observed", default="random:0.5", help="test masks (funcml impute --observed)")
     p.add_argument("--figure", default="docs/figures/query-head-impute-breastmnist.png")
     p.add_argument("--name", default="query_head_impute_breastmnist")
@@ -53,9 +54,10 @@ def main(argv=None) -> None:
     kinds = parse_hide(args.hide)
     tr, va = signals.indices("train"), signals.indices("val")
     t0 = time.perf_counter()
-    pairs = masked_pairs(model, signals.get(tr), hide=kinds, repeats=args.repeats, progress=False)
-    val = masked_pairs(model, signals.get(va), hide=kinds, repeats=1, seed=1, progress=False)
-    record = {"encode_seconds": time.perf_counter() - t0, "pairs": len(pairs)}
+    pairs = masked_pairs(model, signals.get(tr), hide=kinds, repeats=args.repeats, share=args.share_masks,
+                         progress=False)
+    val = masked_pairs(model, signals.get(va), hide=kinds, repeats=1, seed=1, share=args.share_masks, progress=False)
+    record = {"encode_seconds": time.perf_counter() - t0, "pairs": len(pairs), "share_masks": args.share_masks}
     heads = {name: budget_head("impute", inputs, args.minutes).fit(model, pairs, val=val, log=print)
              for name, inputs in HEADS.items()}
     record.update({name: {**fit_record(est), "inputs": HEADS[name]} for name, est in heads.items()})

@@ -126,9 +126,10 @@ def test_self_supervised_pairs_have_the_drawn_sizes_and_mask_fractions():
 def test_pair_batches_hold_the_right_targets_and_hidden_weights():
     model = _model(2, (8, 8))
     x = _smooth(6, (8, 8))
-    ps = masked_pairs(model, x, hide=parse_hide("random:0.5"), repeats=2, progress=False)
+    ps = masked_pairs(model, x, hide=parse_hide("random:0.5"), repeats=2, share=1, progress=False)
     q, target, w = ps.batch(0, 4, 64, seed=0)
     g = ps.groups[0]
+    assert len(ps.groups) == 1 and ps.hidden(0) is None  # a mask per pair
     assert q.signals.shape == (4, 1, 8, 8) and target.shape == (4, 64, 1) and w.shape == (4, 64)
     # the targets are the full signals at the drawn coordinates, hidden where the weight is 1
     idx = ((q.coords + 1) / 2 * 7).round().long()
@@ -137,6 +138,30 @@ def test_pair_batches_hold_the_right_targets_and_hidden_weights():
         t = torch.from_numpy(x[int(g.rows[r]), 0])[idx[:, 0], idx[:, 1]]
         torch.testing.assert_close(target[i, :, 0], t)
         torch.testing.assert_close(w[i], (~g.observed[r][idx[:, 0], idx[:, 1]]).float())
+
+
+def test_signals_that_share_a_mask_are_batched_at_their_hidden_positions_only():
+    model = _model(2, (8, 8))
+    x = _smooth(7, (8, 8))
+    ps = masked_pairs(model, x, hide=parse_hide("random:0.5"), repeats=2, share=3, progress=False)
+    # each repeat: every signal once, in groups of 3, 3 and 1 signals, each group one mask
+    assert [len(g) for g in ps.groups] == [3, 3, 1, 3, 3, 1]
+    for r in range(2):
+        assert sorted(torch.cat([g.rows for g in ps.groups[3 * r:3 * r + 3]]).tolist()) == list(range(7))
+    masks = [g.observed[0] for g in ps.groups]
+    assert all(bool((g.observed == g.observed[:1]).all()) for g in ps.groups)
+    assert len({m.numpy().tobytes() for m in masks}) == len(masks)
+    for g in ps.groups:  # each input is its signal with the group's mask applied
+        torch.testing.assert_close(g.inputs, torch.from_numpy(x)[g.rows] * g.observed[:, None])
+    for step in range(6):
+        q, target, w = ps.batch(step, 8, 64, seed=0)
+        k = next(k for k, g in enumerate(ps.groups) if any(torch.equal(q.latents[0], z) for z in g.latents))
+        g, hidden = ps.groups[k], (~ps.groups[k].observed[0]).sum()
+        assert q.latents.shape[0] == len(g) and len({z.numpy().tobytes() for z in q.latents}) == len(g)  # no repeats
+        assert q.coords.shape[0] == min(64, int(hidden)) and bool((w == 1).all())
+        idx = ((q.coords + 1) / 2 * 7).round().long()
+        assert not g.observed[0][idx[:, 0], idx[:, 1]].any()  # every position drawn is hidden
+        assert len(set(map(tuple, idx.tolist()))) == len(idx)
 
 
 def _sr_setup():

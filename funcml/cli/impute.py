@@ -90,14 +90,17 @@ def impute_command(data, model_dir, observed, head_dir, observed_seed, split, ma
                    "fractions per axis; a missing segment in 1D), comma separated; one kind per mask.")
 @click.option("--repeats", type=click.IntRange(1, 64), default=4, show_default=True,
               help="Masked copies per training signal.")
+@click.option("--share-masks", type=click.IntRange(1, 4096), default=16, show_default=True,
+              help="Training signals that share one mask (drawn at random per copy), so that each training "
+                   "batch queries only hidden samples; 1: a mask per signal.")
 @head_options(inputs="features,latent,observed", base="classic", hidden=256, layers=3, neighbours=5, steps=3000,
               batch_size=16, coords=512, lr=1e-3)
 @overwrite_option
 @device_option
 @json_option
 @data_options
-def train_command(data, model_dir, out, hide, repeats, overwrite, device, as_json, resolution, channels, split_seed,
-                  val_fraction, test_fraction, data_option, **kwargs):
+def train_command(data, model_dir, out, hide, repeats, share_masks, overwrite, device, as_json, resolution, channels,
+                  split_seed, val_fraction, test_fraction, data_option, **kwargs):
     """Train an imputation query head on the train split of DATA with random hidden masks (self-supervised).
 
     Each training signal is hidden --repeats times by a random mask of --hide, encoded from its
@@ -121,12 +124,13 @@ def train_command(data, model_dir, out, hide, repeats, overwrite, device, as_jso
     tr, va = signals.indices("train"), signals.indices("val")
     if len(tr) == 0:
         raise DataError(f"{data}: the train split is empty")
-    source = {"data": signals.fingerprint, "hide": hide, "repeats": repeats}
+    source = {"data": signals.fingerprint, "hide": hide, "repeats": repeats, "share_masks": share_masks}
 
     def fit(tmp):
         info(f"encoding {len(tr)} x {repeats} masked training signals ({hide})")
-        pairs = masked_pairs(model, signals.get(tr), hide=kinds, repeats=repeats, seed=est.seed, progress=not as_json)
-        val = masked_pairs(model, signals.get(va), hide=kinds, repeats=1, seed=est.seed + 1,
+        pairs = masked_pairs(model, signals.get(tr), hide=kinds, repeats=repeats, seed=est.seed, share=share_masks,
+                             progress=not as_json)
+        val = masked_pairs(model, signals.get(va), hide=kinds, repeats=1, seed=est.seed + 1, share=share_masks,
                            progress=not as_json) if len(va) else None
         est.fit(model, pairs, grid=signals.spatial_shape, val=val, checkpoint_dir=tmp, meta=source, restart=overwrite,
                 log=info)

@@ -94,7 +94,8 @@ class PairSet:
         self.groups = [g for g in groups if len(g)]
         if not self.groups:
             raise DataError("no training pairs (the split is empty)")
-        self._coords = {}
+        self._coords: dict[int, torch.Tensor] = {}
+        self._hidden: dict[int, torch.Tensor | None] = {}
 
     def __len__(self) -> int:
         return sum(len(g) for g in self.groups)
@@ -105,6 +106,14 @@ class PairSet:
             self._coords[k] = query_grid(g.grid_in, g.grid_out, align=g.align, device=g.latents.device)
         return self._coords[k]
 
+    def hidden(self, k: int) -> torch.Tensor | None:
+        """Flat indices of the positions group ``k`` hides when all its pairs share one mask, else None."""
+        if k not in self._hidden:
+            obs = self.groups[k].observed
+            shared = obs is not None and bool((obs == obs[:1]).all()) and not bool(obs[0].all())
+            self._hidden[k] = (~obs[0].flatten()).nonzero().squeeze(1).cpu() if shared else None
+        return self._hidden[k]
+
     def batch(self, step: int, batch_size: int, n_coords: int, seed: int, jitter: bool = False
               ) -> tuple[Query, torch.Tensor, torch.Tensor | None]:
         """``(query, targets (B, N, C) float or (B, N) int, loss weights (B, N) or None)`` for ``step``."""
@@ -112,9 +121,13 @@ class PairSet:
         sizes = torch.tensor([len(g) for g in self.groups], dtype=torch.float64)
         k = int(torch.multinomial(sizes, 1, generator=gen)) if len(self.groups) > 1 else 0
         g = self.groups[k]
-        rows = torch.randint(len(g), (min(batch_size, len(g)),), generator=gen)
-        coords = self.coords(k)
-        pick = torch.randperm(coords.shape[0], generator=gen)[:n_coords]
+        coords, hidden = self.coords(k), self.hidden(k)
+        if hidden is None:
+            rows = torch.randint(len(g), (min(batch_size, len(g)),), generator=gen)
+            pick = torch.randperm(coords.shape[0], generator=gen)[:n_coords]
+        else:  # one mask for the group: only its hidden positions carry a loss
+            rows = torch.randperm(len(g), generator=gen)[:batch_size]
+            pick = hidden[torch.randperm(len(hidden), generator=gen)[:n_coords]]
         c = coords[pick.to(coords.device)]
         if jitter:
             step_c = grid_cell(g.grid_in, g.grid_out, g.align) * 2.0 / torch.tensor(
@@ -252,17 +265,27 @@ def paired_pairs(model, low: np.ndarray, high: np.ndarray, *, align: str = "cent
 
 
 def masked_pairs(model, x: np.ndarray, *, hide: list[tuple[str, float, float]], repeats: int = 4, seed: int = 0,
-                 config: EncodeConfig | None = None, progress: bool = True) -> PairSet:
+                 share: int = 16, config: EncodeConfig | None = None, progress: bool = True) -> PairSet:
     """Imputation pairs: each signal ``repeats`` times with a random hidden mask (see :func:`hide_masks`),
-    with the classic inpainting of each (the ``classic`` base of value heads)."""
-    if repeats < 1:
-        raise ConfigError(f"--repeats must be >= 1; got {repeats}")
-    rows = np.tile(np.arange(len(x)), repeats)
-    obs = hide_masks(len(rows), x.shape[2:], hide, seed)
+    with the classic inpainting of each (the ``classic`` base of value heads).
+
+    ``share`` signals (drawn at random in each repeat) share one mask and form one group, so that a
+    training batch queries only positions hidden in all its signals (none of its compute goes to
+    observed samples, which carry no loss); ``share = 1``: a mask per pair, all pairs in one group.
+    """
+    if repeats < 1 or share < 1:
+        raise ConfigError(f"--repeats and --share-masks must be >= 1; got {repeats}, {share}")
+    rng = np.random.default_rng(derive_seed(seed, "pairs", 2))
+    order = [rng.permutation(len(x)) for _ in range(repeats)] if share > 1 else [np.arange(len(x))] * repeats
+    chunks = [o[s:s + share] for o in order for s in range(0, len(o), share)] if share > 1 else [np.concatenate(order)]
+    rows = np.concatenate(chunks)
+    masks = hide_masks(len(chunks) if share > 1 else len(rows), x.shape[2:], hide, seed)
+    obs = np.repeat(masks, [len(c) for c in chunks], axis=0) if share > 1 else masks
     inputs = x[rows].astype(np.float32) * obs[:, None]
     z = encode_signals(model, inputs, observed=obs, config=config, progress=progress)
     filled = inpaint_signals(inputs, obs)
-    dev = model.device
-    return PairSet([PairGroup(_tensor(inputs, dev), _tensor(z, dev), _tensor(x.astype(np.float32), dev),
-                              _tensor(rows, dev), observed=_tensor(obs, dev), align="centers",
-                              filled=_tensor(filled, dev))])
+    dev, targets = model.device, _tensor(x.astype(np.float32), model.device)
+    bounds = np.cumsum([0] + [len(c) for c in chunks])
+    return PairSet([PairGroup(_tensor(inputs[a:b], dev), _tensor(z[a:b], dev), targets, _tensor(rows[a:b], dev),
+                              observed=_tensor(obs[a:b], dev), align="centers", filled=_tensor(filled[a:b], dev))
+                    for a, b in zip(bounds[:-1], bounds[1:])])
