@@ -3,7 +3,8 @@
 On the test split of a segmentation folder (Kvasir-SEG, ISBI 2012) at ``--resolution``:
 
 * ``funcml_head``: the query head reading the field's features, the latent and the image samples
-  around each position (a dilated convolutional encoder of the image), ``--head-minutes`` of CPU time;
+  around each position with the features of a U-Net encoder of the image, ``--head-minutes`` of CPU time;
+* ``head_conv_encoder``: the same with a dilated convolutional encoder of the image instead of the U-Net;
 * ``head_field_only``: the head reading the field and the latent only (no image samples);
 * ``unet_equal_time``: the U-Net trained for the CPU time of the field model (``--field-cpu-seconds``,
   measured when it was trained) plus the head;
@@ -36,7 +37,12 @@ from funcml.tasks.segment.metrics import segmentation_report  # noqa: E402
 from funcml.tasks.segment.segmenter import QuerySegmenter  # noqa: E402
 from funcml.tasks.segment.unet import UNetSegmenter  # noqa: E402
 
-HEADS = {"funcml_head": "features,latent,observed", "head_field_only": "features,latent"}
+# name -> the head's architecture (:class:`funcml.query.head.QueryHeadConfig` fields)
+HEADS = {"funcml_head": {"inputs": "features,latent,observed", "encoder": "unet", "encoder_width": 16,
+                         "encoder_depth": 3},
+         "head_conv_encoder": {"inputs": "features,latent,observed", "encoder_width": 32, "encoder_depth": 5,
+                               "encoder_dilation": 2},
+         "head_field_only": {"inputs": "features,latent"}}
 
 
 def parse(argv):
@@ -55,11 +61,10 @@ def parse(argv):
 
 def train_heads(model, z, x, masks, k, names, args) -> dict:
     heads = {}
-    for name, inputs in HEADS.items():
-        est = QuerySegmenter(inputs=inputs, neighbours=3, encoder_width=32, encoder_depth=5, encoder_dilation=2,
-                             steps=10 ** 6,
-                             coords_per_signal=512, max_minutes=args.head_minutes, clock="process", progress=False)
-        heads[name] = est.fit(model, z, masks, signals=x if "observed" in inputs else None, n_classes=k,
+    for name, arch in HEADS.items():
+        est = QuerySegmenter(**arch, neighbours=3, steps=10 ** 6, coords_per_signal=512, max_minutes=args.head_minutes,
+                             clock="process", progress=False)
+        heads[name] = est.fit(model, z, masks, signals=x if "observed" in arch["inputs"] else None, n_classes=k,
                               class_names=names)
         print(name, fit_record(est), flush=True)
     return heads

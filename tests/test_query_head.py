@@ -307,3 +307,44 @@ def test_demo_stages_report_the_head_beside_the_field_and_the_baselines(tmp_path
     assert {"funcml", "funcml_head", "bicubic"} <= set(sr) and np.isfinite(sr["funcml_head"]["psnr"])
     assert {"funcml", "funcml_head", "biharmonic"} <= set(imp) and np.isfinite(imp["funcml_head"]["psnr_hidden"])
     assert (tmp_path / "superres.png").stat().st_size > 1000 and (tmp_path / "impute.png").stat().st_size > 1000
+
+
+def test_head_files_round_trip_a_unet_encoder(tmp_path):
+    model, train, val = _sr_setup()
+    est = QueryRegressor("superres", neighbours=2, hidden=8, layers=1, encoder="unet", encoder_depth=2,
+                         encoder_width=4, steps=3, batch_size=4, coords_per_signal=16, progress=False).fit(model, train)
+    lo, z = val.groups[0].inputs.numpy(), val.groups[0].latents.numpy()
+    est.write(tmp_path)
+    back = QueryRegressor.load(tmp_path, model)
+    assert back.head_.config.encoder == "unet" and back.head_.encoder.depth == 2
+    np.testing.assert_array_equal(back.predict(z, (16, 16), signals=lo), est.predict(z, (16, 16), signals=lo))
+
+
+@pytest.mark.parametrize("dim, spatial", [(1, (32,)), (2, (16, 16)), (3, (8, 8, 8))])
+def test_a_unet_encoder_reads_context_that_a_shallow_conv_encoder_cannot_see(dim, spatial):
+    """One sample at the far corner changes the head's output at the opposite corner through a U-Net
+    (context as wide as the signal), but not through one 3-sample convolution."""
+    model = _model(dim, spatial)
+    x = torch.from_numpy(_smooth(2, spatial))
+    far = x.clone()
+    far[(slice(None), 0, *[-1] * dim)] += 1.0
+    corner = -torch.ones(1, dim)
+    outs = {}
+    for enc, depth in (("conv", 1), ("unet", 3)):
+        torch.manual_seed(0)
+        cfg = QueryHeadConfig(out_dim=1, inputs=("observed",), neighbours=1, encoder=enc, encoder_depth=depth,
+                              encoder_width=4, hidden=8, layers=1)
+        head = build_head(cfg, model.net)
+        z = torch.zeros(2, model.config.latent_dim)
+        with torch.no_grad():
+            outs[enc] = [head(model.net, Query(z, corner, spatial, s)) for s in (x, far)]
+    assert outs["conv"][0].shape == outs["unet"][0].shape == (2, 1, 1)
+    torch.testing.assert_close(outs["conv"][0], outs["conv"][1])
+    assert (outs["unet"][0] - outs["unet"][1]).abs().max() > 1e-4
+
+
+def test_head_configs_refuse_an_unknown_encoder_and_a_dilated_unet():
+    with pytest.raises(ConfigError, match="--encoder must be one of"):
+        QueryHeadConfig(out_dim=1, encoder="resnet").validate()
+    with pytest.raises(ConfigError, match="conv encoder"):
+        QueryHeadConfig(out_dim=1, encoder="unet", encoder_dilation=2).validate()

@@ -25,8 +25,8 @@ from funcml.query.pairs import PairSet
 from funcml.query.store import read_head, write_head
 from funcml.seeding import derive_seed
 
-ARCH = ("inputs", "neighbours", "encoder_width", "encoder_depth", "encoder_dilation", "base", "feature_layers",
-        "feature_proj", "hidden", "layers", "frequencies", "latent_proj", "context", "context_proj")
+ARCH = ("inputs", "neighbours", "encoder", "encoder_width", "encoder_depth", "encoder_dilation", "base",
+        "feature_layers", "feature_proj", "hidden", "layers", "frequencies", "latent_proj", "context", "context_proj")
 TRAINING = tuple(f.name for f in dataclasses.fields(HeadTraining))
 
 
@@ -34,7 +34,7 @@ class QueryEstimator:
     """Shared settings and machinery of query heads.
 
     Args: the architecture (:class:`funcml.query.head.QueryHeadConfig` fields: ``inputs`` as a
-    comma list or tuple, ``neighbours``, ``encoder_width``, ``encoder_depth``, ``encoder_dilation``, ``base``,
+    comma list or tuple, ``neighbours``, ``encoder``, ``encoder_width``, ``encoder_depth``, ``encoder_dilation``, ``base``,
     ``feature_layers``, ``feature_proj``, ``hidden``, ``layers``, ``frequencies``, ``latent_proj``, ``context``,
     ``context_proj``), the training (:class:`funcml.query.fit.HeadTraining` fields) and ``progress``.
 

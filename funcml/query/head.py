@@ -9,7 +9,9 @@ reads any of (``inputs``):
 * ``latent``: a Fourier encoding of ``x`` and a linear projection of ``phi``;
 * ``observed``: the ``k**d`` observed samples nearest to ``x`` (``neighbours = k``): their values,
   whether each is observed, their offsets to ``x`` in samples, and the cell size (the query
-  grid's spacing in samples), as in LIIF's local inputs (Chen et al., CVPR 2021).
+  grid's spacing in samples), as in LIIF's local inputs (Chen et al., CVPR 2021), with the
+  features of an encoder of the observed grid at the same samples (a stack of convolutions, or a
+  U-Net for a context as wide as the signal).
 
 A small MLP maps these to ``out_dim`` numbers: class logits (``output = logits``, segmentation) or
 values (``output = values``, super-resolution and imputation), then added to a ``base`` estimate:
@@ -29,6 +31,7 @@ from torch import nn
 
 from funcml.encoders.siren import ModulatedSiren
 from funcml.errors import ConfigError
+from funcml.networks.unet import UNet
 from funcml.query.interpolate import interpolate_at
 from funcml.query.neighbours import gather_neighbours, normalized_average
 
@@ -36,6 +39,7 @@ INPUTS = ("features", "latent", "observed")
 FEATURE_LAYERS = ("last", "all")
 OUTPUTS = ("values", "logits")
 BASES = ("none", "classic", "average", "field")
+ENCODERS = ("conv", "unet")
 
 
 def parse_inputs(text: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -59,11 +63,15 @@ class QueryHeadConfig:
         output: ``values`` or ``logits``. inputs: subset of :data:`INPUTS` (see the module docstring).
         channels: channels of the observed signal (``observed``).
         neighbours: k, observed samples per axis around x (``observed``).
-        encoder_width, encoder_depth: a small convolutional encoder of the observed grid (values and
-            observed flags, 3 samples per axis per layer) whose features are read at the k**d
-            neighbours with the raw values (LIIF's encoder); depth 0: raw values only.
-        encoder_dilation: growth of the encoder's dilation per layer (1: none; 2: 1, 2, 4, ...
-            samples, a receptive field of about 2**depth samples at the same cost).
+        encoder: the encoder of the observed grid (values and observed flags) whose features are read
+            at the k**d neighbours with the raw values (LIIF's encoder): ``conv``, ``encoder_depth``
+            convolutions of 3 samples per axis and ``encoder_width`` channels; ``unet``, a U-Net
+            (:class:`funcml.networks.unet.UNet`) of ``encoder_depth`` levels, ``encoder_width``
+            channels at full resolution (doubling per level) and as many output features.
+            Depth 0: raw values only.
+        encoder_width, encoder_depth: see ``encoder``.
+        encoder_dilation: growth of the ``conv`` encoder's dilation per layer (1: none; 2: 1, 2, 4,
+            ... samples, a receptive field of about 2**depth samples at the same cost).
         base: what ``values`` are a residual over (:data:`BASES`).
         feature_layers: ``last`` hidden state or ``all`` sine layers' states.
         feature_proj: width the field's features are projected to before the MLP (0: none).
@@ -79,6 +87,7 @@ class QueryHeadConfig:
     neighbours: int = 4
     encoder_width: int = 64
     encoder_depth: int = 3
+    encoder: str = "conv"
     encoder_dilation: int = 1
     base: str = "none"
     feature_layers: str = "all"
@@ -110,6 +119,10 @@ class QueryHeadConfig:
             raise ConfigError("head sizes must be positive (--hidden, --layers, --frequencies)")
         if self.encoder_depth < 0 or (self.encoder_depth and self.encoder_width < 1) or self.encoder_dilation < 1:
             raise ConfigError("--encoder-depth must be >= 0, --encoder-width and --encoder-dilation >= 1")
+        if self.encoder not in ENCODERS:
+            raise ConfigError(f"--encoder must be one of {ENCODERS}; got {self.encoder!r}")
+        if self.encoder == "unet" and self.encoder_dilation != 1:
+            raise ConfigError("--encoder-dilation applies to the conv encoder; a U-Net widens its context by levels")
         if "observed" in self.inputs and self.neighbours < 1:
             raise ConfigError(f"--neighbours must be >= 1 when the head reads observed samples; got {self.neighbours}")
         if any(not r > 0 for r in self.context):
@@ -261,7 +274,10 @@ class QueryHead(nn.Module):
         if "observed" in c.inputs:
             enc = c.encoder_width if c.encoder_depth else 0
             width += c.neighbours ** dim_in * (c.channels + enc + 1 + dim_in) + dim_in
-            if c.encoder_depth:
+            if c.encoder_depth and c.encoder == "unet":
+                self.encoder = UNet(dim_in, c.channels + 1, c.encoder_width, base=c.encoder_width,
+                                    depth=c.encoder_depth)
+            elif c.encoder_depth:
                 self.encoder = _encoder(dim_in, c.channels + 1, c.encoder_width, c.encoder_depth, c.encoder_dilation)
         if c.base != "none":
             width += c.out_dim
