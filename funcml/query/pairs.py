@@ -275,17 +275,21 @@ def masked_pairs(model, x: np.ndarray, *, hide: list[tuple[str, float, float]], 
     """
     if repeats < 1 or share < 1:
         raise ConfigError(f"--repeats and --share-masks must be >= 1; got {repeats}, {share}")
-    rng = np.random.default_rng(derive_seed(seed, "pairs", 2))
-    order = [rng.permutation(len(x)) for _ in range(repeats)] if share > 1 else [np.arange(len(x))] * repeats
-    chunks = [o[s:s + share] for o in order for s in range(0, len(o), share)] if share > 1 else [np.concatenate(order)]
-    rows = np.concatenate(chunks)
-    masks = hide_masks(len(chunks) if share > 1 else len(rows), x.shape[2:], hide, seed)
-    obs = np.repeat(masks, [len(c) for c in chunks], axis=0) if share > 1 else masks
+    if share == 1:
+        rows = np.tile(np.arange(len(x)), repeats)
+        sizes = [len(rows)]
+        obs = hide_masks(len(rows), x.shape[2:], hide, seed)
+    else:
+        rng = np.random.default_rng(derive_seed(seed, "pairs", 2))
+        chunks = [order[s:s + share] for order in (rng.permutation(len(x)) for _ in range(repeats))
+                  for s in range(0, len(x), share)]
+        rows, sizes = np.concatenate(chunks), [len(c) for c in chunks]
+        obs = np.repeat(hide_masks(len(chunks), x.shape[2:], hide, seed), sizes, axis=0)
     inputs = x[rows].astype(np.float32) * obs[:, None]
     z = encode_signals(model, inputs, observed=obs, config=config, progress=progress)
     filled = inpaint_signals(inputs, obs)
     dev, targets = model.device, _tensor(x.astype(np.float32), model.device)
-    bounds = np.cumsum([0] + [len(c) for c in chunks])
+    bounds = np.cumsum([0, *sizes])
     return PairSet([PairGroup(_tensor(inputs[a:b], dev), _tensor(z[a:b], dev), targets, _tensor(rows[a:b], dev),
                               observed=_tensor(obs[a:b], dev), align="centers", filled=_tensor(filled[a:b], dev))
                     for a, b in zip(bounds[:-1], bounds[1:])])
