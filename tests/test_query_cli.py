@@ -155,3 +155,23 @@ def test_segment_train_predict_at_another_resolution_and_unet(tmp_path, capsys):
     code, _, err = run(["segment", "train", str(write_medmnist_npz(tmp_path / "tinymnist.npz", size=16)), "--model",
                         str(tmp_path / "m"), "--out", str(tmp_path / "h2")], capsys)
     assert code != 0 and "no segmentation masks" in err
+
+
+def test_segment_train_with_a_unet_encoder_of_the_image_and_predict(tmp_path, capsys):
+    data = _write_seg_folder(tmp_path / "seg")
+    code, _, err = run(["train", data, "--resolution", "16", "--out", str(tmp_path / "m"), "--steps", "3", *TINY], capsys)
+    assert code == 0, err
+    head = ["--inputs", "features,latent,observed", "--encoder", "unet", "--encoder-depth", "2", "--encoder-width", "4"]
+    code, out, err = run(["segment", "train", data, "--model", str(tmp_path / "m"), "--out", str(tmp_path / "head"),
+                          "--steps", "20", "--coords-per-signal", "64", *head, "--json"], capsys)
+    assert code == 0, err
+    assert last_json(out)["inputs"] == "features,latent,observed"
+    config = json.loads((tmp_path / "head" / "config.json").read_text())
+    assert config["head"]["encoder"] == "unet" and config["head"]["encoder_depth"] == 2
+    code, out, err = run(["segment", "predict", data, "--head", str(tmp_path / "head"), "--model", str(tmp_path / "m"),
+                          "--out", str(tmp_path / "pred"), "--split", "test", "--json"], capsys)
+    assert code == 0, err
+    assert np.load(tmp_path / "pred" / "masks.npy").shape[1:] == (16, 16)
+    code, _, err = run(["segment", "train", data, "--model", str(tmp_path / "m"), "--out", str(tmp_path / "h2"), *head,
+                        "--encoder-dilation", "2"], capsys)
+    assert code != 0 and "conv encoder" in err
