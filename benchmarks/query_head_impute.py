@@ -64,7 +64,7 @@ def main(argv=None) -> None:
     masks = parse_observed(args.observed, signals.spatial_shape, len(signals), seed=0)
     metrics, ex = impute_evaluate(model, signals, masks, split="test", heads=heads, progress=False, log=print)
     names = ("nearest", "linear", "biharmonic", "funcml", *heads)
-    rows = [[m, round(metrics[m]["psnr_hidden"], 2), round(metrics[m]["psnr_all"], 2),
+    rows = [[m, round(metrics[m]["psnr_hidden"], 2), round(metrics[m]["psnr_all"], 2), round(metrics[m]["ssim_all"], 3),
              record.get(m, {}).get("steps"), round(record[m]["cpu_seconds"]) if m in record else None] for m in names]
     Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
     plot_method_grid({"observed": ex["observed"], "biharmonic": ex["biharmonic"], "funcml (field)": ex["funcml"],
@@ -77,7 +77,7 @@ def main(argv=None) -> None:
                              "model": model_record(model), "figure": args.figure},
                  task="query", tables=[table(
                      f"Imputation BreastMNIST 28, {args.observed} hidden (test split, 156 images)",
-                     ["method", "PSNR hidden pixels (dB)", "PSNR whole image (dB)", "training steps",
+                     ["method", "PSNR hidden pixels (dB)", "PSNR whole image (dB)", "SSIM whole image", "training steps",
                       "training CPU s"], rows,
                      caption=f"heads trained self-supervised on masks {args.hide} of the training images, "
                              f"{args.minutes} CPU minutes each on one thread")],

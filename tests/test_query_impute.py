@@ -10,6 +10,7 @@ from funcml.encoders.fitting import fit_latents
 from funcml.encoders.model import FieldModel
 from funcml.encoders.siren import ModulatedSiren
 from funcml.errors import ConfigError, DataError
+from funcml.metrics import ssim
 from funcml.query.impute import hidden_psnr, impute_evaluate, interpolate_missing
 from funcml.query.observed import kept_slices, parse_observed
 
@@ -115,6 +116,8 @@ def test_impute_evaluation_scores_hidden_samples_against_the_baselines():
     bih = np.stack([interpolate_missing(x[i], obs[i], "biharmonic") for i in range(8)])
     assert metrics["biharmonic"]["psnr_hidden"] == pytest.approx(float(hidden_psnr(bih, x, obs).mean()))
     assert metrics["hidden_fraction"] == pytest.approx(1 - obs.mean())
+    assert metrics["biharmonic"]["ssim_all"] == pytest.approx(float(ssim(bih, x).mean()))
+    assert metrics["biharmonic"]["ssim_all"] > metrics["nearest"]["ssim_all"]
     # smooth signals: interpolating beats copying the nearest observed sample
     assert metrics["biharmonic"]["psnr_hidden"] > metrics["linear"]["psnr_hidden"] > metrics["nearest"]["psnr_hidden"]
     assert ex["funcml"].shape == (6, 1, 10, 10) and ex["_mask"].shape == (6, 10, 10)

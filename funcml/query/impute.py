@@ -85,14 +85,14 @@ def impute_evaluate(model, signals: SignalSet, observed: ObservedMasks, *, split
                     ) -> tuple[dict, dict[str, np.ndarray]]:
     """Encode the observed samples of ``split``, render every sample, score the hidden ones.
 
-    Returns ``(metrics, examples)``: metrics ``{method: {"psnr_hidden", "psnr_all"}}`` for ``funcml``
+    Returns ``(metrics, examples)``: metrics ``{method: {"psnr_hidden", "psnr_all", "ssim_all"}}`` for ``funcml``
     and each baseline (means over signals), the hidden fraction and the count; examples for a figure.
     ``heads`` ``{name: QueryRegressor}`` (heads for ``model``, e.g. ``funcml_head``) add rows that
     read the same latents and observed samples (which they keep as they are).
     """
     from funcml.progress import progress_bar
 
-    from funcml.metrics import psnr
+    from funcml.metrics import psnr, ssim
 
     model.check_signals(signals.signal_shape, allow_other_resolution=True)
     idx = signals.indices(split)
@@ -104,7 +104,7 @@ def impute_evaluate(model, signals: SignalSet, observed: ObservedMasks, *, split
         raise DataError(f"the observed masks are on a {observed.spatial} grid but the signals on {signals.spatial_shape}")
     cfg = (config or model.encode_defaults).validate()
     methods = ("funcml", *(heads or {}), *baselines)
-    scores = {m: {"psnr_hidden": [], "psnr_all": []} for m in methods}
+    scores = {m: {"psnr_hidden": [], "psnr_all": [], "ssim_all": []} for m in methods}
     hidden_fraction = []
     examples: dict[str, list] = {}
     bar = progress_bar(total=len(idx), desc="impute", unit="sig", disable=not progress, leave=False)
@@ -124,6 +124,7 @@ def impute_evaluate(model, signals: SignalSet, observed: ObservedMasks, *, split
         for m, p in preds.items():
             scores[m]["psnr_hidden"].append(hidden_psnr(p, x, obs))
             scores[m]["psnr_all"].append(psnr(p, x))
+            scores[m]["ssim_all"].append(ssim(p, x))
         hidden_fraction.append(1.0 - obs.reshape(len(part), -1).mean(axis=1))
         n_show = min(6 - len(examples.get("truth", ())), len(part))
         if n_show > 0:
@@ -136,9 +137,10 @@ def impute_evaluate(model, signals: SignalSet, observed: ObservedMasks, *, split
                      "hidden_fraction": float(np.mean(np.concatenate(hidden_fraction))),
                      "encode": {"steps": cfg.steps, "inner_lr": cfg.inner_lr}}
     for m in methods:
-        metrics[m] = {key: float(np.mean(np.concatenate(v))) for key, v in scores[m].items()}
+        metrics[m] = {key: float(np.nanmean(np.concatenate(v))) for key, v in scores[m].items()}
     if log:
         log(f"{split}: {len(idx)} signals, {100 * metrics['hidden_fraction']:.0f}% hidden ({observed.tag})")
         for m in methods:
-            log(f"  {m:>11}: hidden PSNR {metrics[m]['psnr_hidden']:6.2f} dB  whole-signal PSNR {metrics[m]['psnr_all']:6.2f} dB")
+            log(f"  {m:>11}: hidden PSNR {metrics[m]['psnr_hidden']:6.2f} dB  whole-signal PSNR "
+                f"{metrics[m]['psnr_all']:6.2f} dB  SSIM {metrics[m]['ssim_all']:.4f}")
     return metrics, examples
