@@ -12,8 +12,7 @@ from funcml.cli.common import FiniteFloatRange, info
 
 
 def head_options(*, inputs: str, base: str | None, hidden: int, layers: int, neighbours: int, steps: int,
-                 batch_size: int, coords: int, lr: float, encoder: str = "conv", encoder_depth: int = 3,
-                 encoder_width: int = 64, feature_proj: int = 64) -> Callable:
+                 batch_size: int, coords: int, lr: float, encoder_depth: int = 3, feature_proj: int = 64) -> Callable:
     """The head's architecture and training options, with per-command defaults."""
     decorators = [
         click.option("--inputs", default=inputs, show_default=True,
@@ -22,12 +21,12 @@ def head_options(*, inputs: str, base: str | None, hidden: int, layers: int, nei
                           "x); both = features,latent."),
         click.option("--neighbours", type=click.IntRange(1, 16), default=neighbours, show_default=True,
                      help="Observed samples per axis read around x (k; k**d in all)."),
-        click.option("--encoder", type=click.Choice(["conv", "unet"]), default=encoder, show_default=True,
+        click.option("--encoder", type=click.Choice(["conv", "unet"]), default="conv", show_default=True,
                      help="Encoder of the observed grid whose features are read with the samples: a stack of "
                           "convolutions, or a U-Net (context as wide as the signal)."),
         click.option("--encoder-depth", type=click.IntRange(0, 16), default=encoder_depth, show_default=True,
                      help="Convolutions (conv) or levels (unet) of the encoder (0: no encoder, raw samples only)."),
-        click.option("--encoder-width", type=click.IntRange(1, 1024), default=encoder_width, show_default=True,
+        click.option("--encoder-width", type=click.IntRange(1, 1024), default=64, show_default=True,
                      help="Channels of the encoder (unet: at full resolution, doubling per level)."),
         click.option("--encoder-dilation", type=click.IntRange(1, 8), default=1, show_default=True,
                      help="Dilation growth per conv encoder layer (2: 1, 2, 4, ... samples; a wider receptive "
