@@ -32,7 +32,8 @@ test: $(STAMP)
 docs: $(STAMP)
 	$(VENV)/bin/mkdocs build --strict
 
-# The generated pages (CLI and API reference) and the benchmarks page, from the code and benchmarks/results/.
+# The generated pages (CLI and API reference), the benchmarks page and the marked tables of the other pages,
+# from the code and benchmarks/results/.
 reference: $(STAMP)
 	$(PY) tools/docgen.py cli > docs/cli.md
 	$(PY) tools/docgen.py api > docs/api.md

@@ -1,19 +1,29 @@
-"""Render ``docs/benchmarks.md`` from the result files under ``benchmarks/results/``.
+"""Render ``docs/benchmarks.md``, and the tables marked in the other pages, from ``benchmarks/results/``.
 
-    python benchmarks/render_docs.py            # rewrite docs/benchmarks.md
-    python benchmarks/render_docs.py --check    # exit 1 when the committed page differs
+    python benchmarks/render_docs.py            # rewrite docs/benchmarks.md and the marked tables
+    python benchmarks/render_docs.py --check    # exit 1 when a committed page differs
 
 One section per task (the ``task`` of each result: the known ones in a fixed order, any other
 alphabetically), in it every result's tables (``tables``, see :func:`results.table`), then the
 command that produced them, the machine (CPU or GPU, threads, versions) and the result's ``notes``.
 The page holds nothing that is not in a result file, so a rerun of a benchmark script followed by
 this script updates it, and ``tests/test_benchmark_results.py`` fails when page and files disagree.
+
+A topic page (any other ``docs/*.md``) shows a result's table by marking its place::
+
+    <!-- table: fidelity_budget 0 -->
+    <!-- end table -->
+
+(the result's name and the table's index in its ``tables``); this script writes the table between the
+two lines, with the result file named under it, so the numbers in the prose pages come from the
+result files too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,6 +31,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 PAGE = HERE.parent / "docs" / "benchmarks.md"
+BLOCK = re.compile(r"(?P<head><!-- table: (?P<name>[\w.-]+) (?P<index>\d+) -->\n)(?P<body>.*?)(?P<end><!-- end table -->)",
+                   re.S)
 
 # Known tasks in page order: (task, section title, what the section measures).
 TASKS: list[tuple[str, str, str]] = [
@@ -61,9 +73,9 @@ fails when the two disagree. Rerun a command to update its table.
 """
 
 
-def load_results(directory: Path = RESULTS_DIR) -> list[dict[str, Any]]:
-    """Every result record under ``directory``."""
-    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted(directory.glob("*.json"))]
+def load_results(directory: Path | None = None) -> list[dict[str, Any]]:
+    """Every result record under ``directory`` (default: ``benchmarks/results``)."""
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted((directory or RESULTS_DIR).glob("*.json"))]
 
 
 def cell(value: Any) -> str:
@@ -84,13 +96,46 @@ def cell(value: Any) -> str:
     return " ".join(str(value).split()).replace("|", "\\|")
 
 
-def markdown_table(tab: dict[str, Any]) -> list[str]:
-    lines = [f"### {tab['title']}", "", "| " + " | ".join(cell(c) for c in tab["columns"]) + " |",
-             "|" + "---|" * len(tab["columns"])]
+def table_lines(tab: dict[str, Any]) -> list[str]:
+    """The markdown lines of one result table (header, rows, caption), without its title."""
+    lines = ["| " + " | ".join(cell(c) for c in tab["columns"]) + " |", "|" + "---|" * len(tab["columns"])]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in tab["rows"]]
     if tab.get("caption"):
         lines += ["", " ".join(tab["caption"].split())]
-    return lines + [""]
+    return lines
+
+
+def markdown_table(tab: dict[str, Any]) -> list[str]:
+    return [f"### {tab['title']}", ""] + table_lines(tab) + [""]
+
+
+def fill_tables(text: str, records: list[dict[str, Any]], page: str = "page") -> str:
+    """``text`` with every marked table (see the module docstring) rewritten from ``records``."""
+    by_name = {r["name"]: r for r in records}
+
+    def one(m: re.Match) -> str:
+        name, index = m["name"], int(m["index"])
+        tables = (by_name.get(name) or {}).get("tables") or []
+        if index >= len(tables):
+            raise SystemExit(f"{page}: marked table {name} {index}: benchmarks/results/{name}.json has "
+                             f"{len(tables)} table(s)" if name in by_name else
+                             f"{page}: marked table {name} {index}: no result benchmarks/results/{name}.json")
+        body = [f"*{tables[index]['title']}*", ""] + table_lines(tables[index]) + \
+            ["", f"(Rendered from `benchmarks/results/{name}.json`.)"]
+        return m["head"] + "\n".join(body) + "\n" + m["end"]
+    return BLOCK.sub(one, text)
+
+
+def topic_pages(records: list[dict[str, Any]], docs: Path) -> dict[Path, tuple[str, str]]:
+    """Each page under ``docs`` (not the benchmarks page) that marks tables: (committed text, rendered text)."""
+    out = {}
+    for path in sorted(docs.glob("*.md")):
+        if path.name == PAGE.name:
+            continue
+        text = path.read_text(encoding="utf-8")
+        if BLOCK.search(text):
+            out[path] = (text, fill_tables(text, records, path.name))
+    return out
 
 
 def machine(env: dict[str, Any]) -> str:
@@ -140,15 +185,19 @@ def render(records: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--check", action="store_true", help="exit 1 when docs/benchmarks.md is not up to date")
+    ap.add_argument("--check", action="store_true", help="exit 1 when a page is not up to date")
     args = ap.parse_args(argv)
-    page = render(load_results())
+    records = load_results()
+    pages = {PAGE: (PAGE.read_text(encoding="utf-8") if PAGE.exists() else "", render(records)),
+             **topic_pages(records, PAGE.parent)}
+    stale = [p.name for p, (committed, rendered) in pages.items() if committed != rendered]
     if args.check:
-        same = PAGE.read_text(encoding="utf-8") == page
-        print("docs/benchmarks.md is up to date" if same else "docs/benchmarks.md is stale: run "
-              "python benchmarks/render_docs.py", file=sys.stderr)
-        return 0 if same else 1
-    PAGE.write_text(page, encoding="utf-8")
+        print(f"stale: {', '.join(stale)}: run python benchmarks/render_docs.py" if stale else
+              "the rendered pages are up to date", file=sys.stderr)
+        return 1 if stale else 0
+    for path, (committed, rendered) in pages.items():
+        if committed != rendered:
+            path.write_text(rendered, encoding="utf-8")
     return 0
 
 

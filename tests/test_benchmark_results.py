@@ -1,4 +1,4 @@
-"""docs/benchmarks.md is rendered from benchmarks/results/*.json, and the two agree."""
+"""docs/benchmarks.md and the marked tables of the other pages are rendered from benchmarks/results/*.json."""
 
 from __future__ import annotations
 
@@ -21,6 +21,43 @@ def test_the_committed_page_is_the_rendering_of_the_result_files():
     committed = (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
     assert committed == render_docs.render(render_docs.load_results()), (
         "docs/benchmarks.md and benchmarks/results/ disagree: run python benchmarks/render_docs.py")
+
+
+def test_the_marked_tables_of_the_topic_pages_are_the_rendering_of_the_result_files():
+    pages = render_docs.topic_pages(render_docs.load_results(), ROOT / "docs")
+    assert pages, "no page marks a table"
+    for path, (committed, rendered) in pages.items():
+        assert committed == rendered, f"{path.name}: run python benchmarks/render_docs.py"
+
+
+def test_a_marked_table_is_filled_from_its_result_and_text_around_it_is_kept(tmp_path):
+    records = [_record(tmp_path, "one", "fidelity", [["funcml", 29.14, 1], ["bicubic", 28.38, 2]])]
+    text = "Intro.\n<!-- table: one 0 -->\nstale rows\n<!-- end table -->\nAfter.\n"
+    out = render_docs.fill_tables(text, records)
+    assert out.startswith("Intro.\n<!-- table: one 0 -->\n*one table*\n") and out.endswith("<!-- end table -->\nAfter.\n")
+    assert "| funcml | 29.14 | 1 |\n| bicubic | 28.38 | 2 |" in out and "stale rows" not in out
+    assert "What the rows are." in out and "`benchmarks/results/one.json`" in out
+    assert render_docs.fill_tables(out, records) == out
+
+
+@pytest.mark.parametrize("mark, message", [("one 1", "has 1 table"), ("two 0", "no result")])
+def test_a_mark_naming_a_missing_result_or_table_is_refused(tmp_path, mark, message):
+    records = [_record(tmp_path, "one", "fidelity", [["funcml", 1.0, 2]])]
+    with pytest.raises(SystemExit, match=message):
+        render_docs.fill_tables(f"<!-- table: {mark} -->\n<!-- end table -->\n", records, "page.md")
+
+
+def test_check_mode_reports_a_stale_topic_page(tmp_path, monkeypatch, capsys):
+    (tmp_path / "results").mkdir()
+    _record(tmp_path / "results", "one", "fidelity", [["funcml", 1.0, 2]])
+    monkeypatch.setattr(render_docs, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setattr(render_docs, "PAGE", tmp_path / "benchmarks.md")
+    assert render_docs.main([]) == 0
+    topic = tmp_path / "topic.md"
+    topic.write_text("<!-- table: one 0 -->\n| old |\n<!-- end table -->\n")
+    assert render_docs.main(["--check"]) == 1 and "topic.md" in capsys.readouterr().err
+    assert render_docs.main([]) == 0 and render_docs.main(["--check"]) == 0
+    assert "| funcml | 1 | 2 |" in topic.read_text()
 
 
 def test_every_result_file_is_complete_and_named_after_itself():
