@@ -111,12 +111,11 @@ register_preset(Preset(
 # -- CPU presets: the same method, sized to learn something real within minutes on 2 cores --
 register_preset(Preset(
     name="cpu-ecg", minutes=15.0, dim=1, resolution=(187,),
-    description="CPU 1D: ECG beats (187 samples), 6 x 64, P 93, meta-SGD, omega 20->100, per-layer outer lr, "
-                "gamma 1, G 3, alpha 0.1, batch 32",
+    description="CPU 1D: ECG beats (187 samples), 6 x 64, P 93, meta-SGD, omega 20->100, gamma 1, G 3, "
+                "alpha 0.1, batch 32",
     arch=dict(width=64, depth=6, latent_dim=93, omega_first=20.0, omega_last=100.0, meta_sgd=True),
     train=TrainConfig(steps=1500, batch_size=32, inner_steps=3, inner_lr=0.1, context_ratio=1.0,
-                      outer_lr=3e-4, omega_lr=True, warmup_steps=50, val_every=250, val_signals=128,
-                      checkpoint_every=250),
+                      outer_lr=3e-4, warmup_steps=50, val_every=250, val_signals=128, checkpoint_every=250),
 ))
 register_preset(Preset(
     name="cpu-image", minutes=20.0, dim=2, resolution=None,
