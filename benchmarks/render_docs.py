@@ -9,7 +9,7 @@ command that produced them, the machine (CPU or GPU, threads, versions) and the 
 The page holds nothing that is not in a result file, so a rerun of a benchmark script followed by
 this script updates it, and ``tests/test_benchmark_results.py`` fails when page and files disagree.
 
-A topic page (any other ``docs/*.md``) shows a result's table by marking its place::
+A topic page (any other page under ``docs/``) shows a result's table by marking its place::
 
     <!-- table: fidelity_budget 0 -->
     <!-- end table -->
@@ -129,8 +129,8 @@ def fill_tables(text: str, records: list[dict[str, Any]], page: str = "page") ->
 def topic_pages(records: list[dict[str, Any]], docs: Path) -> dict[Path, tuple[str, str]]:
     """Each page under ``docs`` (not the benchmarks page) that marks tables: (committed text, rendered text)."""
     out = {}
-    for path in sorted(docs.glob("*.md")):
-        if path.name == PAGE.name:
+    for path in sorted(docs.rglob("*.md")):
+        if path == PAGE:
             continue
         text = path.read_text(encoding="utf-8")
         if BLOCK.search(text):
