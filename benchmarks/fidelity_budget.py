@@ -77,6 +77,7 @@ CONFIGS: dict[str, dict] = {
     "msgd-omlr": {"meta_sgd": True, "omega_lr": True},
     "msgd-p392-omlr": {"meta_sgd": True, "latent_dim": 392, "omega_lr": True},
     "msgd-p93-omlr": {"meta_sgd": True, "latent_dim": 93, "omega_lr": True},
+    "msgd-p2048-omlr": {"meta_sgd": True, "latent_dim": 2048, "omega_lr": True},
 }
 WORK = REPO / "runs" / "fidelity"
 
