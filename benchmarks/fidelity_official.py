@@ -169,7 +169,8 @@ def run(data: str, minutes: float, funcml_run: str, lr: float | None, root: Path
 
 
 def report() -> None:
-    runs = [json.loads(p.read_text()) for p in sorted(WORK.glob("*/official-*.json"))]
+    runs = sorted((json.loads(p.read_text()) for p in WORK.glob("*/official-*.json")),
+                  key=lambda r: (r["data"], r["minutes"], r["official_lr"]))
     rows = [[r["data"], r["minutes"], f"{r['field']['depth']} x {r['field']['width']}, P {r['field']['latent_dim']}",
              r["funcml_config"], r["funcml_steps"], round(r["funcml_test_psnr"], 2), r["official_lr"],
              r["official_steps"], round(r["official_test_psnr"], 2),
