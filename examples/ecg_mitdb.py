@@ -2,7 +2,7 @@
 
 Every beat of the 22 DS1 records is cut to 187 samples (R peak first, 125 Hz) and labelled with
 its AAMI class (N, S, V, F, Q). Splits are by record, so no patient is in two splits. The beats
-are encoded into P = 64 latents by a `cpu-ecg` field, and a classifier is trained on the latents::
+are encoded into latents by a `cpu-ecg` field (P = 93), and a classifier is trained on the latents::
 
     funcml datasets fetch mitdb-ds1          # once: the 22 DS1 records from PhysioNet (43 MB)
     python examples/ecg_mitdb.py --out runs/ecg
