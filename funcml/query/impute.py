@@ -137,7 +137,7 @@ def impute_evaluate(model, signals: SignalSet, observed: ObservedMasks, *, split
                      "hidden_fraction": float(np.mean(np.concatenate(hidden_fraction))),
                      "encode": {"steps": cfg.steps, "inner_lr": cfg.inner_lr}}
     for m in methods:
-        metrics[m] = {key: float(np.nanmean(np.concatenate(v))) for key, v in scores[m].items()}
+        metrics[m] = {key: float(np.mean(np.concatenate(v))) for key, v in scores[m].items()}
     if log:
         log(f"{split}: {len(idx)} signals, {100 * metrics['hidden_fraction']:.0f}% hidden ({observed.tag})")
         for m in methods:
