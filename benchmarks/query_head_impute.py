@@ -64,8 +64,9 @@ def main(argv=None) -> None:
     masks = parse_observed(args.observed, signals.spatial_shape, len(signals), seed=0)
     metrics, ex = impute_evaluate(model, signals, masks, split="test", heads=heads, progress=False, log=print)
     names = ("nearest", "linear", "biharmonic", "funcml", *heads)
-    rows = [[m, round(metrics[m]["psnr_hidden"], 2), round(metrics[m]["psnr_all"], 2), round(metrics[m]["ssim_all"], 3),
-             record.get(m, {}).get("steps"), round(record[m]["cpu_seconds"]) if m in record else None] for m in names]
+    rows = [[m, round(metrics[m]["psnr_hidden"], 2), round(metrics[m]["psnr_all"], 2),
+             round(metrics[m]["ssim_all"], 3), record.get(m, {}).get("steps"),
+             round(record[m]["cpu_seconds"]) if m in record else None] for m in names]
     Path(args.figure).parent.mkdir(parents=True, exist_ok=True)
     plot_method_grid({"observed": ex["observed"], "biharmonic": ex["biharmonic"], "funcml (field)": ex["funcml"],
                       "query head": ex["funcml_head"], "truth": ex["truth"]}, args.figure, masks=ex["_mask"],

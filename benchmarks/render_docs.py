@@ -31,8 +31,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 PAGE = HERE.parent / "docs" / "benchmarks.md"
-BLOCK = re.compile(r"(?P<head><!-- table: (?P<name>[\w.-]+) (?P<index>\d+) -->\n)(?P<body>.*?)(?P<end><!-- end table -->)",
-                   re.S)
+BLOCK = re.compile(r"(?P<head><!-- table: (?P<name>[\w.-]+) (?P<index>\d+) -->\n)(?P<body>.*?)"
+                   r"(?P<end><!-- end table -->)", re.S)
 
 # Known tasks in page order: (task, section title, what the section measures).
 TASKS: list[tuple[str, str, str]] = [
@@ -115,11 +115,12 @@ def fill_tables(text: str, records: list[dict[str, Any]], page: str = "page") ->
 
     def one(m: re.Match) -> str:
         name, index = m["name"], int(m["index"])
-        tables = (by_name.get(name) or {}).get("tables") or []
+        where = f"{page}: marked table {name} {index}"
+        if name not in by_name:
+            raise SystemExit(f"{where}: no result benchmarks/results/{name}.json")
+        tables = by_name[name].get("tables") or []
         if index >= len(tables):
-            raise SystemExit(f"{page}: marked table {name} {index}: benchmarks/results/{name}.json has "
-                             f"{len(tables)} table(s)" if name in by_name else
-                             f"{page}: marked table {name} {index}: no result benchmarks/results/{name}.json")
+            raise SystemExit(f"{where}: benchmarks/results/{name}.json has {len(tables)} table(s)")
         body = [f"*{tables[index]['title']}*", ""] + table_lines(tables[index]) + \
             ["", f"(Rendered from `benchmarks/results/{name}.json`.)"]
         return m["head"] + "\n".join(body) + "\n" + m["end"]
