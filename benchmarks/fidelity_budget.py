@@ -282,7 +282,10 @@ def report(work: Path) -> None:
     columns = ["data", "budget min", "config", "K x L", "P", "steps", "s/step (2 thr)", "s/step (1 thr, loaded)",
                "threads run", "test PSNR dB",
                "best latent acc", "best latent AUC", "rollbacks", "wall min under load"]
-    write_result("fidelity_budget", {"runs": runs, "configs": CONFIGS}, task="fidelity",
+    inputs = [f"nice -n 5 python benchmarks/fidelity_budget.py run --data {r['data']} --minutes {r['minutes']:g} "
+              f"--configs {r['config']} --threads {r['threads']}" + (" --classify" if r.get("classify") else "")
+              for r in sorted(runs, key=lambda r: (r["data"], r["minutes"], r["config"]))]
+    write_result("fidelity_budget", {"runs": runs, "configs": CONFIGS}, task="fidelity", inputs=inputs,
                  tables=[table("Test PSNR per time budget (H = 20), latent classification", columns, rows,
                                caption="budget = steps x the configuration's fastest 2-thread step time")],
                  notes="2 cores shared with other jobs: budgets are step counts at the measured step time "

@@ -175,7 +175,9 @@ def report() -> None:
              r["funcml_config"], r["funcml_steps"], round(r["funcml_test_psnr"], 2), r["official_lr"],
              r["official_steps"], round(r["official_test_psnr"], 2),
              round(r["funcml_test_psnr"] - r["official_test_psnr"], 2)] for r in runs]
-    write_result("fidelity_official", {"runs": runs}, task="fidelity",
+    inputs = [f"nice -n 5 python benchmarks/fidelity_official.py run --data {r['data']} --minutes {r['minutes']:g} "
+              f"--funcml-run {r['funcml_run']} --official-lr {r['official_lr']:g} --threads {r['threads']}" for r in runs]
+    write_result("fidelity_official", {"runs": runs}, task="fidelity", inputs=inputs,
                  tables=[table("Equal minutes: funcml against the official MedFuncta code (test split, H = 20)",
                                ["data", "minutes", "architecture", "funcml config", "funcml steps", "funcml PSNR dB",
                                 "official lr", "official steps", "official PSNR dB", "funcml - official dB"], rows)],

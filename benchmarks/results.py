@@ -120,7 +120,7 @@ def json_ready(obj: Any) -> Any:
 
 def write_result(name: str, results: Any, *, task: str, tables: list[dict[str, Any]] | None = None,
                  argv: list[str] | None = None, notes: str | None = None, directory: Path | None = None,
-                 order: int | None = None) -> Path:
+                 order: int | None = None, inputs: list[str] | None = None) -> Path:
     """Write ``results`` (JSON-serialisable) as ``benchmarks/results/{name}.json`` with its provenance.
 
     ``task``: the docs section it belongs to (for example ``fidelity``, ``query``, ``classification``,
@@ -128,13 +128,15 @@ def write_result(name: str, results: Any, *, task: str, tables: list[dict[str, A
     with the command under them. ``notes``: one line on conditions a reader should know (for
     example, that other jobs were running). NaN and infinite numbers are written as null, numpy
     values as plain numbers. ``order``: its place among the task's results on the page
-    (lower first; results without one follow, by name). Returns the path written. The write is atomic
-    (temporary file, then rename).
+    (lower first; results without one follow, by name). ``inputs``: for a script that gathers runs
+    made before (a ``report``), the commands that made them; they come before its own command in
+    ``command``, one per line. Returns the path written. The write is atomic (temporary file, then
+    rename).
     """
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"result name must be a plain file stem, got {name!r}")
     record = {
-        "name": name, "task": task, "command": command_line(argv), "script": Path((argv or sys.argv)[0]).name,
+        "name": name, "task": task, "command": "\n".join([*(inputs or []), command_line(argv)]), "script": Path((argv or sys.argv)[0]).name,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
         "environment": environment(), "notes": notes, "tables": json_ready(tables or []),
         "results": json_ready(results),

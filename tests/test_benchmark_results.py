@@ -96,6 +96,14 @@ def test_tasks_come_in_the_known_order_then_alphabetically_and_results_by_order_
     assert "```\npython bench_x.py --fast\n```" in page and "What the rows are." in page
 
 
+def test_a_report_shows_the_commands_of_the_runs_it_gathers_before_its_own(tmp_path):
+    runs = ["python bench_x.py run --data a", "python bench_x.py run --data b"]
+    record = _record(tmp_path, "gathered", "fidelity", [["funcml", 1.0, 2]], inputs=runs)
+    assert record["command"] == "\n".join([*runs, "python bench_x.py --fast"])
+    assert "```\npython bench_x.py run --data a\npython bench_x.py run --data b\npython bench_x.py --fast\n```" \
+        in render_docs.render([record])
+
+
 def test_the_machine_line_names_cpu_threads_gpu_and_versions():
     line = render_docs.machine({"cpu": "Some CPU", "logical_cores": 16, "torch_threads": 1, "gpu": "NVIDIA H200",
                                 "cuda": "12.8", "torch": "2.11.0", "python": "3.11.7", "funcml": "0.1.0"})
