@@ -230,3 +230,68 @@ def test_encode_command_takes_auto_steps_and_an_optimizer(trained, tiny_images, 
     with pytest.raises(SystemExit) as exc:
         main([*argv[:6], "--steps", "many", "--overwrite"])
     assert exc.value.code != 0 and "--steps" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main([*argv[:6], "--optimizer", "adam", "--momentum", "0.5", "--overwrite"])
+    err = capsys.readouterr().err
+    assert exc.value.code != 0 and "--momentum applies to --optimizer sgd" in err and "Traceback" not in err
+    with pytest.raises(SystemExit) as exc:
+        main([*argv[:6], "--momentum", "0.5", "--steps", "4", "--overwrite", "--json"])
+    assert exc.value.code == 0
+    assert LatentSet.open(tmp_path / "lat").manifest["encoding"]["momentum"] == 0.5
+
+
+def test_momentum_at_test_time_is_heavy_ball_sgd_on_each_latent(trained, tiny_images):
+    """``momentum`` m: v <- m v + g, phi <- phi - lr v, i.e. torch's SGD with momentum (dampening 0)."""
+    from funcml.encoders.coords import make_grid, signals_to_values
+    from funcml.encoders.meta import per_signal_mse
+
+    model, _ = trained
+    net = model.net
+    x = torch.from_numpy(tiny_images.get(range(4)))
+    cfg = EncodeConfig(steps=6, inner_lr=0.5, context_ratio=1.0, grad_rescale=False, momentum=0.6)
+    got = fit_latents(net, x, cfg)
+    phi = torch.zeros(4, net.config.latent_dim, requires_grad=True)
+    opt = torch.optim.SGD([phi], lr=0.5, momentum=0.6)
+    coords, values = make_grid((8, 8)), signals_to_values(x)
+    for _ in range(6):
+        opt.zero_grad()
+        per_signal_mse(net(coords, phi), values).sum().backward()
+        opt.step()
+    assert torch.allclose(got, phi.detach(), atol=1e-5)
+    plain = fit_latents(net, x, dataclasses.replace(cfg, momentum=0.0))
+    assert not torch.allclose(got, plain, atol=1e-3)
+    # auto-stop keeps each signal's velocity: with a patience no signal reaches, the same latents
+    kept = fit_latents(net, x, dataclasses.replace(cfg, auto_stop=True, stop_patience=100))
+    assert torch.allclose(kept, got, atol=1e-6)
+    # a differentiable encode differentiates through the velocity too
+    xs = x.clone().requires_grad_(True)
+    phi_d = fit_latents(net, xs, cfg, differentiable=True)
+    assert torch.allclose(phi_d.detach(), got, atol=1e-5)
+    (gx,) = torch.autograd.grad(phi_d.sum(), xs)
+    assert torch.isfinite(gx).all() and gx.abs().sum() > 0
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, float("nan")])
+def test_momentum_outside_zero_to_one_is_refused(bad):
+    with pytest.raises(ConfigError, match="momentum"):
+        EncodeConfig(momentum=bad).validate()
+
+
+def test_a_finished_run_chooses_its_test_time_momentum_on_the_validation_signals(tmp_path, tiny_images, tiny_field,
+                                                                                  tiny_train):
+    from funcml.encoders.trainer import MOMENTUM_GRID, validation_psnr
+
+    out = tmp_path / "m"
+    result = MetaTrainer(tiny_field, dataclasses.replace(tiny_train, steps=20, outer_lr=3e-3), tiny_images, out,
+                         progress=False).run()
+    model = FieldModel.load(out)
+    record = model.training["test_momentum"]
+    assert set(record["val_scores"]) == {str(m) for m in MOMENTUM_GRID}
+    best = max(MOMENTUM_GRID, key=lambda m: record["val_scores"][str(m)])
+    assert model.encode_defaults.momentum == record["chosen"] == best == result.test_momentum
+    val = torch.from_numpy(tiny_images.get(tiny_images.indices("val")[: tiny_train.val_signals]))
+    again = validation_psnr(model.net, val, dataclasses.replace(model.encode_defaults, backend=tiny_train.backend))
+    assert again == pytest.approx(record["val_scores"][str(best)], abs=1e-4)
+    off = MetaTrainer(tiny_field, dataclasses.replace(tiny_train, steps=20, outer_lr=3e-3, tune_momentum=False),
+                      tiny_images, tmp_path / "off", progress=False).run()
+    assert off.test_momentum is None and FieldModel.load(tmp_path / "off").encode_defaults.momentum == 0.0

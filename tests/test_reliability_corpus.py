@@ -252,15 +252,17 @@ def test_model_config_fields_are_validated(tmp_path, world):
     accepted = {k for k, v in out.items() if v == "ok"}
     # Right type, and within the (open-ended) range: a huge but valid number of steps is a choice. Models
     # written before the execution fields existed lack them: they load with the defaults (auto, auto, off);
-    # so do those written before the test-time optimiser and auto stop (sgd, fixed H).
+    # so do those written before the test-time optimiser, auto stop and momentum (sgd, fixed H, 0).
     assert {k for k in accepted if not k.startswith("funcml_version")} <= {
         "encode.steps = 1000000000000000", "encode.batch_size = 1000000000000000", "encode.seed = -1",
         "encode.inner_lr = 1000000000000000", "encode.seed = 1000000000000000", "encode.backend = <deleted>",
         "encode.precision = <deleted>", "encode.compile = <deleted>", "encode.adam_lr = 1000000000000000",
         "encode.stop_tol = 1000000000000000", "encode.stop_patience = 1000000000000000",
-        *(f"encode.{k} = <deleted>" for k in ("optimizer", "adam_lr", "auto_stop", "stop_tol", "stop_patience"))}, \
+        *(f"encode.{k} = <deleted>" for k in ("optimizer", "adam_lr", "auto_stop", "stop_tol", "stop_patience",
+                                                "momentum"))}, \
         accepted
-    for must in ("encode.optimizer = 'x'", "encode.adam_lr = -1", "encode.stop_patience = -1"):
+    for must in ("encode.optimizer = 'x'", "encode.adam_lr = -1", "encode.stop_patience = -1",
+                 "encode.momentum = -1", "encode.momentum = 1000000000000000"):
         assert out[must] == "refused", must
     for must in ("encode.backend = 'x'", "encode.precision = 'x'", "encode.compile = 'x'", "encode.backend = None"):
         assert out[must] == "refused", must

@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 @click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default=None,
               help="Test-time optimiser of the latents: sgd (the model's rate or its meta-learnt rates) or adam.")
 @click.option("--adam-lr", type=float, default=None, help="Adam's learning rate (with --optimizer adam; default 0.01).")
+@click.option("--momentum", type=float, default=None,
+              help="Heavy-ball momentum of the SGD steps, in [0, 1) (default: the model's, chosen on its "
+                   "validation signals).")
 @click.option("--batch-size", type=int, default=None, help="Signals encoded together (default 64).")
 @click.option("--inner-lr", type=float, default=None, help="Test-time learning rate (default: the model's).")
 @click.option("--context-ratio", type=float, default=None, help="Context fraction for the rescaling norm.")
@@ -80,9 +83,12 @@ def _encode(dev: torch.device, rank: DistInfo, o: dict) -> None:
     res = parse_resolution(o["resolution"]) or model.signal_shape[1:]
     signals = load_data(o["data"], res, o["channels"], o["split_seed"], o["val_fraction"], o["test_fraction"],
                         o["data_option"])
+    if o["optimizer"] == "adam" and o["momentum"]:
+        raise ConfigError("--momentum applies to --optimizer sgd (Adam keeps its own moments)")
     cfg = replace(model.encode_defaults, **parse_steps(o["steps"], o["max_steps"]), inner_lr=o["inner_lr"],
                   context_ratio=o["context_ratio"], grad_rescale=o["grad_rescale"], seed=o["seed"],
-                  batch_size=o["batch_size"], optimizer=o["optimizer"], adam_lr=o["adam_lr"], backend=o["backend"],
+                  batch_size=o["batch_size"], optimizer=o["optimizer"], adam_lr=o["adam_lr"], momentum=o["momentum"],
+                  backend=o["backend"],
                   precision=o["precision"] or "auto", compile=o["compile_"]).validate()
     indices = None if o["split"] == "all" else signals.indices(o["split"])
     say(f"encoding {signals.name} ({len(signals) if indices is None else len(indices)} signals, "

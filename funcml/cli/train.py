@@ -47,6 +47,8 @@ from funcml.errors import ConfigError
 @click.option("--val-signals", type=int, default=None, help="Held-out signals used for validation.")
 @click.option("--test-steps", type=int, default=None, help="Test-time steps H for validation and encoding.")
 @click.option("--grad-rescale/--no-grad-rescale", default=None, help="Test-time gradient-norm rescaling.")
+@click.option("--tune-momentum/--no-tune-momentum", default=None,
+              help="At the end, choose the model's test-time momentum on the validation signals (default: on).")
 @click.option("--checkpoint-every", type=int, default=None)
 @click.option("--recompute/--no-recompute", default=None,
               help="Recompute each inner step in the backward instead of keeping it (same result, less memory).")
@@ -72,9 +74,9 @@ from funcml.errors import ConfigError
 def train_command(data, preset, out, steps, max_minutes, batch_size, micro_batch_size, width, depth, latent_dim,
                   omega_first, omega_last, inner_steps, inner_lr, context_ratio, outer_lr, omega_lr, weight_decay,
                   grad_clip, guard_drop_db, warmup_steps, first_order, first_order_warmup, meta_sgd, val_every,
-                  val_signals, test_steps, grad_rescale, checkpoint_every, recompute, compile_, precision, backend, seed,
-                  target_data, downsample, target_coords, resume, overwrite, device, as_json, resolution, channels,
-                  split_seed, val_fraction, test_fraction, data_option):
+                  val_signals, test_steps, grad_rescale, tune_momentum, checkpoint_every, recompute, compile_,
+                  precision, backend, seed, target_data, downsample, target_coords, resume, overwrite, device, as_json,
+                  resolution, channels, split_seed, val_fraction, test_fraction, data_option):
     """Meta-learn a neural-field model on DATA (its train split) and write it to --out.
 
     DATA is a path (MedMNIST npz, WFDB folder, UCR file, NIfTI, image folder) or
@@ -96,8 +98,8 @@ def train_command(data, preset, out, steps, max_minutes, batch_size, micro_batch
         micro_batch_size=micro_batch_size, inner_steps=inner_steps, inner_lr=inner_lr, context_ratio=context_ratio,
         outer_lr=outer_lr, omega_lr=omega_lr, weight_decay=weight_decay, grad_clip=grad_clip, guard_drop_db=guard_drop_db,
         warmup_steps=warmup_steps, first_order=first_order, first_order_warmup=first_order_warmup, val_every=val_every,
-        val_signals=val_signals, test_steps=test_steps, grad_rescale=grad_rescale, checkpoint_every=checkpoint_every,
-        seed=seed, recompute=recompute, compile=compile_, precision=precision, backend=backend)
+        val_signals=val_signals, test_steps=test_steps, grad_rescale=grad_rescale, tune_momentum=tune_momentum,
+        checkpoint_every=checkpoint_every, seed=seed, recompute=recompute, compile=compile_, precision=precision, backend=backend)
     dev = resolve_device(device)
     with distributed.session():
         trainer = _make_trainer(field_cfg, train_cfg, signals, out, dev, target_data, downsample, target_coords,

@@ -98,6 +98,8 @@ class TrainConfig:
         val_signals: how many held-out signals the validation encodes.
         test_steps: H, test-time steps used to encode (validation and the model's default).
         grad_rescale: test-time gradient-norm rescaling as in the official code.
+        tune_momentum: at the end, choose the model's test-time momentum (``EncodeConfig.momentum``)
+            on the validation signals from ``MOMENTUM_GRID`` of :mod:`funcml.encoders.trainer`.
         checkpoint_every: save a resumable checkpoint every this many steps (and every
             ``checkpoint_minutes``), whichever comes first.
         checkpoint_minutes: time-based checkpoint interval.
@@ -143,6 +145,7 @@ class TrainConfig:
     val_signals: int = 256
     test_steps: int = 20
     grad_rescale: bool = True
+    tune_momentum: bool = True
     checkpoint_every: int = 1000
     checkpoint_minutes: float = 5.0
     log_every: int = 10
@@ -214,6 +217,8 @@ class EncodeConfig:
         optimizer: "sgd" (steps of ``inner_lr``, or of the meta-learnt rates of a meta-SGD model)
             or "adam" (Adam on phi with learning rate ``adam_lr``, fed the same gradients).
         adam_lr: Adam's learning rate.
+        momentum: heavy-ball momentum of the SGD steps on phi (0: plain SGD; Adam ignores it). A
+            model's default is chosen on its validation signals at the end of meta-training.
         auto_stop: stop each signal when its loss has not improved by ``stop_tol`` (relative) for
             ``stop_patience`` steps, keeping its best latent; ``steps`` is then the most it takes.
         backend: which implementation computes the test-time gradients (see ``TrainConfig.backend``).
@@ -229,6 +234,7 @@ class EncodeConfig:
     seed: int = 0
     optimizer: str = "sgd"
     adam_lr: float = 1e-2
+    momentum: float = 0.0
     auto_stop: bool = False
     stop_tol: float = 1e-3
     stop_patience: int = 5
@@ -240,6 +246,8 @@ class EncodeConfig:
         _finite(inner_lr=self.inner_lr, context_ratio=self.context_ratio, adam_lr=self.adam_lr, stop_tol=self.stop_tol)
         _check(self.optimizer in ("sgd", "adam"), f"--optimizer must be sgd or adam; got {self.optimizer!r}")
         _check(self.adam_lr > 0, f"--adam-lr must be > 0; got {self.adam_lr}")
+        _finite(momentum=self.momentum)
+        _check(0 <= self.momentum < 1, f"--momentum must be in [0, 1); got {self.momentum}")
         _check(self.stop_tol >= 0 and self.stop_patience >= 1,
                f"stop_tol must be >= 0 and stop_patience >= 1; got {self.stop_tol}, {self.stop_patience}")
         _check(self.steps >= 0, f"--steps must be >= 0; got {self.steps}")
@@ -252,7 +260,8 @@ class EncodeConfig:
 
 # Fields added after models and latent sets were first written: a file without them reads as these.
 ENCODE_ADDED = {"backend": "auto", "precision": "auto", "compile": False,
-                "optimizer": "sgd", "adam_lr": 1e-2, "auto_stop": False, "stop_tol": 1e-3, "stop_patience": 5}
+                "optimizer": "sgd", "adam_lr": 1e-2, "auto_stop": False, "stop_tol": 1e-3, "stop_patience": 5,
+                "momentum": 0.0}
 
 
 def to_dict(cfg: Any) -> dict:

@@ -4,7 +4,8 @@
 MedFuncta test-time rule) each step moves along the full-context gradient, rescaled per signal
 to the norm of the gradient on a random context subset (the kind of gradient seen during
 meta-training). Without it, each step uses the subset gradient directly (gamma = 1: full).
-``EncodeConfig.optimizer`` "adam" feeds the same directions to Adam instead of plain SGD, and
+``EncodeConfig.momentum`` adds heavy-ball momentum to the SGD steps, ``EncodeConfig.optimizer``
+"adam" feeds the same directions to Adam instead, and
 ``auto_stop`` ends each signal's fit when its loss stops improving (H is then the most steps).
 """
 
@@ -58,12 +59,23 @@ def _direction_autograd(net: ModulatedSiren, coords, values, weights, phi, idx, 
 
 
 class _Sgd:
-    """phi <- phi - lr d (lr: a number, or the meta-learnt per-dimension rates ``(P,)``)."""
+    """phi <- phi - lr v with v <- momentum v + d, per signal (heavy ball; momentum 0: plain SGD).
 
-    def __init__(self, lr, phi: torch.Tensor) -> None:  # noqa: ARG002
-        self.lr = lr
+    ``lr``: a number, or the meta-learnt per-dimension rates ``(P,)``; ``rows``: which signals of the
+    batch ``phi`` holds.
+    """
 
-    def step(self, phi: torch.Tensor, d: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:  # noqa: ARG002
+    def __init__(self, lr, phi: torch.Tensor, momentum: float = 0.0) -> None:
+        self.lr, self.momentum = lr, momentum
+        self.v = torch.zeros_like(phi) if momentum else None
+
+    def step(self, phi: torch.Tensor, d: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+        if self.v is not None:
+            if rows is None:
+                self.v = d = self.momentum * self.v + d   # keeps the graph of a differentiable encode
+            else:
+                d = self.momentum * self.v[rows] + d
+                self.v[rows] = d.detach()
         return phi - self.lr * d
 
 
@@ -124,7 +136,7 @@ def _fit_loop(direction, phi: torch.Tensor, lr, config: EncodeConfig, generator:
     the others stop.
     """
     b = phi.shape[0]
-    update = _Adam(config.adam_lr, phi) if config.optimizer == "adam" else _Sgd(lr, phi)
+    update = _Adam(config.adam_lr, phi) if config.optimizer == "adam" else _Sgd(lr, phi, config.momentum)
     stopper = _Stopper(phi, config.stop_tol, config.stop_patience) if config.auto_stop else None
     rows = None   # all signals
     taken = torch.zeros(b, dtype=torch.long, device=phi.device)

@@ -46,7 +46,8 @@ from funcml.io import atomic_write_json
 from funcml.io.lock import OutputLock
 from funcml.seeding import derive_seed, epoch_batch, generator
 
-__all__ = ["MetaTrainer", "TrainResult", "TrainingInterrupted", "cosine_lr", "encode_config_for", "validation_psnr"]
+__all__ = ["MetaTrainer", "TrainResult", "TrainingInterrupted", "choose_momentum", "cosine_lr", "encode_config_for",
+           "validation_psnr"]
 _log = logging.getLogger(__name__)
 
 class TrainingInterrupted(FuncmlError):
@@ -85,10 +86,11 @@ class _StopRequests:
 
 # Changing these between a run and its resumption does not change the trajectory.
 _RESUME_FREE = {"max_minutes", "checkpoint_minutes", "checkpoint_every", "log_every", "val_every", "val_signals",
-                "recompute", "compile", "guard_drop_db", "max_rollbacks", "rollback_lr_factor"}
+                "recompute", "compile", "guard_drop_db", "max_rollbacks", "rollback_lr_factor", "tune_momentum"}
 _TRAIN_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 _TRAIN_DEFAULTS["precision"] = "fp32"  # what runs recorded before the field existed used
 CACHE_BYTES = 4 << 30
+MOMENTUM_GRID = (0.0, 0.3, 0.5, 0.6)   # test-time momenta a finished run chooses from (TrainConfig.tune_momentum)
 
 
 AUTO_MICRO_BATCH_BYTES = 256 << 20
@@ -206,6 +208,16 @@ def validation_psnr(net: ModulatedSiren, signals: torch.Tensor, cfg: EncodeConfi
     return float(torch.cat(values).mean())
 
 
+def choose_momentum(net: ModulatedSiren, signals: torch.Tensor, cfg: EncodeConfig,
+                    score: Callable[[ModulatedSiren, torch.Tensor, EncodeConfig], float] = validation_psnr,
+                    grid: tuple[float, ...] = MOMENTUM_GRID) -> tuple[float, dict[float, float]]:
+    """The test-time momentum of ``grid`` that scores best on held-out ``signals`` ``(n, C, *spatial)``
+    encoded with ``cfg`` (higher is better; ties go to the smaller), and every momentum's score."""
+    scores = {m: score(net, signals, dataclasses.replace(cfg, momentum=m)) for m in grid}
+    finite = {m: s for m, s in scores.items() if math.isfinite(s)}
+    return (max(finite, key=finite.get) if finite else 0.0), scores
+
+
 @dataclass
 class TrainResult:
     """What a training run reports (also written to ``summary.json``)."""
@@ -229,6 +241,7 @@ class TrainResult:
     budget_minutes: float | None = None
     rollbacks: list[dict] = field(default_factory=list)   # the collapse guard's rollbacks
     schedule_minutes: float = 0.0   # wall time the schedule counted (resumed runs: all sessions)
+    test_momentum: float | None = None   # the model's test-time momentum, chosen on the validation signals
 
     def summary(self) -> dict[str, Any]:
         d = asdict(self)
@@ -490,7 +503,10 @@ class MetaTrainer:
     def _horizon(self, r: _Run) -> float:
         """Seconds of the budget the training steps may use: the budget less the final validation
         (as long as the last one took)."""
-        return self.cfg.budget_minutes * 60 - r.val_seconds
+        return self.cfg.budget_minutes * 60 - r.val_seconds * (1 + self._momentum_trials(r))
+
+    def _momentum_trials(self, r: _Run) -> int:
+        return len(MOMENTUM_GRID) if self.cfg.tune_momentum and r.val_signals is not None else 0
 
     def _learning_rate(self, r: _Run) -> float:
         if self.cfg.budget_minutes is None:
@@ -620,6 +636,7 @@ class MetaTrainer:
             self._validate(r, step)
         if r.val_signals is None:
             self._save_model(r.net, step, None)
+        momentum = self._tune_momentum(r) if self._momentum_trials(r) and self.dist.is_main else None
         timed = r.step_times[3:] if len(r.step_times) > 5 else r.step_times
         result = TrainResult(
             out=str(self.out), model_id=None, steps_done=step, steps_total=step if
@@ -632,7 +649,7 @@ class MetaTrainer:
             fused_loops=native_loops_used(r.net, self.cfg, self.device),
             schedule="steps" if self.cfg.budget_minutes is None else "time",
             budget_minutes=self.cfg.budget_minutes, rollbacks=list(r.rollbacks),
-            schedule_minutes=r.clock.elapsed() / 60)
+            schedule_minutes=r.clock.elapsed() / 60, test_momentum=momentum)
         if self.dist.is_main:
             from funcml.encoders.model import read_model_config
 
@@ -648,6 +665,20 @@ class MetaTrainer:
         self._checkpoint(r, finished=finished)
         ddp.barrier()
         return result
+
+    def _tune_momentum(self, r: _Run) -> float | None:
+        """Set the saved model's test-time momentum to the best of :data:`MOMENTUM_GRID` on the validation
+        signals (by :meth:`validation_score`); the scores go into its training record. None without a model."""
+        if not (self.out / "config.json").is_file():
+            return None
+        model = FieldModel.load(self.out, device=self.device)
+        best, scores = choose_momentum(model.net, r.val_signals, r.enc_cfg, self.validation_score)
+        model.encode_defaults = dataclasses.replace(model.encode_defaults, momentum=best)
+        model.training["test_momentum"] = {"chosen": best, "val_scores": {str(m): s for m, s in scores.items()}}
+        model.save(self.out)
+        _log.info("test-time momentum %g chosen on the validation signals (%s)", best,
+                  ", ".join(f"{m:g}: {s:.2f}" for m, s in scores.items()))
+        return best
 
     def _save_model(self, net: ModulatedSiren, step: int, val: float | None) -> None:
         if self.dist.is_main:
