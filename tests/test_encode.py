@@ -295,3 +295,12 @@ def test_a_finished_run_chooses_its_test_time_momentum_on_the_validation_signals
     off = MetaTrainer(tiny_field, dataclasses.replace(tiny_train, steps=20, outer_lr=3e-3, tune_momentum=False),
                       tiny_images, tmp_path / "off", progress=False).run()
     assert off.test_momentum is None and FieldModel.load(tmp_path / "off").encode_defaults.momentum == 0.0
+
+
+def test_a_models_momentum_holds_at_its_own_h_only():
+    """The momentum a run chose for its H: another H, or stopping per signal, runs plain SGD."""
+    cfg = EncodeConfig(steps=20, momentum=0.5)
+    assert cfg.at_steps(None) is cfg and cfg.at_steps(20).momentum == 0.5
+    assert cfg.at_steps(3) == dataclasses.replace(cfg, steps=3, momentum=0.0)
+    auto = cfg.at_steps(20, auto_stop=True)
+    assert auto.auto_stop and auto.momentum == 0.0 and auto.steps == 20

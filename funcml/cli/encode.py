@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 @click.option("--adam-lr", type=float, default=None, help="Adam's learning rate (with --optimizer adam; default 0.01).")
 @click.option("--momentum", type=float, default=None,
               help="Heavy-ball momentum of the SGD steps, in [0, 1) (default: the model's, chosen on its "
-                   "validation signals).")
+                   "validation signals for its H; 0 with another --steps).")
 @click.option("--batch-size", type=int, default=None, help="Signals encoded together (default 64).")
 @click.option("--inner-lr", type=float, default=None, help="Test-time learning rate (default: the model's).")
 @click.option("--context-ratio", type=float, default=None, help="Context fraction for the rescaling norm.")
@@ -85,11 +85,11 @@ def _encode(dev: torch.device, rank: DistInfo, o: dict) -> None:
                         o["data_option"])
     if o["optimizer"] == "adam" and o["momentum"]:
         raise ConfigError("--momentum applies to --optimizer sgd (Adam keeps its own moments)")
-    cfg = replace(model.encode_defaults, **parse_steps(o["steps"], o["max_steps"]), inner_lr=o["inner_lr"],
-                  context_ratio=o["context_ratio"], grad_rescale=o["grad_rescale"], seed=o["seed"],
-                  batch_size=o["batch_size"], optimizer=o["optimizer"], adam_lr=o["adam_lr"], momentum=o["momentum"],
-                  backend=o["backend"],
-                  precision=o["precision"] or "auto", compile=o["compile_"]).validate()
+    at_steps = model.encode_defaults.at_steps(**parse_steps(o["steps"], o["max_steps"]))
+    cfg = replace(at_steps, inner_lr=o["inner_lr"], context_ratio=o["context_ratio"], grad_rescale=o["grad_rescale"],
+                  seed=o["seed"], batch_size=o["batch_size"], optimizer=o["optimizer"], adam_lr=o["adam_lr"],
+                  momentum=o["momentum"], backend=o["backend"], precision=o["precision"] or "auto",
+                  compile=o["compile_"]).validate()
     indices = None if o["split"] == "all" else signals.indices(o["split"])
     say(f"encoding {signals.name} ({len(signals) if indices is None else len(indices)} signals, "
         f"{signals.signal_shape}) with model {model.id[:12]}: H={cfg.steps}, batch {cfg.batch_size}, device {dev}, "

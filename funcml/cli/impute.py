@@ -44,7 +44,6 @@ def impute_command(data, model_dir, observed, head_dir, observed_seed, split, ma
     griddata), biharmonic inpainting (scikit-image).
     """
     from funcml.devices import resolve_device
-    from funcml.encoders.config import replace
     from funcml.encoders.model import FieldModel
     from funcml.errors import ConfigError
     from funcml.io import atomic_write_json
@@ -62,7 +61,7 @@ def impute_command(data, model_dir, observed, head_dir, observed_seed, split, ma
     if unknown:
         raise ConfigError(f"--baselines: unknown {sorted(unknown)}; choose from {BASELINES}")
     masks = parse_observed(observed, signals.spatial_shape, len(signals), seed=observed_seed)
-    cfg = replace(model.encode_defaults, steps=steps).validate()
+    cfg = model.encode_defaults.at_steps(steps).validate()
     metrics, ex = impute_evaluate(model, signals, masks, split=split, config=cfg, max_items=max_items,
                                   baselines=names, progress=not as_json, log=info,
                                   heads={"funcml_head": head} if head else None)

@@ -49,7 +49,6 @@ def superres_command(data_low, data_high, model_dir, head_dir, split, max_items,
 
     from funcml.data import LoadOptions, load_signals
     from funcml.devices import resolve_device
-    from funcml.encoders.config import replace
     from funcml.encoders.model import FieldModel
     from funcml.io import atomic_write_json
     from funcml.query.estimator import QueryRegressor
@@ -60,7 +59,7 @@ def superres_command(data_low, data_high, model_dir, head_dir, split, max_items,
     head = QueryRegressor.load(head_dir, model, tasks=("superres",)) if head_dir else None
     opts = LoadOptions(split_seed=split_seed, extra=parse_key_values(data_option))
     low, high = load_signals(data_low, opts), load_signals(data_high, opts)
-    cfg = replace(model.encode_defaults, steps=steps)
+    cfg = model.encode_defaults.at_steps(steps)
     cfg = dataclasses.replace(cfg, batch_size=batch_size or cfg.batch_size).validate()
     metrics, examples = superres_evaluate(model, low, high, split=split, align=None if align == "auto" else align,
                                           config=cfg, max_items=max_items, progress=not as_json, log=info,

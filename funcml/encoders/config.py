@@ -218,7 +218,8 @@ class EncodeConfig:
             or "adam" (Adam on phi with learning rate ``adam_lr``, fed the same gradients).
         adam_lr: Adam's learning rate.
         momentum: heavy-ball momentum of the SGD steps on phi (0: plain SGD; Adam ignores it). A
-            model's default is chosen on its validation signals at the end of meta-training.
+            model's default is chosen for its H on its validation signals at the end of
+            meta-training (see :meth:`at_steps`).
         auto_stop: stop each signal when its loss has not improved by ``stop_tol`` (relative) for
             ``stop_patience`` steps, keeping its best latent; ``steps`` is then the most it takes.
         backend: which implementation computes the test-time gradients (see ``TrainConfig.backend``).
@@ -241,6 +242,14 @@ class EncodeConfig:
     backend: str = "auto"
     precision: str = "auto"
     compile: bool = False
+
+    def at_steps(self, steps: int | None = None, auto_stop: bool = False) -> "EncodeConfig":
+        """This config with ``steps`` test-time steps (None: unchanged), or at most ``steps`` with
+        ``auto_stop``. A model's momentum is chosen for its H: at another H, or stopping per signal,
+        the steps are plain SGD (momentum 0) unless a momentum is set afterwards."""
+        if steps is None or (steps == self.steps and auto_stop == self.auto_stop):
+            return self
+        return dataclasses.replace(self, steps=steps, auto_stop=auto_stop, momentum=0.0)
 
     def validate(self) -> "EncodeConfig":
         _finite(inner_lr=self.inner_lr, context_ratio=self.context_ratio, adam_lr=self.adam_lr, stop_tol=self.stop_tol)

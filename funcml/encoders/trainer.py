@@ -501,8 +501,8 @@ class MetaTrainer:
         return reason
 
     def _horizon(self, r: _Run) -> float:
-        """Seconds of the budget the training steps may use: the budget less the final validation
-        (as long as the last one took)."""
+        """Seconds of the budget the training steps may use: the budget less the final validation and
+        the momentum choice's validations (each as long as the last validation took)."""
         return self.cfg.budget_minutes * 60 - r.val_seconds * (1 + self._momentum_trials(r))
 
     def _momentum_trials(self, r: _Run) -> int:

@@ -134,7 +134,7 @@ class FieldEncoder(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "model_")
         X = self._signals(X, self.signal_shape_ if np.ndim(X) == 2 else None)
         self.model_.check_signals(tuple(X.shape[1:]), allow_other_resolution=True)
-        cfg = replace(self.model_.encode_defaults, steps=self.encode_steps, seed=self.seed,
+        cfg = replace(self.model_.encode_defaults.at_steps(self.encode_steps), seed=self.seed,
                       batch_size=self.batch_size).validate()
         out = np.empty((len(X), self.model_.config.latent_dim), dtype=np.float32)
         bs = cfg.batch_size

@@ -377,8 +377,7 @@ def _explain_signals(latent_set, model, signals, scores: LatentScores, z: torch.
                      targets: torch.Tensor, predicted: np.ndarray, proba: np.ndarray, cfg: ExplainConfig,
                      arrays: dict, multilabel: bool, log, progress: bool) -> dict:
     t0 = time.perf_counter()
-    enc = model.encode_defaults if cfg.encode_steps is None else dataclasses.replace(model.encode_defaults,
-                                                                                      steps=cfg.encode_steps)
+    enc = model.encode_defaults.at_steps(cfg.encode_steps)
     x = torch.from_numpy(signals.get(np.asarray(latent_set.index[rows]))).to(model.device)
     xb = signal_baseline(x.cpu(), cfg.signal_baseline).to(model.device)
     sig_scores = SignalScores(model.net, enc, scores, seed=cfg.seed)
