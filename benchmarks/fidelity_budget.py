@@ -49,7 +49,7 @@ DATA = {
 
 # The CPU presets as they were before this search (the runs' ``base``); CONFIGS change them.
 PRESET_BEFORE: dict[str, dict] = {
-    "cpu-image": {"latent_dim": 256, "meta_sgd": False, "omega_lr": False},
+    "cpu-image": {"latent_dim": 256, "meta_sgd": False, "omega_lr": False, "context_ratio": 0.25},
     "cpu-ecg": {"latent_dim": 64, "meta_sgd": False, "omega_lr": False},
 }
 
@@ -78,6 +78,12 @@ CONFIGS: dict[str, dict] = {
     "msgd-p392-omlr": {"meta_sgd": True, "latent_dim": 392, "omega_lr": True},
     "msgd-p93-omlr": {"meta_sgd": True, "latent_dim": 93, "omega_lr": True},
     "msgd-p2048-omlr": {"meta_sgd": True, "latent_dim": 2048, "omega_lr": True},
+    "msgd-p392-omlr-gamma50": {"meta_sgd": True, "latent_dim": 392, "omega_lr": True, "context_ratio": 0.5},
+    "msgd-p392-omlr-gamma100": {"meta_sgd": True, "latent_dim": 392, "omega_lr": True, "context_ratio": 1.0},
+    "msgd-p392-omlr-om120": {"meta_sgd": True, "latent_dim": 392, "omega_lr": True, "omega_last": 120.0},
+    "msgd-p2048-omlr-gamma100": {"meta_sgd": True, "latent_dim": 2048, "omega_lr": True, "context_ratio": 1.0},
+    "msgd-p392-omlr-om30-90": {"meta_sgd": True, "latent_dim": 392, "omega_lr": True, "omega_first": 30.0,
+                               "omega_last": 90.0},
 }
 WORK = REPO / "runs" / "fidelity"
 
@@ -230,7 +236,7 @@ def run_one(data: str, name: str, minutes: float, work: Path, do_classify: bool,
     result = MetaTrainer(field, train, signals, run_dir / "model", progress=False).run()
     wall = time.perf_counter() - t0
     t_one = step_seconds(field, train, signals, threads=1)
-    test = encode_split(run_dir / "model", signals, run_dir / "test-latents", "test")
+    test = test_psnr_plain(run_dir, signals)
     record = {"data": data, "config": name, "minutes": minutes, "step_seconds_2threads": t_step, "timing": timing,
               "step_seconds_1thread_fastest": t_one,
               "steps": steps,
@@ -240,12 +246,48 @@ def run_one(data: str, name: str, minutes: float, work: Path, do_classify: bool,
               "last_train_psnr": result.last_train_psnr, "rollbacks": result.rollbacks,
               "test_psnr": test["psnr_mean"], "test_encode_seconds": test["seconds"],
               "history": [h for h in result.history if "psnr_outer" in h][::4]}
+    record.update(test_momentum(run_dir, signals))
     if do_classify:
         every = encode_split(run_dir / "model", signals, run_dir / "latents", None)
         record["classify"] = classify(every["latent_set"])
     print(f"[{data} {name} {minutes:g} min] test PSNR {record['test_psnr']:.2f} dB"
           + (f", classify {record['classify']}" if do_classify else ""), flush=True)
     (run_dir / "run.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+def test_psnr_plain(run_dir: Path, signals) -> dict:
+    """Encode the test split with the model's H and plain SGD (no momentum: comparable across runs)."""
+    from funcml.encoders.model import FieldModel
+
+    cfg = dataclasses.replace(FieldModel.load(run_dir / "model").encode_defaults, momentum=0.0)
+    return encode_split(run_dir / "model", signals, run_dir / "test-latents", "test", cfg)
+
+
+def test_momentum(run_dir: Path, signals) -> dict:
+    """The test PSNR with the model's test-time momentum: the one its training chose on the validation
+    signals, or for a model trained before that existed, the one ``choose_momentum`` picks there now."""
+    from funcml.encoders.model import FieldModel
+    from funcml.encoders.trainer import choose_momentum
+
+    model = FieldModel.load(run_dir / "model")
+    cfg = model.encode_defaults
+    if "test_momentum" not in model.training:
+        val = torch.from_numpy(signals.get(signals.indices("val")[: model.training["config"]["val_signals"]]))
+        cfg = dataclasses.replace(cfg, momentum=choose_momentum(model.net, val, cfg)[0])
+    test = encode_split(run_dir / "model", signals, run_dir / "test-latents-momentum", "test", cfg)
+    return {"test_momentum": cfg.momentum, "test_psnr_momentum": test["psnr_mean"]}
+
+
+def momentum_run(data: str, run: str, work: Path) -> dict:
+    """Add the test PSNR with the test-time momentum to a finished run that was run without it."""
+    run_dir = work / data / run
+    record = json.loads((run_dir / "run.json").read_text())
+    if "test_psnr_momentum" not in record:
+        record.update(test_momentum(run_dir, load(data)), momentum_added=True)
+        (run_dir / "run.json").write_text(json.dumps(record, indent=1))
+    print(f"[{data} {run}] momentum {record['test_momentum']:g}: test PSNR {record['test_psnr_momentum']:.2f} dB",
+          flush=True)
     return record
 
 
@@ -277,17 +319,22 @@ def report(work: Path) -> None:
                      r["steps"], round(r["step_seconds_2threads"], 3),
                      None if r.get("step_seconds_1thread_fastest") is None else round(r["step_seconds_1thread_fastest"], 3),
                      r["threads"], round(r["test_psnr"], 2),
+                     None if "test_psnr_momentum" not in r else f"{r['test_psnr_momentum']:.2f} ({r['test_momentum']:g})",
                      None if best_acc is None else round(best_acc, 3), None if best_auc is None else round(best_auc, 3),
                      len(r["rollbacks"]), round(r["wall_minutes_under_load"], 1)])
     columns = ["data", "budget min", "config", "K x L", "P", "steps", "s/step (2 thr)", "s/step (1 thr, loaded)",
-               "threads run", "test PSNR dB",
+               "threads run", "test PSNR dB", "with momentum (m)",
                "best latent acc", "best latent AUC", "rollbacks", "wall min under load"]
     inputs = [f"nice -n 5 python benchmarks/fidelity_budget.py run --data {r['data']} --minutes {r['minutes']:g} "
               f"--configs {r['config']} --threads {r['threads']}" + (" --classify" if r.get("classify") else "")
               for r in sorted(runs, key=lambda r: (r["data"], r["minutes"], r["config"]))]
+    inputs += [f"nice -n 5 python benchmarks/fidelity_budget.py momentum --data {r['data']} --runs "
+               f"{r['config']}-{r['minutes']:g}m" for r in runs if r.get("momentum_added")]
     write_result("fidelity_budget", {"runs": runs, "configs": CONFIGS}, task="fidelity", inputs=inputs,
                  tables=[table("Test PSNR per time budget (H = 20), latent classification", columns, rows,
-                               caption="budget = steps x the configuration's fastest 2-thread step time")],
+                               caption="budget = steps x the configuration's fastest 2-thread step time; test PSNR with "
+                                       "plain SGD, and with the test-time momentum m chosen on the validation "
+                                       "signals")],
                  notes="2 cores shared with other jobs: budgets are step counts at the measured step time "
                        "(fastest 2-thread base step seen x the configuration's ratio to base; the fastest 1-thread "
                        "step where recorded, measured under load, not idle); training ran with the threads given, "
@@ -302,23 +349,28 @@ def plot(runs: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     datas = sorted({r["data"] for r in runs})
+    names = sorted({r["config"] for r in runs})
+    colour = {name: plt.cm.tab20(k % 20) for k, name in enumerate(names)}   # one colour per config, all panels
     fig, axes = plt.subplots(1, len(datas), figsize=(3.6 * len(datas), 3.2), dpi=100, squeeze=False)
     for ax, data in zip(axes[0], datas):
         mine = [r for r in runs if r["data"] == data]
         for name in sorted({r["config"] for r in mine}):
             pts = sorted((r["minutes"], r["test_psnr"]) for r in mine if r["config"] == name)
-            ax.plot(*zip(*pts), "o-", label=name, ms=4)
+            ax.plot(*zip(*pts), "o-", label=name, ms=4, color=colour[name])
         ax.set_title(data, fontsize=9)
         label_axes(ax, "budget (minutes, 2 idle cores)", "test PSNR (dB)", legend_size=6)
     save_figure(fig, path)
 
 
-def label_axes(ax, xlabel: str, ylabel: str, legend_size: int = 7) -> None:
-    """Axis labels, a light grid and the legend (the fidelity figures' style)."""
+def label_axes(ax, xlabel: str, ylabel: str, legend_size: int = 7, outside: bool = False) -> None:
+    """Axis labels, a light grid and the legend (the fidelity figures' style; ``outside``: right of the axes)."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=legend_size)
+    if outside:
+        ax.legend(fontsize=legend_size, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
+    else:
+        ax.legend(fontsize=legend_size)
 
 
 def save_figure(fig, path: Path) -> None:
@@ -343,6 +395,10 @@ def main() -> None:
     c.add_argument("--data", choices=sorted(DATA), required=True)
     c.add_argument("--runs", required=True, help="comma-separated CONFIG-Mm run names")
     c.add_argument("--work", type=Path, default=WORK)
+    m = sub.add_parser("momentum", help="add the test PSNR with the test-time momentum to finished runs")
+    m.add_argument("--data", choices=sorted(DATA), required=True)
+    m.add_argument("--runs", required=True, help="comma-separated CONFIG-Mm run names")
+    m.add_argument("--work", type=Path, default=WORK)
     rep = sub.add_parser("report")
     rep.add_argument("--work", type=Path, default=WORK)
     a = ap.parse_args()
@@ -352,6 +408,10 @@ def main() -> None:
     if a.cmd == "classify":
         for run in a.runs.split(","):
             classify_run(a.data, run, a.work)
+        return
+    if a.cmd == "momentum":
+        for run in a.runs.split(","):
+            momentum_run(a.data, run, a.work)
         return
     for name in a.configs.split(","):
         run_one(a.data, name, a.minutes, a.work, a.classify, a.threads)

@@ -162,16 +162,22 @@ def run(data: str, minutes: float, funcml_run: str, lr: float | None, root: Path
            "funcml_steps": rec["steps"], "funcml_test_psnr": rec["test_psnr"], "official_lr": lr,
            "official_step_ratio_to_funcml_base": ratio, "official_steps": steps, "official_test_psnr": psnr,
            "official_wall_minutes_under_load": wall / 60, "threads": threads, "official_log": log, "field": dataclasses.asdict(field)}
-    path = WORK / data / f"official-{minutes:g}m-lr{lr:g}.json"
+    path = WORK / data / f"official-{funcml_run}-lr{lr:g}.json"
     path.write_text(json.dumps(out, indent=1))
     print(f"[official {data}] test PSNR {psnr:.2f} dB (funcml {rec['test_psnr']:.2f} dB)", flush=True)
     return out
 
 
+def context_ratio(r: dict) -> float:
+    """gamma of the funcml run an official run was matched to (both used it)."""
+    return json.loads((WORK / r["data"] / r["funcml_run"] / "run.json").read_text())["train"]["context_ratio"]
+
+
 def report() -> None:
     runs = sorted((json.loads(p.read_text()) for p in WORK.glob("*/official-*.json")),
-                  key=lambda r: (r["data"], r["minutes"], r["official_lr"]))
-    rows = [[r["data"], r["minutes"], f"{r['field']['depth']} x {r['field']['width']}, P {r['field']['latent_dim']}",
+                  key=lambda r: (r["data"], r["minutes"], context_ratio(r), r["official_lr"]))
+    rows = [[r["data"], r["minutes"], f"{r['field']['depth']} x {r['field']['width']}, P {r['field']['latent_dim']}, "
+             f"gamma {context_ratio(r):g}",
              r["funcml_config"], r["funcml_steps"], round(r["funcml_test_psnr"], 2), r["official_lr"],
              r["official_steps"], round(r["official_test_psnr"], 2),
              round(r["funcml_test_psnr"] - r["official_test_psnr"], 2)] for r in runs]
