@@ -142,25 +142,31 @@ def test_signals_of_the_wrong_kind_are_refused(trained):
         model.decode(torch.zeros(2, model.config.latent_dim + 1))
 
 
-def test_adam_at_test_time_is_adam_on_each_latent(trained, tiny_images):
-    """``optimizer="adam"`` takes Adam steps on phi with the fit's gradients: here (full context, no
-    rescaling) those of each signal's MSE, i.e. torch's Adam on the summed loss."""
+def _torch_fit(net, x: torch.Tensor, make_optimizer, steps: int) -> torch.Tensor:
+    """Latents ``(B, P)`` fitted from zero by a torch optimiser on the summed per-signal MSE of ``x``
+    ``(B, C, *spatial)`` (full context, no rescaling): the reference for the test-time optimisers."""
     from funcml.encoders.coords import make_grid, signals_to_values
     from funcml.encoders.meta import per_signal_mse
 
+    phi = torch.zeros(len(x), net.config.latent_dim, requires_grad=True)
+    opt = make_optimizer([phi])
+    coords, values = make_grid(tuple(x.shape[2:])), signals_to_values(x)
+    for _ in range(steps):
+        opt.zero_grad()
+        per_signal_mse(net(coords, phi), values).sum().backward()
+        opt.step()
+    return phi.detach()
+
+
+def test_adam_at_test_time_is_adam_on_each_latent(trained, tiny_images):
+    """``optimizer="adam"`` takes Adam steps on phi with the fit's gradients: here (full context, no
+    rescaling) those of each signal's MSE, i.e. torch's Adam on the summed loss."""
     model, _ = trained
     net = model.net
     x = torch.from_numpy(tiny_images.get(range(4)))
     cfg = EncodeConfig(steps=6, context_ratio=1.0, grad_rescale=False, optimizer="adam", adam_lr=0.05)
     got = fit_latents(net, x, cfg)
-    phi = torch.zeros(4, net.config.latent_dim, requires_grad=True)
-    opt = torch.optim.Adam([phi], lr=0.05)
-    coords, values = make_grid((8, 8)), signals_to_values(x)
-    for _ in range(6):
-        opt.zero_grad()
-        per_signal_mse(net(coords, phi), values).sum().backward()
-        opt.step()
-    assert torch.allclose(got, phi.detach(), atol=1e-5)
+    assert torch.allclose(got, _torch_fit(net, x, lambda p: torch.optim.Adam(p, lr=0.05), 6), atol=1e-5)
     sgd = fit_latents(net, x, dataclasses.replace(cfg, optimizer="sgd", inner_lr=0.5))
     assert not torch.allclose(got, sgd, atol=1e-3)
 
@@ -242,22 +248,13 @@ def test_encode_command_takes_auto_steps_and_an_optimizer(trained, tiny_images, 
 
 def test_momentum_at_test_time_is_heavy_ball_sgd_on_each_latent(trained, tiny_images):
     """``momentum`` m: v <- m v + g, phi <- phi - lr v, i.e. torch's SGD with momentum (dampening 0)."""
-    from funcml.encoders.coords import make_grid, signals_to_values
-    from funcml.encoders.meta import per_signal_mse
-
     model, _ = trained
     net = model.net
     x = torch.from_numpy(tiny_images.get(range(4)))
     cfg = EncodeConfig(steps=6, inner_lr=0.5, context_ratio=1.0, grad_rescale=False, momentum=0.6)
     got = fit_latents(net, x, cfg)
-    phi = torch.zeros(4, net.config.latent_dim, requires_grad=True)
-    opt = torch.optim.SGD([phi], lr=0.5, momentum=0.6)
-    coords, values = make_grid((8, 8)), signals_to_values(x)
-    for _ in range(6):
-        opt.zero_grad()
-        per_signal_mse(net(coords, phi), values).sum().backward()
-        opt.step()
-    assert torch.allclose(got, phi.detach(), atol=1e-5)
+    reference = _torch_fit(net, x, lambda p: torch.optim.SGD(p, lr=0.5, momentum=0.6), 6)
+    assert torch.allclose(got, reference, atol=1e-5)
     plain = fit_latents(net, x, dataclasses.replace(cfg, momentum=0.0))
     assert not torch.allclose(got, plain, atol=1e-3)
     # auto-stop keeps each signal's velocity: with a patience no signal reaches, the same latents
