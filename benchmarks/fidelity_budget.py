@@ -264,17 +264,25 @@ def test_psnr_plain(run_dir: Path, signals) -> dict:
     return encode_split(run_dir / "model", signals, run_dir / "test-latents", "test", cfg)
 
 
-def test_momentum(run_dir: Path, signals) -> dict:
-    """The test PSNR with the model's test-time momentum: the one its training chose on the validation
-    signals, or for a model trained before that existed, the one ``choose_momentum`` picks there now."""
-    from funcml.encoders.model import FieldModel
+def model_momentum(model, signals) -> tuple[float, dict[str, float]]:
+    """(momentum, validation score per momentum) of a model: what its training chose, or for a model
+    trained before that choice existed, what ``choose_momentum`` picks on the same validation signals."""
     from funcml.encoders.trainer import choose_momentum
 
+    if "test_momentum" in model.training:
+        record = model.training["test_momentum"]
+        return record["chosen"], record["val_scores"]
+    val = torch.from_numpy(signals.get(signals.indices("val")[: model.training["config"]["val_signals"]]))
+    best, scores = choose_momentum(model.net, val, dataclasses.replace(model.encode_defaults, momentum=0.0))
+    return best, {str(m): v for m, v in scores.items()}
+
+
+def test_momentum(run_dir: Path, signals) -> dict:
+    """The test PSNR with the model's test-time momentum (:func:`model_momentum`)."""
+    from funcml.encoders.model import FieldModel
+
     model = FieldModel.load(run_dir / "model")
-    cfg = model.encode_defaults
-    if "test_momentum" not in model.training:
-        val = torch.from_numpy(signals.get(signals.indices("val")[: model.training["config"]["val_signals"]]))
-        cfg = dataclasses.replace(cfg, momentum=choose_momentum(model.net, val, cfg)[0])
+    cfg = dataclasses.replace(model.encode_defaults, momentum=model_momentum(model, signals)[0])
     test = encode_split(run_dir / "model", signals, run_dir / "test-latents-momentum", "test", cfg)
     return {"test_momentum": cfg.momentum, "test_psnr_momentum": test["psnr_mean"]}
 
@@ -319,7 +327,7 @@ def report(work: Path) -> None:
                      r["steps"], round(r["step_seconds_2threads"], 3),
                      None if r.get("step_seconds_1thread_fastest") is None else round(r["step_seconds_1thread_fastest"], 3),
                      r["threads"], round(r["test_psnr"], 2),
-                     None if "test_psnr_momentum" not in r else f"{r['test_psnr_momentum']:.2f} ({r['test_momentum']:g})",
+                     f"{r['test_psnr_momentum']:.2f} ({r['test_momentum']:g})" if "test_psnr_momentum" in r else None,
                      None if best_acc is None else round(best_acc, 3), None if best_auc is None else round(best_auc, 3),
                      len(r["rollbacks"]), round(r["wall_minutes_under_load"], 1)])
     columns = ["data", "budget min", "config", "K x L", "P", "steps", "s/step (2 thr)", "s/step (1 thr, loaded)",
@@ -332,8 +340,8 @@ def report(work: Path) -> None:
                f"{r['config']}-{r['minutes']:g}m" for r in runs if r.get("momentum_added")]
     write_result("fidelity_budget", {"runs": runs, "configs": CONFIGS}, task="fidelity", inputs=inputs,
                  tables=[table("Test PSNR per time budget (H = 20), latent classification", columns, rows,
-                               caption="budget = steps x the configuration's fastest 2-thread step time; test PSNR with "
-                                       "plain SGD, and with the test-time momentum m chosen on the validation "
+                               caption="budget = steps x the configuration's fastest 2-thread step time; test PSNR "
+                                       "with plain SGD, and with the test-time momentum m chosen on the validation "
                                        "signals")],
                  notes="2 cores shared with other jobs: budgets are step counts at the measured step time "
                        "(fastest 2-thread base step seen x the configuration's ratio to base; the fastest 1-thread "

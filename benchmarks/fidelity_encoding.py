@@ -30,7 +30,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fidelity_budget import label_axes, load, save_figure  # noqa: E402
+from fidelity_budget import label_axes, load, model_momentum, save_figure  # noqa: E402
 from results import REPO, table, write_result  # noqa: E402
 
 H_VALUES = (3, 5, 10, 20, 50, 100, 200, 500)
@@ -77,16 +77,12 @@ def encode_psnr(model, signals, cfg) -> tuple[float, float, float]:
 
 
 def momentum_curve(model, signals, h_values=H_VALUES) -> dict:
-    """The momentum chosen on the model's validation signals, as at the end of training, and the test
-    PSNR with it at each H (separate fits: a continued fit would restart the velocity)."""
-    from funcml.encoders.trainer import choose_momentum
-
-    cfg = dataclasses.replace(model.encode_defaults, momentum=0.0)
-    n_val = model.training.get("config", {}).get("val_signals", 64)
-    val = torch.from_numpy(signals.get(signals.indices("val")[:n_val]))
-    best, scores = choose_momentum(model.net, val, cfg)
+    """The model's momentum, chosen on its validation signals (``fidelity_budget.model_momentum``), and
+    the test PSNR with it at each H (separate fits: a continued fit would restart the velocity)."""
+    best, scores = model_momentum(model, signals)
+    cfg = model.encode_defaults
     curve = {h: encode_psnr(model, signals, dataclasses.replace(cfg, steps=h, momentum=best))[0] for h in h_values}
-    return {"chosen": best, "val_scores": {str(m): v for m, v in scores.items()}, "curve": curve}
+    return {"chosen": best, "val_scores": scores, "curve": curve}
 
 
 def measure(name: str, model_dir: Path, signals, adam_lrs: list[float], h_values=H_VALUES,

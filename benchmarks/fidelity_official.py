@@ -174,15 +174,18 @@ def context_ratio(r: dict) -> float:
 
 
 def report() -> None:
-    runs = sorted((json.loads(p.read_text()) for p in WORK.glob("*/official-*.json")),
-                  key=lambda r: (r["data"], r["minutes"], context_ratio(r), r["official_lr"]))
+    files = (json.loads(p.read_text()) for p in WORK.glob("*/official-*.json"))
+    gathered = sorted(((context_ratio(r), r) for r in files),
+                      key=lambda gr: (gr[1]["data"], gr[1]["minutes"], gr[0], gr[1]["official_lr"]))
+    runs = [r for _, r in gathered]
     rows = [[r["data"], r["minutes"], f"{r['field']['depth']} x {r['field']['width']}, P {r['field']['latent_dim']}, "
-             f"gamma {context_ratio(r):g}",
+             f"gamma {gamma:g}",
              r["funcml_config"], r["funcml_steps"], round(r["funcml_test_psnr"], 2), r["official_lr"],
              r["official_steps"], round(r["official_test_psnr"], 2),
-             round(r["funcml_test_psnr"] - r["official_test_psnr"], 2)] for r in runs]
+             round(r["funcml_test_psnr"] - r["official_test_psnr"], 2)] for gamma, r in gathered]
     inputs = [f"nice -n 5 python benchmarks/fidelity_official.py run --data {r['data']} --minutes {r['minutes']:g} "
-              f"--funcml-run {r['funcml_run']} --official-lr {r['official_lr']:g} --threads {r['threads']}" for r in runs]
+              f"--funcml-run {r['funcml_run']} --official-lr {r['official_lr']:g} --threads {r['threads']}"
+              for r in runs]
     write_result("fidelity_official", {"runs": runs}, task="fidelity", inputs=inputs,
                  tables=[table("Equal minutes: funcml against the official MedFuncta code (test split, H = 20)",
                                ["data", "minutes", "architecture", "funcml config", "funcml steps", "funcml PSNR dB",

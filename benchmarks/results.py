@@ -136,7 +136,8 @@ def write_result(name: str, results: Any, *, task: str, tables: list[dict[str, A
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"result name must be a plain file stem, got {name!r}")
     record = {
-        "name": name, "task": task, "command": "\n".join([*(inputs or []), command_line(argv)]), "script": Path((argv or sys.argv)[0]).name,
+        "name": name, "task": task, "command": "\n".join([*(inputs or []), command_line(argv)]),
+        "script": Path((argv or sys.argv)[0]).name,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
         "environment": environment(), "notes": notes, "tables": json_ready(tables or []),
         "results": json_ready(results),

@@ -210,10 +210,14 @@ def validation_psnr(net: ModulatedSiren, signals: torch.Tensor, cfg: EncodeConfi
 
 def choose_momentum(net: ModulatedSiren, signals: torch.Tensor, cfg: EncodeConfig,
                     score: Callable[[ModulatedSiren, torch.Tensor, EncodeConfig], float] = validation_psnr,
-                    grid: tuple[float, ...] = MOMENTUM_GRID) -> tuple[float, dict[float, float]]:
+                    grid: tuple[float, ...] = MOMENTUM_GRID,
+                    known: dict[float, float] | None = None) -> tuple[float, dict[float, float]]:
     """The test-time momentum of ``grid`` that scores best on held-out ``signals`` ``(n, C, *spatial)``
-    encoded with ``cfg`` (higher is better; ties go to the smaller), and every momentum's score."""
-    scores = {m: score(net, signals, dataclasses.replace(cfg, momentum=m)) for m in grid}
+    encoded with ``cfg`` (higher is better; ties go to the smaller), and every momentum's score.
+    ``known``: scores measured already (momentum -> score), not measured again."""
+    known = known or {}
+    scores = {m: known[m] if m in known else score(net, signals, dataclasses.replace(cfg, momentum=m))
+              for m in grid}
     finite = {m: s for m, s in scores.items() if math.isfinite(s)}
     return (max(finite, key=finite.get) if finite else 0.0), scores
 
@@ -506,7 +510,8 @@ class MetaTrainer:
         return self.cfg.budget_minutes * 60 - r.val_seconds * (1 + self._momentum_trials(r))
 
     def _momentum_trials(self, r: _Run) -> int:
-        return len(MOMENTUM_GRID) if self.cfg.tune_momentum and r.val_signals is not None else 0
+        """Validations the momentum choice adds (momentum 0 is the best model's validation score)."""
+        return len(MOMENTUM_GRID) - 1 if self.cfg.tune_momentum and r.val_signals is not None else 0
 
     def _learning_rate(self, r: _Run) -> float:
         if self.cfg.budget_minutes is None:
@@ -672,7 +677,8 @@ class MetaTrainer:
         if not (self.out / "config.json").is_file():
             return None
         model = FieldModel.load(self.out, device=self.device)
-        best, scores = choose_momentum(model.net, r.val_signals, r.enc_cfg, self.validation_score)
+        known = {0.0: r.best_val} if r.best_val is not None else None   # the saved model's own validation
+        best, scores = choose_momentum(model.net, r.val_signals, r.enc_cfg, self.validation_score, known=known)
         model.encode_defaults = dataclasses.replace(model.encode_defaults, momentum=best)
         model.training["test_momentum"] = {"chosen": best, "val_scores": {str(m): s for m, s in scores.items()}}
         model.save(self.out)

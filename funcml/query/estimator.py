@@ -36,7 +36,8 @@ class QueryEstimator:
     Args: the architecture (:class:`funcml.query.head.QueryHeadConfig` fields: ``inputs`` as a
     comma list or tuple, ``neighbours``, ``encoder``, ``encoder_width``, ``encoder_depth``,
     ``encoder_dilation``, ``base``, ``feature_layers``, ``feature_proj``, ``hidden``, ``layers``,
-    ``frequencies``, ``latent_proj``, ``context``, ``context_proj``), the training (:class:`funcml.query.fit.HeadTraining` fields) and ``progress``.
+    ``frequencies``, ``latent_proj``, ``context``, ``context_proj``), the training
+    (:class:`funcml.query.fit.HeadTraining` fields) and ``progress``.
 
     Learnt attributes: ``head_``, ``model_`` (the frozen field model), ``grid_`` (the grid the
     inputs were encoded on), ``align_``, ``record_`` (training history, steps, seconds).
