@@ -155,3 +155,16 @@ def test_max_minutes_without_steps_is_a_time_budget_and_presets_show_their_budge
     assert presets["cpu-image"]["minutes"] > 0 and all(p["minutes"] > 0 for p in presets.values())
     code, out, _ = run(["presets"], capsys)
     assert f"{presets['cpu-image']['minutes']:g} min" in out
+
+
+def test_the_64_preset_trains_on_its_64x64_grid_unless_resolution_says_otherwise(tmp_path, capsys):
+    data = str(write_medmnist_npz(tmp_path / "tinymnist.npz"))
+    shapes = {}
+    for name, extra in (("preset", []), ("own", ["--resolution", "8x8"])):
+        code, _, err = run(["train", data, "--preset", "cpu-image-64", "--out", str(tmp_path / name), "--steps", "1",
+                            *TINY, *extra], capsys)
+        assert code == 0, err
+        shapes[name] = json.loads((tmp_path / name / "config.json").read_text())["signal_shape"]
+    assert shapes == {"preset": [1, 64, 64], "own": [1, 8, 8]}
+    code, out, _ = run(["presets", "--json"], capsys)
+    assert code == 0 and last_json(out)["cpu-image-64"]["minutes"] == 30.0
