@@ -85,12 +85,11 @@ CONFIGS: dict[str, dict] = {
     "msgd-p392-omlr-om30-90": {"meta_sgd": True, "latent_dim": 392, "omega_lr": True, "omega_first": 30.0,
                                "omega_last": 90.0},
     "msgd-p2048-omlr-om120": {"meta_sgd": True, "latent_dim": 2048, "omega_lr": True, "omega_last": 120.0},
-    "msgd-p2048-omlr-om200": {"meta_sgd": True, "latent_dim": 2048, "omega_lr": True, "omega_last": 200.0},
     "msgd-p2048-omlr-w192": {"meta_sgd": True, "latent_dim": 2048, "omega_lr": True, "width": 192},
     "msgd-p2048-omlr-d10": {"meta_sgd": True, "latent_dim": 2048, "omega_lr": True, "depth": 10},
     "msgd-p2048-omlr-w256": {"meta_sgd": True, "latent_dim": 2048, "omega_lr": True, "width": 256},
-    "om120": {"omega_last": 120.0},
-    "om200": {"omega_last": 200.0},
+    "msgd-p2048-omlr-w256-om120": {"meta_sgd": True, "latent_dim": 2048, "omega_lr": True, "width": 256,
+                                   "omega_last": 120.0},
 }
 WORK = REPO / "runs" / "fidelity"
 
