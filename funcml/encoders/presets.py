@@ -128,11 +128,11 @@ register_preset(Preset(
 ))
 register_preset(Preset(
     name="cpu-image-64", minutes=30.0, dim=2, resolution=(64, 64),
-    description="CPU 2D: 64x64 images, 6 x 256, P 2048, meta-SGD, omega 20->60, per-layer outer lr, "
+    description="CPU 2D: 64x64 images, 6 x 256, P 2048, meta-SGD, omega 20->120, per-layer outer lr, "
                 "gamma 0.25, G 3, alpha 1, batch 16",
     # P 2048 (half the pixels) feeds (6 - 1) x 256 = 1280 shifts: at width 128 only 640 of its
     # directions reach the field; the wider field buys more per minute than the steps it costs
-    arch=dict(width=256, depth=6, latent_dim=2048, omega_first=20.0, omega_last=60.0, meta_sgd=True),
+    arch=dict(width=256, depth=6, latent_dim=2048, omega_first=20.0, omega_last=120.0, meta_sgd=True),
     train=TrainConfig(steps=500, batch_size=16, inner_steps=3, inner_lr=1.0, context_ratio=0.25,
                       outer_lr=3e-4, omega_lr=True, warmup_steps=30, val_every=250, val_signals=64,
                       checkpoint_every=250),
