@@ -53,6 +53,8 @@ PRESET_BEFORE: dict[str, dict] = {
     "cpu-ecg": {"latent_dim": 64, "meta_sgd": False, "omega_lr": False},
 }
 
+# meta-SGD with the per-layer outer learning rates: what the ``msgd-...-omlr`` configurations share
+MSGD_OMLR = {"meta_sgd": True, "omega_lr": True}
 # name -> overrides of the data's preset as it was (``preset`` picks another one)
 CONFIGS: dict[str, dict] = {
     "base": {},
@@ -74,22 +76,20 @@ CONFIGS: dict[str, dict] = {
     "msgd-p93": {"meta_sgd": True, "latent_dim": 93},
     "msgd-p93-w128": {"meta_sgd": True, "latent_dim": 93, "width": 128},
     "msgd-p93-om200": {"meta_sgd": True, "latent_dim": 93, "omega_last": 200.0},
-    "msgd-omlr": {"meta_sgd": True, "omega_lr": True},
-    "msgd-p392-omlr": {"meta_sgd": True, "latent_dim": 392, "omega_lr": True},
-    "msgd-p93-omlr": {"meta_sgd": True, "latent_dim": 93, "omega_lr": True},
-    "msgd-p2048-omlr": {"meta_sgd": True, "latent_dim": 2048, "omega_lr": True},
-    "msgd-p392-omlr-gamma50": {"meta_sgd": True, "latent_dim": 392, "omega_lr": True, "context_ratio": 0.5},
-    "msgd-p392-omlr-gamma100": {"meta_sgd": True, "latent_dim": 392, "omega_lr": True, "context_ratio": 1.0},
-    "msgd-p392-omlr-om120": {"meta_sgd": True, "latent_dim": 392, "omega_lr": True, "omega_last": 120.0},
-    "msgd-p2048-omlr-gamma100": {"meta_sgd": True, "latent_dim": 2048, "omega_lr": True, "context_ratio": 1.0},
-    "msgd-p392-omlr-om30-90": {"meta_sgd": True, "latent_dim": 392, "omega_lr": True, "omega_first": 30.0,
-                               "omega_last": 90.0},
-    "msgd-p2048-omlr-om120": {"meta_sgd": True, "latent_dim": 2048, "omega_lr": True, "omega_last": 120.0},
-    "msgd-p2048-omlr-w192": {"meta_sgd": True, "latent_dim": 2048, "omega_lr": True, "width": 192},
-    "msgd-p2048-omlr-d10": {"meta_sgd": True, "latent_dim": 2048, "omega_lr": True, "depth": 10},
-    "msgd-p2048-omlr-w256": {"meta_sgd": True, "latent_dim": 2048, "omega_lr": True, "width": 256},
-    "msgd-p2048-omlr-w256-om120": {"meta_sgd": True, "latent_dim": 2048, "omega_lr": True, "width": 256,
-                                   "omega_last": 120.0},
+    "msgd-omlr": dict(MSGD_OMLR),
+    "msgd-p392-omlr": {**MSGD_OMLR, "latent_dim": 392},
+    "msgd-p93-omlr": {**MSGD_OMLR, "latent_dim": 93},
+    "msgd-p2048-omlr": {**MSGD_OMLR, "latent_dim": 2048},
+    "msgd-p392-omlr-gamma50": {**MSGD_OMLR, "latent_dim": 392, "context_ratio": 0.5},
+    "msgd-p392-omlr-gamma100": {**MSGD_OMLR, "latent_dim": 392, "context_ratio": 1.0},
+    "msgd-p392-omlr-om120": {**MSGD_OMLR, "latent_dim": 392, "omega_last": 120.0},
+    "msgd-p2048-omlr-gamma100": {**MSGD_OMLR, "latent_dim": 2048, "context_ratio": 1.0},
+    "msgd-p392-omlr-om30-90": {**MSGD_OMLR, "latent_dim": 392, "omega_first": 30.0, "omega_last": 90.0},
+    "msgd-p2048-omlr-om120": {**MSGD_OMLR, "latent_dim": 2048, "omega_last": 120.0},
+    "msgd-p2048-omlr-w192": {**MSGD_OMLR, "latent_dim": 2048, "width": 192},
+    "msgd-p2048-omlr-d10": {**MSGD_OMLR, "latent_dim": 2048, "depth": 10},
+    "msgd-p2048-omlr-w256": {**MSGD_OMLR, "latent_dim": 2048, "width": 256},
+    "msgd-p2048-omlr-w256-om120": {**MSGD_OMLR, "latent_dim": 2048, "width": 256, "omega_last": 120.0},
 }
 WORK = REPO / "runs" / "fidelity"
 

@@ -119,8 +119,8 @@ register_preset(Preset(
 ))
 register_preset(Preset(
     name="cpu-image", minutes=20.0, dim=2, resolution=None,
-    description="CPU 2D: 28x28 images (at the data's size), 6 x 128, P 392, meta-SGD, omega 20->60, per-layer outer lr, "
-                "gamma 1, G 3, alpha 1, batch 16",
+    description="CPU 2D: 28x28 images (at the data's size), 6 x 128, P 392, meta-SGD, omega 20->60, "
+                "per-layer outer lr, gamma 1, G 3, alpha 1, batch 16",
     arch=dict(width=128, depth=6, latent_dim=392, omega_first=20.0, omega_last=60.0, meta_sgd=True),
     train=TrainConfig(steps=500, batch_size=16, inner_steps=3, inner_lr=1.0, context_ratio=1.0,
                       outer_lr=3e-4, omega_lr=True, warmup_steps=30, val_every=250, val_signals=64,
