@@ -90,6 +90,8 @@ CONFIGS: dict[str, dict] = {
     "msgd-p2048-omlr-d10": {**MSGD_OMLR, "latent_dim": 2048, "depth": 10},
     "msgd-p2048-omlr-w256": {**MSGD_OMLR, "latent_dim": 2048, "width": 256},
     "msgd-p2048-omlr-w256-om120": {**MSGD_OMLR, "latent_dim": 2048, "width": 256, "omega_last": 120.0},
+    "w256": {"width": 256},
+    "om120": {"omega_last": 120.0},
 }
 WORK = REPO / "runs" / "fidelity"
 
@@ -364,7 +366,8 @@ def plot(runs: list[dict], path: Path) -> None:
 
     datas = sorted({r["data"] for r in runs})
     names = sorted({r["config"] for r in runs})
-    colour = {name: plt.cm.tab20(k % 20) for k, name in enumerate(names)}   # one colour per config, all panels
+    palette = [*plt.cm.tab20.colors, *plt.cm.tab20b.colors]   # 40 colours: one per config, the same in all panels
+    colour = {name: palette[k % len(palette)] for k, name in enumerate(names)}
     fig, axes = plt.subplots(1, len(datas), figsize=(3.6 * len(datas), 3.2), dpi=100, squeeze=False)
     for ax, data in zip(axes[0], datas):
         mine = [r for r in runs if r["data"] == data]
