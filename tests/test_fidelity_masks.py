@@ -35,6 +35,11 @@ def test_the_border_of_the_volume_is_not_a_surface():
     assert edge[0, 1:3].all()
 
 
+def test_signals_of_a_batch_are_not_neighbours():
+    full, empty = np.ones((1, 4, 4, 4), dtype=bool), np.zeros((1, 4, 4, 4), dtype=bool)
+    assert not boundary(np.concatenate([full, empty])).any()
+
+
 def test_error_report_of_one_misplaced_surface_voxel():
     truth = cube().astype(np.float64)
     recon = truth.copy()
