@@ -9,7 +9,8 @@ training beat (val and test records keep every beat):
    does (train on the train records, hyper-parameter search and early stopping on the val records,
    report on the test records), for F in ``latent``, ``rr`` and ``latent,rr`` and, per model
    (:data:`MODEL_FEATURES`), ``latent_rec`` (the latents centred on their record's median) with or
-   without ``rr``; M in ``logreg``, ``xgboost`` and ``fusion`` (a logistic regression on the RR
+   without ``rr``, and with ``qrs`` (the QRS width and area against the record's median beat) beside
+   ``rr``; M in ``logreg``, ``xgboost`` and ``fusion`` (a logistic regression on the RR
    columns fused with XGBoost on all columns, nothing of it tuned on val; variants in :data:`VARIANTS`);
 2. ``--cv-folds K`` record-level cross-validation: the 22 records in K seeded folds, each fold tested
    by a model trained on the other records (two of them drawn as val records for early stopping,
@@ -22,7 +23,8 @@ record, and whether the aims hold (``aims``: S Se >= 0.60 and V Se >= 0.85 with 
 features, and a j-index above both ``rr`` and ``latent`` alone). Class weights come from the training
 records, choices from the val records; nothing is tuned on test records. Writes ``benchmarks/results/ecg_rr.json`` and a confusion-matrix figure::
 
-    python -m funcml train $FUNCML_SHARED_DATA/ecg/mitdb-ds1 --preset cpu-ecg --out ecg-model
+    python -m funcml train $FUNCML_SHARED_DATA/ecg/mitdb-ds1 --preset cpu-ecg --steps 1500 --latent-dim 64 \
+        --no-meta-sgd --no-tune-momentum --out ecg-model
     nice -n 5 python benchmarks/ecg_rr.py --model ecg-model --latents ds1-latents
 
 ``--model`` encodes DS1 into ``--latents`` first when that set does not exist (the RR features are
@@ -51,9 +53,12 @@ CLASSES = ("N", "S", "V", "F")
 FEATURES = ("latent", "rr", "latent,rr")  # what the issue compares, per model where the model takes it
 # Feature choices per model: latent_rec = the latents centred on their record's median (label-free);
 # fusion = a logistic regression on the RR columns fused with XGBoost on all columns.
-MODEL_FEATURES = {"logreg": FEATURES + ("latent_rec", "latent_rec,rr"), "xgboost": FEATURES + ("latent_rec,rr",),
-                  "fusion": ("latent,rr", "latent_rec,rr"), "fusion-300": ("latent_rec,rr",),
-                  "fusion-mlp": ("latent_rec,rr",), "fusion-mlp-thirds": ("latent_rec,rr",)}
+# qrs = the QRS width and area relative to the record's median beat (beside rr, read by the fusion's linear expert).
+MODEL_FEATURES = {"logreg": FEATURES + ("latent_rec", "latent_rec,rr", "rr,qrs", "latent_rec,rr,qrs"),
+                  "xgboost": FEATURES + ("latent_rec,rr", "latent_rec,rr,qrs"),
+                  "fusion": ("latent,rr", "latent_rec,rr", "latent,rr,qrs", "latent_rec,rr,qrs"),
+                  "fusion-300": ("latent_rec,rr",), "fusion-mlp": ("latent_rec,rr", "latent_rec,rr,qrs"),
+                  "fusion-mlp-thirds": ("latent_rec,rr",)}
 # Row names that run a model with other fixed parameters: (model, params). fusion-300: 300 tree rounds
 # instead of 100, to show how much the fusion's result depends on that (untuned) choice.
 # fusion-mlp: an MLP beside the trees (the RR expert weighs 1/2, trees and MLP 1/4 each); fusion-mlp-thirds:
@@ -63,7 +68,7 @@ VARIANTS = {"fusion-300": ("fusion", {"n_estimators": 300}),
             "fusion-mlp-thirds": ("fusion", {"experts": "xgboost,mlp", "weight": 1 / 3})}
 # The rows the figure shows: the classic baseline, the latents, both in one model, and the fusion.
 FIGURE_ROWS = (("logreg", "latent"), ("logreg", "rr"), ("logreg", "latent,rr"), ("fusion", "latent_rec,rr"),
-               ("fusion-mlp", "latent_rec,rr"))
+               ("fusion-mlp", "latent_rec,rr"), ("fusion", "latent_rec,rr,qrs"))
 # The RR intervals in seconds (and the record mean) beside the normalised ones: they identify a patient.
 ABLATION = ("rr,rr_s",)
 Q = 4  # the AAMI class Q (unclassifiable beats)
@@ -252,9 +257,10 @@ def tables(split_rows: list[dict], cv_rows: list[dict], test_records: list[str],
                                  "hyper-parameters. rr: the RR intervals relative to the record's mean; rr,rr_s: "
                                  "with the intervals in seconds and the record mean beside them; latent_rec: the "
                                  "latents minus their record's median latent; fusion: logistic regression on rr "
-                                 "fused with XGBoost (100 rounds; fusion-300: 300) on all the features; "
-                                 "fusion-mlp: with an MLP beside the trees (weights 1/2, 1/4, 1/4; -thirds: "
-                                 "1/3 each)."))
+                                 "fused with XGBoost (100 rounds; fusion-300: 300) on all the features "
+                                 "(with qrs, the logistic regression reads rr and qrs); qrs: the log QRS width "
+                                 "and area relative to the record's median beat; fusion-mlp: with an MLP beside "
+                                 "the trees (weights 1/2, 1/4, 1/4; -thirds: 1/3 each)."))
     return out
 
 
@@ -302,6 +308,16 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+def feature_medians(ls, names: tuple[str, ...] = ("rr.pre_norm", "rr.post_norm", "qrs.width_lognorm",
+                                                    "qrs.area_lognorm")) -> dict:
+    """Per AAMI class, the median of some auxiliary features over every beat of the set (what marks a class)."""
+    y = np.asarray(ls.labels)[:, 0]
+    aux = np.asarray(ls.aux, dtype=np.float64)
+    cols = {n: ls.aux_names.index(n) for n in names if n in ls.aux_names}
+    return {c: {n: float(np.nanmedian(aux[y == k, j])) for n, j in cols.items()}
+            for k, c in enumerate(CLASSES) if (y == k).any()}
 
 
 def records_of(ls) -> np.ndarray:
@@ -359,6 +375,7 @@ def main() -> None:
                               "psnr_mean": ls.manifest.get("metrics", {}).get("psnr_mean"), "model_id": ls.model_id},
                "figure": str(args.figure.resolve().relative_to(REPO)),
                "published": {"de_chazal_2004_percent": DE_CHAZAL_2004},
+               "feature_medians": feature_medians(ls),
                "aims": {"default_split": aims(split_rows), "cross_validation": aims(cv_rows)}}
     write_result(args.name, results, task="classification-ecg",
                  tables=tables(split_rows, cv_rows, split_records.get("test", []), args.cv_folds, args.n_beat_stride),

@@ -115,6 +115,9 @@ def test_rr_asked_of_a_set_without_rr_features_is_a_clear_error(tmp_path, capsys
     code, _, err = run(["classify", "--latents", str(tmp_path / "rr"), "--features", "rr", "--model", "logreg",
                         "--test-latents", str(tmp_path / "plain")], capsys)
     assert code != 0 and "plain has no 'rr' features" in err
+    # A set with RR features but encoded before the QRS features existed says how to get them
+    code, _, err = run(["classify", "--latents", str(tmp_path / "rr"), "--features", "latent,rr,qrs"], capsys)
+    assert code != 0 and "has no 'qrs' features" in err and "encode the records again" in err
     # --test-latents with the features it needs works as before
     code, out, err = run(["classify", "--latents", str(tmp_path / "rr"), "--features", "rr", "--model", "logreg",
                           "--test-latents", str(tmp_path / "rr"), "--test-split", "test", "--json"], capsys)

@@ -26,7 +26,7 @@ def test_rr_features_known_intervals(tmp_path):
     positions = beat_positions()
     write_record(tmp_path, "100", positions=positions)
     ds = load_signals(tmp_path)
-    assert ds.aux_names == RR_NAMES and ds.aux.shape == (len(ds), 8) and ds.aux.dtype == np.float32
+    assert ds.aux_names[:8] == RR_NAMES and ds.aux.shape == (len(ds), 12) and ds.aux.dtype == np.float32
     rr = np.diff(positions) / FS
     np.testing.assert_allclose(col(ds, "rr_s.pre")[1:], rr, rtol=1e-6)
     np.testing.assert_allclose(col(ds, "rr_s.post")[:-1], rr, rtol=1e-6)

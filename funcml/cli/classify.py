@@ -49,8 +49,9 @@ def format_metrics(name: str, m: dict) -> list[str]:
               help="Re-weight classes by inverse frequency (imbalanced data such as MIT-BIH beats).")
 @click.option("--features", default="latent", show_default=True, metavar="GROUPS",
               help="Inputs of the classifier: latent, rr (a beat's RR-interval features, stored by `funcml encode` "
-                   "of WFDB beats), latent_rec (the latents minus their record's median latent; needs RR "
-                   "features) or a combination such as latent,rr or latent_rec,rr.")
+                   "of WFDB beats), qrs (its QRS width and area against the record's median beat, stored the "
+                   "same way), latent_rec (the latents minus their record's median latent; needs RR "
+                   "features) or a combination such as latent,rr or latent_rec,rr,qrs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @overwrite_option
 @device_option

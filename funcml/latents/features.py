@@ -22,6 +22,11 @@ from funcml.errors import ConfigError, DataError
 LATENT = "latent"
 LATENT_REC = "latent_rec"
 RECORD_KEY = "rr_s.record"  # one value per record: the key of the record a row comes from
+_AUX_HINTS = {  # what a user is told when a set lacks a group of auxiliary features
+    "rr": " (RR features are stored by `funcml encode` of WFDB beat records, latent-set version 2)",
+    "qrs": " (QRS features are stored by `funcml encode` of WFDB beat records; a set encoded before they "
+           "existed lacks them: encode the records again)",
+}
 
 
 def parse_features(features: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -55,8 +60,7 @@ def feature_columns(latent_set, features: str | tuple[str, ...]) -> tuple[list[s
         if not cols:
             rec = [LATENT_REC] if RECORD_KEY in latent_set.aux_names else []
             have = ", ".join([LATENT, *rec, *aux_groups(latent_set.aux_names)])
-            hint = (" (RR features are stored by `funcml encode` of WFDB beat records, latent-set version 2)"
-                    if group in ("rr", "rr_s") else "")
+            hint = _AUX_HINTS.get(group.removesuffix("_s"), "")
             raise ConfigError(f"{latent_set.path} has no {group!r} features; it has: {have}{hint}")
         names += [latent_set.aux_names[j] for j in cols]
         aux_cols += cols

@@ -30,9 +30,10 @@ val from the DS1 records, test from the DS2 records, paced records left out
 ``resolution=(T,)`` resamples the 187 samples linearly. Nothing is cached on disk.
 
 The returned :class:`BeatSignalSet` also carries ``records`` (N,) (each beat's record name),
-``r_peaks`` (N,) (the beat's R peak as a sample index at the record's native rate) and the RR-interval
-features ``aux`` (N, 8) named ``aux_names`` (:mod:`funcml.data.sources.rr`), computed from every
-annotated beat of the record.
+``r_peaks`` (N,) (the beat's R peak as a sample index at the record's native rate) and auxiliary
+features ``aux`` (N, 12) named ``aux_names``: the RR intervals (:mod:`funcml.data.sources.rr`, from
+every annotated beat of the record) and the QRS width and area (:mod:`funcml.data.sources.qrs`,
+measured on the lead at its native rate, relative to the record's median beat).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from funcml.data.sources._common import (
     array_digest, check_inside, file_digest, list_entries, make_fingerprint, parse_list, require_one_channel,
 )
 from funcml.data.sources.ecg_protocol import inter_patient_splits, split_mode
+from funcml.data.sources.qrs import QRS_NAMES, qrs_features
 from funcml.data.sources.rr import RR_NAMES, qrs_samples, rr_features
 from funcml.data.transforms import resize_signals
 from funcml.errors import ConfigError, DataError
@@ -255,15 +257,16 @@ def _choose_records(path: Path, options: LoadOptions, extra: dict[str, str], spe
 
 def _read_beats(folder: Path, names: list[str], lead: str, split_of: dict[str, int], spec: str) -> dict:
     """Beats, labels, records, R peaks, RR features and split codes of the records, concatenated."""
-    parts: dict[str, list] = {k: [] for k in ("beats", "labels", "records", "peaks", "rr", "splits")}
+    parts: dict[str, list] = {k: [] for k in ("beats", "labels", "records", "peaks", "aux", "splits")}
     digests, native_fs = {}, set()
     for name in names:
         signal, fs, samples, symbols, files = _read_record(folder, name, lead, spec)
         native_fs.add(fs)
         beats, labels, peaks = cut_beats(signal, fs, samples, symbols, name=name, spec=spec)
         digests[name] = files
-        for key, value in (("beats", beats), ("labels", labels), ("peaks", peaks),
-                           ("rr", rr_features(qrs_samples(samples, symbols), fs, peaks)),
+        all_peaks = qrs_samples(samples, symbols)
+        aux = np.concatenate([rr_features(all_peaks, fs, peaks), qrs_features(signal, fs, all_peaks, peaks)], axis=1)
+        for key, value in (("beats", beats), ("labels", labels), ("peaks", peaks), ("aux", aux),
                            ("records", np.full(len(beats), name, dtype=object)),
                            ("splits", np.full(len(beats), split_of[name], dtype=np.uint8))):
             parts[key].append(value)
@@ -301,7 +304,7 @@ def load_wfdb_beats(spec: str, options: LoadOptions) -> BeatSignalSet:
         data, records=read["records"].astype(str), r_peaks=read["peaks"], name=name or "wfdb", spec=spec,
         splits=splits, labels=labels[:, None], task="multi-class",
         label_names={str(i): c for i, c in enumerate(AAMI_CLASSES)}, fingerprint=fingerprint,
-        aux=read["rr"], aux_names=RR_NAMES,
+        aux=read["aux"], aux_names=RR_NAMES + QRS_NAMES,
         info={"source": "wfdb", "folder": str(folder), "lead": lead, "annotator": ANNOTATOR,
               "native_sampling_rate_hz": fs[0] if len(fs) == 1 else fs,
               "sampling_rate_hz": TARGET_FS, "window_s": WINDOW_SECONDS, "beat_samples": BEAT_SAMPLES,
@@ -309,7 +312,8 @@ def load_wfdb_beats(spec: str, options: LoadOptions) -> BeatSignalSet:
               "excluded_records": excluded,
               "class_counts": {c: int(n) for c, n in zip(AAMI_CLASSES, counts)},
               "method": "Kachuee et al. 2018 (annotated R peaks, 1.2 x median R-R, zero-padded)",
-              "rr_features": "from all annotated beats of each record, in seconds (funcml.data.sources.rr)"},
+              "rr_features": "from all annotated beats of each record, in seconds (funcml.data.sources.rr)",
+              "qrs_features": "QRS width and area on the lead at its native rate (funcml.data.sources.qrs)"},
     )
 
 

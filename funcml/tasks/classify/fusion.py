@@ -1,8 +1,9 @@
 """Late fusion of experts: a logistic regression on a few columns, XGBoost and/or an MLP on all of them.
 
 Made for heartbeats (:func:`~funcml.tasks.classify.classify_latent_set` with ``model="fusion"``):
-the linear expert reads the beat's timing (the RR features) alone, where a linear rule carries
-over from patient to patient, and the trees read the morphology (the latents) with the timing.
+the linear expert reads the auxiliary columns alone (the beat's timing, the RR features, and with
+``qrs`` its QRS width and area against the patient's own beats), where a linear rule carries over
+from patient to patient, and the trees read the morphology (the latents) with them.
 ``experts="xgboost,mlp"`` adds an MLP on all columns beside the trees. Each expert is fitted on
 its own; the fused probability is their weighted geometric mean, the linear expert weighing w and
 the M others (1 - w) / M each,
