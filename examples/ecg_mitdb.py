@@ -29,7 +29,7 @@ split puts records 108, 112, 201 and 208 in the test split)::
 
     test (9,220 beats): accuracy 0.795, macro-F1 0.353, balanced accuracy 0.489, mean one-vs-rest AUC 0.825
     sensitivity / precision: N 0.818 / 0.969, S 0.140 / 0.022, V 0.964 / 0.635, F 0.024 / 0.066, Q 0.5 / 0.021 (2 beats)
-    run time 7 s wall (8 s CPU) with the latent set given; training and encoding it take about 1 + 2 min
+    run time 7 s wall (9 s CPU) with the latent set given; training and encoding it take about 1 + 2 min
 
 Ventricular beats of unseen patients are found (0.96), mostly through their QRS width and area
 against the patient's own beats. The S beats of this test split are nearly all in record 201

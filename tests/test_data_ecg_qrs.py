@@ -28,11 +28,42 @@ def test_width_and_area_of_triangles(fs):
     peaks = [int(fs), int(2 * fs)]
     lead = triangles(3 * int(fs), peaks, halves, height=1.5)
     width, area = qrs_measures(lead, fs, np.array(peaks))
-    smooth = round(0.008 * fs)  # the slope is smoothed over 8 ms: the measured span grows by at most that
-    for w, half in zip(width, halves):
-        assert 2 * half / fs - 1 / fs <= w <= (2 * half + smooth + 1) / fs
+    # 2 * half slope steps, spread by the moving average over k = round(8 ms * fs) samples: the first and
+    # the last smoothed step above 20 % of the largest are 2 * half + k - 2 steps apart.
+    k = round(0.008 * fs)
+    np.testing.assert_allclose(width * fs, [2 * h + k - 2 for h in halves], atol=1e-9)
     # Area between the lead and its baseline (the constant offset): the triangle's, height x half-base.
     np.testing.assert_allclose(area, [1.5 * h / fs for h in halves], rtol=1e-9)
+
+
+def test_baseline_is_the_median_of_the_pr_segment_and_nothing_outside_the_search_window_counts():
+    fs, r = 360.0, 400
+    lead = np.full(1000, 0.3)
+    lead[r - 54:r - 36] += 0.2  # R - 150 ms ... R - 100 ms: the baseline window, raised by 0.2
+    width, area = qrs_measures(lead, fs, np.array([r]))
+    n_search = 36 + 47 + 1  # R - 100 ms ... R + 130 ms, both ends included
+    assert width[0] == 0.0 and area[0] == pytest.approx(0.2 * n_search / fs)
+    # Raising fewer than half of the baseline samples leaves the median, and so the area, unchanged.
+    lead = np.full(1000, 0.3)
+    lead[r - 54:r - 46] += 5.0
+    assert qrs_measures(lead, fs, np.array([r]))[1][0] == pytest.approx(0.0)
+    # A deflection entirely after R + 130 ms (a T wave) counts in neither width nor area; one inside does.
+    beat = triangles(1000, [r], [9])
+    late = beat + triangles(1000, [r + 72], [9], offset=0.0)    # spans R + 175 ... R + 225 ms
+    inside = beat + triangles(1000, [r + 36], [9], offset=0.0)  # spans R + 75 ... R + 125 ms
+    base = qrs_measures(beat, fs, np.array([r]))
+    np.testing.assert_allclose(qrs_measures(late, fs, np.array([r])), base)
+    assert qrs_measures(inside, fs, np.array([r]))[0][0] > base[0][0]
+    assert qrs_measures(inside, fs, np.array([r]))[1][0] == pytest.approx(2 * base[1][0])
+
+
+def test_annotations_outside_the_signal_are_left_out_of_the_medians():
+    fs, peaks = 360.0, np.arange(1, 11) * 300
+    lead = triangles(3600, peaks, [9] * 9 + [18])
+    with_outside = np.concatenate([[-5], peaks, [3700]])  # e.g. non-beat QRS symbols past the end
+    np.testing.assert_array_equal(qrs_features(lead, fs, with_outside, peaks), qrs_features(lead, fs, peaks, peaks))
+    with pytest.raises(ValueError, match="must lie in the signal"):
+        qrs_measures(lead, fs, np.array([3600]))
 
 
 def test_features_are_relative_to_the_records_median_beat():

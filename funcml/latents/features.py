@@ -24,8 +24,8 @@ LATENT_REC = "latent_rec"
 RECORD_KEY = "rr_s.record"  # one value per record: the key of the record a row comes from
 _AUX_HINTS = {  # what a user is told when a set lacks a group of auxiliary features
     "rr": " (RR features are stored by `funcml encode` of WFDB beat records, latent-set version 2)",
-    "qrs": " (QRS features are stored by `funcml encode` of WFDB beat records; a set encoded before they "
-           "existed lacks them: encode the records again)",
+    "qrs": " (QRS features are stored by `funcml encode` of WFDB beat records only; a WFDB set encoded "
+           "before they existed lacks them: encode the records again)",
 }
 
 

@@ -256,7 +256,7 @@ def _choose_records(path: Path, options: LoadOptions, extra: dict[str, str], spe
 
 
 def _read_beats(folder: Path, names: list[str], lead: str, split_of: dict[str, int], spec: str) -> dict:
-    """Beats, labels, records, R peaks, RR features and split codes of the records, concatenated."""
+    """Beats, labels, records, R peaks, auxiliary features (RR, QRS) and split codes of the records, concatenated."""
     parts: dict[str, list] = {k: [] for k in ("beats", "labels", "records", "peaks", "aux", "splits")}
     digests, native_fs = {}, set()
     for name in names:

@@ -7,12 +7,15 @@ the record's own median beat, the way :mod:`funcml.data.sources.rr` normalises t
 (de Chazal et al. 2004 use QRS duration beside the RR intervals). Per beat, two groups:
 ``qrs_s`` in physical units,
 
-``qrs_s.width``   the QRS duration in seconds: the span from the first to the last sample in the
-                  search window (R - 100 ms ... R + 130 ms) where the absolute slope of the lead,
-                  smoothed over 8 ms, exceeds 20 % of its largest value in that window;
-``qrs_s.area``    the area between the lead and the beat's baseline over the search window, in the
-                  signal's units times seconds (mV s for MIT-BIH); the baseline is the median of the
-                  lead over R - 150 ms ... R - 100 ms (the PR segment);
+``qrs_s.width``   the QRS duration in seconds: (last - first) / fs, where first and last are the
+                  first and the last slope step in the search window (R - 100 ms ... R + 130 ms,
+                  both ends included) whose absolute slope exceeds 20 % of the largest one there;
+                  the slope is that of the lead smoothed by a moving average over round(8 ms * fs)
+                  samples (so a triangle 2h samples wide measures 2h - 1 samples unsmoothed);
+``qrs_s.area``    the absolute area between the lead and the beat's baseline over the search
+                  window, sum(|x - baseline|) / fs, in the signal's units times seconds (mV s for
+                  MIT-BIH); the baseline is the median of the lead over R - 150 ms ... R - 100 ms
+                  (the PR segment, end excluded);
 
 and ``qrs``, relative to the patient's own beats (what a classifier for unseen patients takes):
 
@@ -20,9 +23,10 @@ and ``qrs``, relative to the patient's own beats (what a classifier for unseen p
 ``qrs.area_lognorm``   log(area / the median area of every annotated beat of the record).
 
 Logarithms, so that a beat twice as wide as the patient's typical one lies as far from 0 as one half
-as wide. Widths below one sample and areas below 1e-6 count as those floors, so a flat stretch of
-signal gives finite features. Near a record's ends the lead is extended with its first and last
-sample.
+as wide. In the logarithms, widths below one sample and areas below 1e-6 count as those floors, so a
+flat stretch of signal gives finite features (``qrs_s`` keeps the measured 0). Near a record's ends
+the lead is extended with its first and last sample; annotations outside the signal are left out
+of the record's medians.
 """
 
 from __future__ import annotations
@@ -50,9 +54,13 @@ def _windows(signal: np.ndarray, fs: float, peaks: np.ndarray) -> tuple[np.ndarr
 
 
 def qrs_measures(signal: np.ndarray, fs: float, peaks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(width (B,) seconds, area (B,) units x s)`` of the QRS complexes at ``peaks (B,)`` (samples at ``fs`` Hz)."""
+    """``(width (B,) seconds, area (B,) units x s)`` of the QRS complexes at ``peaks (B,)`` (samples at ``fs`` Hz,
+    each inside the signal)."""
     if len(peaks) == 0:
         return np.zeros(0), np.zeros(0)
+    if np.min(peaks) < 0 or np.max(peaks) >= len(signal):
+        raise ValueError(f"R peaks must lie in the signal (0 ... {len(signal) - 1}); got {np.min(peaks)} ... "
+                         f"{np.max(peaks)}")
     win, split = _windows(signal, fs, peaks)
     baseline = np.median(win[:, :split], axis=1, keepdims=True)
     search = win[:, split:] - baseline
@@ -76,7 +84,8 @@ def qrs_features(signal: np.ndarray, fs: float, all_peaks: np.ndarray, peaks: np
     if len(peaks) == 0:
         return out
     width, area = qrs_measures(signal, fs, peaks)
-    ref_width, ref_area = qrs_measures(signal, fs, all_peaks if len(all_peaks) else peaks)
+    inside = np.asarray(all_peaks)[(np.asarray(all_peaks) >= 0) & (np.asarray(all_peaks) < len(signal))]
+    ref_width, ref_area = qrs_measures(signal, fs, inside if len(inside) else peaks)
     floor_w = 1.0 / fs
     w, ref_w = np.maximum(width, floor_w), max(float(np.median(ref_width)), floor_w)
     a, ref_a = np.maximum(area, AREA_FLOOR), max(float(np.median(ref_area)), AREA_FLOOR)
