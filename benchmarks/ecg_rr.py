@@ -17,7 +17,10 @@ training beat (val and test records keep every beat):
    fixed hyper-parameters ``--cv-params``), predictions pooled over the folds, so every DS1 beat is
    tested once;
 3. the cross-validation of ``--spread-models`` again with the ``--spread-seeds`` (other records together
-   in the folds, other val records, other model seeds): the spread of S Se, V Se and the j-index.
+   in the folds, other val records, other model seeds): the spread of S Se, V Se and the j-index;
+4. a linear code of the same beats: the cross-validation rows of :data:`PCA_ROWS` with as many principal
+   components of the beat samples (fitted on each fold's training records) in place of the latents
+   (``--no-pca`` leaves them out).
 
 Reported: Se / +P of N, S, V, F and the j-index (Se_S + +P_S + Se_V + +P_V), beside the published
 inter-patient (DS1 -> DS2) numbers of de Chazal et al. 2004, and the S and V beats found per test
@@ -71,6 +74,8 @@ VARIANTS = {"fusion-300": ("fusion", {"n_estimators": 300}),
 # The rows the figure shows: the classic baseline, the latents, both in one model, and the fusion.
 FIGURE_ROWS = (("logreg", "latent"), ("logreg", "rr"), ("logreg", "latent,rr"), ("fusion", "latent_rec,rr"),
                ("fusion-mlp", "latent_rec,rr"), ("fusion", "latent_rec,rr,qrs"))
+# Rows run again with principal components of the beat samples in place of the latents (a linear code).
+PCA_ROWS = (("logreg", "latent_rec,rr,qrs"), ("fusion", "latent_rec,rr"), ("fusion", "latent_rec,rr,qrs"))
 # The RR intervals in seconds (and the record mean) beside the normalised ones: they identify a patient.
 ABLATION = ("rr,rr_s",)
 Q = 4  # the AAMI class Q (unclassifiable beats)
@@ -196,31 +201,71 @@ def fold_codes(records: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
     return out
 
 
-def cross_validation(ls, records: np.ndarray, models: list[str], params: dict, folds: int, stride: int,
-                     seed: int, work: Path, ablation_models: tuple[str, ...] = ("logreg",)) -> list[dict]:
-    """Record-level K-fold cross-validation with pooled predictions (see the module docstring)."""
+def fold_sets(ls, records: np.ndarray, folds: int, stride: int, seed: int, work: Path) -> list[tuple]:
+    """Per fold, ``(rows of ls kept, the latent set of those rows with the fold's split codes)``."""
+    y = np.asarray(ls.labels)[:, 0]
+    out = []
+    for k, codes in enumerate(fold_codes(records, folds, seed)):
+        keep = thinned(y, codes, records, stride)
+        out.append((keep, subset(ls, keep, codes[keep], work / f"fold{k}-latents")))
+    return out
+
+
+def pooled_row(ls, records: np.ndarray, sets: list[tuple], name: str, features: str, params: dict, seed: int,
+               label: str | None = None) -> dict:
+    """One model x feature choice over the folds ``sets``, predictions pooled (every kept row tested once)."""
     from funcml.tasks.classify import classify_latent_set
     from funcml.tasks.classify.metrics import classification_metrics, predict_from_proba
 
     y = np.asarray(ls.labels)[:, 0]
-    fold_sets = []
-    for k, codes in enumerate(fold_codes(records, folds, seed)):
-        keep = thinned(y, codes, records, stride)
-        fold_sets.append((keep, subset(ls, keep, codes[keep], work / f"fold{k}-latents")))
+    t0, proba = time.perf_counter(), np.zeros((len(y), len(ls.label_names)))
+    model, fixed = model_and_params(name, params)
+    for k, (keep, fold) in enumerate(sets):
+        res = classify_latent_set(fold, model, features=features, params=fixed, class_weight="balanced", seed=seed)
+        proba[keep[res.eval_set.rows]] = res.proba
+        print(f"  {name} {label or features} fold {k + 1}/{len(sets)} done", flush=True)
+    m = y != Q  # the Q rows are in no fold
+    metrics = classification_metrics(y[m], proba[m], "multi-class", list(ls.label_names.values()))
+    return aami_row(name, label or features, metrics, time.perf_counter() - t0,
+                    found=found_per_record(records[m], y[m], predict_from_proba(proba[m], "multi-class")))
 
-    def one(name: str, features: str) -> dict:
-        t0, proba = time.perf_counter(), np.zeros((len(y), len(ls.label_names)))
-        model, fixed = model_and_params(name, params)
-        for k, (keep, fold) in enumerate(fold_sets):
-            res = classify_latent_set(fold, model, features=features, params=fixed, class_weight="balanced", seed=seed)
-            proba[keep[res.eval_set.rows]] = res.proba
-            print(f"  {name} {features} fold {k + 1}/{len(fold_sets)} done", flush=True)
-        m = y != Q  # the Q rows are in no fold
-        metrics = classification_metrics(y[m], proba[m], "multi-class", list(ls.label_names.values()))
-        return aami_row(name, features, metrics, time.perf_counter() - t0,
-                        found=found_per_record(records[m], y[m], predict_from_proba(proba[m], "multi-class")))
-    rows = [cached(work, f"cv{folds}-n{stride}-{m}-{f}", lambda m=m, f=f: one(m, f))
+
+def cross_validation(ls, records: np.ndarray, models: list[str], params: dict, folds: int, stride: int,
+                     seed: int, work: Path, ablation_models: tuple[str, ...] = ("logreg",)) -> list[dict]:
+    """Record-level K-fold cross-validation with pooled predictions (see the module docstring)."""
+    sets = fold_sets(ls, records, folds, stride, seed, work)
+    rows = [cached(work, f"cv{folds}-n{stride}-{m}-{f}",
+                   lambda m=m, f=f: pooled_row(ls, records, sets, m, f, params, seed))
             for m in models for f in MODEL_FEATURES.get(m, FEATURES) + (ABLATION if m in ablation_models else ())]
+    return [r for r in rows if r is not None]
+
+
+def pca_code_set(fold, beats: np.ndarray, out: Path):
+    """``fold`` with its latents replaced by as many principal components of its beats ``(n, T)``, fitted on
+    its training rows: a linear code of the same samples, at ``out``."""
+    from sklearn.decomposition import PCA
+
+    from funcml.latents import LatentSet, write_latent_set
+
+    train = np.asarray(fold.splits) == 0
+    codes = PCA(fold.latent_dim, random_state=0).fit(beats[train]).transform(beats)
+    write_latent_set(out, codes, splits=np.asarray(fold.splits), labels=np.asarray(fold.labels),
+                     index=np.asarray(fold.index), task=fold.task, label_names=fold.label_names,
+                     signal_shape=fold.signal_shape, source=fold.manifest.get("source"), embed_model=False,
+                     overwrite=True, aux=np.asarray(fold.aux), aux_names=tuple(fold.aux_names),
+                     extra={"codes": f"the first {fold.latent_dim} principal components of the beat samples"})
+    return LatentSet.open(out, verify=False)
+
+
+def pca_baseline(ls, records: np.ndarray, beats: np.ndarray, params: dict, folds: int, stride: int, seed: int,
+                 work: Path) -> list[dict]:
+    """The cross-validation of :data:`PCA_ROWS` with principal components of the beats ``(N, T)`` (row for row
+    with ``ls``) in place of the latents; the features read ``pca...`` instead of ``latent...``."""
+    sets = [(keep, pca_code_set(fold, beats[keep], work / f"pca-fold{k}-latents"))
+            for k, (keep, fold) in enumerate(fold_sets(ls, records, folds, stride, seed, work))]
+    rows = [cached(work, f"cv{folds}-n{stride}-pca-{m}-{f}",
+                   lambda m=m, f=f: pooled_row(ls, records, sets, m, f, params, seed, f.replace("latent", "pca")))
+            for m, f in PCA_ROWS]
     return [r for r in rows if r is not None]
 
 
@@ -285,7 +330,9 @@ def tables(split_rows: list[dict], cv_rows: list[dict], test_records: list[str],
                                  "fused with XGBoost (100 rounds; fusion-300: 300) on all the features "
                                  "(with qrs, the logistic regression reads rr and qrs); qrs: the log QRS width "
                                  "and area relative to the record's median beat; fusion-mlp: with an MLP beside "
-                                 "the trees (weights 1/2, 1/4, 1/4; -thirds: 1/3 each)."))
+                                 "the trees (weights 1/2, 1/4, 1/4; -thirds: 1/3 each); pca_rec: in place of the "
+                                 "latents, as many principal components of the beat samples (fitted on each "
+                                 "fold's training records), centred on the record."))
     if spread:
         def cell(d):
             return f"{d['mean']:.3f} ({d['min']:.3f} - {d['max']:.3f})"
@@ -356,14 +403,16 @@ def feature_medians(ls, names: tuple[str, ...] = ("rr.pre_norm", "rr.post_norm",
             for k, c in enumerate(CLASSES) if (y == k).any()}
 
 
-def records_of(ls) -> np.ndarray:
-    """The MIT-BIH record of every row of ``ls`` (from the source, through the rows' ``index``)."""
+def records_and_beats(ls) -> tuple[np.ndarray, np.ndarray]:
+    """The MIT-BIH record ``(N,)`` and the beat samples ``(N, T)`` of every row of ``ls`` (from the source,
+    through the rows' ``index``)."""
     from funcml.data import load_signals
 
     signals = load_signals(ls.manifest["source"]["spec"])
     if signals.fingerprint != ls.manifest["source"].get("fingerprint"):
         raise SystemExit(f"{ls.path} was not encoded from {signals.spec} with the default options")
-    return signals.records[np.asarray(ls.index)]
+    index = np.asarray(ls.index)
+    return signals.records[index], signals.get(index).reshape(len(index), -1)
 
 
 def main() -> None:
@@ -377,6 +426,7 @@ def main() -> None:
     ap.add_argument("--spread-seeds", default="1,2",
                     help="further seeds of the cross-validation, for the spread of the --spread-models rows ('' none)")
     ap.add_argument("--spread-models", default="logreg,fusion,fusion-mlp")
+    ap.add_argument("--no-pca", action="store_true", help="leave out the rows with principal components of the beats")
     ap.add_argument("--ablation-models", default="logreg", help="CV models also run on the features rr,rr_s")
     ap.add_argument("--cv-params", default='{"logreg": {"C": 0.1}, "xgboost": {"max_depth": 4}, "fusion": {}}')
     ap.add_argument("--n-beat-stride", type=int, default=1,
@@ -397,11 +447,13 @@ def main() -> None:
 
     ensure_latents(args.latents, args.model, args.encode_batch_size)
     ls = LatentSet.open(args.latents)
-    records = records_of(ls)
+    records, beats = records_and_beats(ls)
     cv_models = [m for m in args.cv_models.split(",") if m]
     cv_rows = cross_validation(ls, records, cv_models, json.loads(args.cv_params), args.cv_folds,
                                args.n_beat_stride, args.seed, args.work,
                                tuple(args.ablation_models.split(","))) if cv_models else []
+    pca_rows = pca_baseline(ls, records, beats, json.loads(args.cv_params), args.cv_folds, args.n_beat_stride,
+                            args.seed, args.work) if cv_rows and not args.no_pca else []
     spread_seeds = [int(s) for s in args.spread_seeds.split(",") if s]
     spread = seed_spread(ls, records, cv_rows, args.seed, spread_seeds, [m for m in args.spread_models.split(",") if m],
                          json.loads(args.cv_params), args.cv_folds, args.n_beat_stride,
@@ -420,10 +472,10 @@ def main() -> None:
                "published": {"de_chazal_2004_percent": DE_CHAZAL_2004},
                "feature_medians": feature_medians(ls),
                "aims": {"default_split": aims(split_rows), "cross_validation": aims(cv_rows)},
-               "seed_spread": spread}
+               "seed_spread": spread, "pca_baseline": pca_rows}
     write_result(args.name, results, task="classification-ecg",
-                 tables=tables(split_rows, cv_rows, split_records.get("test", []), args.cv_folds, args.n_beat_stride,
-                              spread),
+                 tables=tables(split_rows, cv_rows + pca_rows, split_records.get("test", []), args.cv_folds,
+                              args.n_beat_stride, spread),
                  notes="The 8 Q beats of DS1 are left out (too few to learn). 2 CPU cores shared with other jobs "
                        f"(load average {os.getloadavg()[1]:.1f} at the end); seconds include the validation search "
                        "and are upper bounds")

@@ -1,0 +1,63 @@
+"""benchmarks/ecg_rr.py: the principal-component stand-in for the latents and the spread over seeds."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from funcml.latents import write_latent_set
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import ecg_rr  # noqa: E402
+
+
+def test_pca_codes_replace_the_latents_fitted_on_the_training_rows_only(tmp_path):
+    rng = np.random.default_rng(0)
+    n, t = 60, 20
+    splits = np.r_[np.zeros(40), np.ones(10), np.full(10, 2)].astype(np.uint8)
+    beats = rng.normal(size=(n, t)).astype(np.float32)
+    beats[splits != 0] += 3.0  # val and test beats lie elsewhere: their mean must not enter the fit
+    aux = rng.normal(size=(n, 2)).astype(np.float32)
+    fold = write_latent_set(tmp_path / "fold", rng.normal(size=(n, 4)).astype(np.float32), splits=splits,
+                            labels=rng.integers(0, 3, size=(n, 1)), task="multi-class",
+                            label_names={"0": "N", "1": "S", "2": "V"}, model_id="c" * 64, signal_shape=(1, t),
+                            aux=aux, aux_names=("rr.a", "rr.b"), embed_model=False)
+    codes = ecg_rr.pca_code_set(fold, beats, tmp_path / "pca")
+    assert codes.latent_dim == 4 and codes.aux_names == ["rr.a", "rr.b"]
+    np.testing.assert_array_equal(codes.aux, aux)
+    np.testing.assert_array_equal(codes.labels, fold.labels)
+    z = codes.rows(slice(None))
+    train = splits == 0
+    np.testing.assert_allclose(z[train].mean(axis=0), 0.0, atol=1e-5)  # centred on the training beats
+    assert np.abs(z[~train].mean(axis=0)).max() > 0.5                   # the others were not in the fit
+    # The components span the training beats' main directions: the codes keep their variance in order.
+    var = z[train].var(axis=0)
+    assert np.all(np.diff(var) <= 1e-6)
+
+
+def _row(model, features, s_se, v_se, j):
+    return {"model": model, "features": features, "j_index": j,
+            "per_class": {"S": {"sensitivity": s_se}, "V": {"sensitivity": v_se}}}
+
+
+def test_seed_spread_summarises_each_row_over_the_seeds(monkeypatch, tmp_path):
+    base = [_row("fusion", "latent,rr", 0.6, 0.8, 2.0), _row("logreg", "rr,rr_s", 0.2, 0.5, 1.4),
+            _row("xgboost", "latent", 0.1, 0.6, 1.2)]
+    other = {1: [_row("fusion", "latent,rr", 0.7, 0.9, 2.2)], 2: [_row("fusion", "latent,rr", 0.5, 0.7, 1.9)]}
+    calls = []
+
+    def fake_cv(ls, records, models, params, folds, stride, seed, work, ablation):
+        calls.append((tuple(models), seed, ablation))
+        return other[seed]
+    monkeypatch.setattr(ecg_rr, "cross_validation", fake_cv)
+    out = ecg_rr.seed_spread(None, None, base, 0, [1, 2], ["fusion", "logreg"], {}, 5, 1, tmp_path)
+    assert calls == [(("fusion", "logreg"), 1, ()), (("fusion", "logreg"), 2, ())]
+    # logreg rr,rr_s ran with one seed only, xgboost is not a spread model: only the fusion row is left
+    assert [(r["model"], r["features"]) for r in out] == [("fusion", "latent,rr")]
+    row = out[0]
+    assert row["seeds"] == [0, 1, 2] and row["V_se"]["values"] == [0.8, 0.9, 0.7]
+    assert row["V_se"]["mean"] == pytest.approx(0.8) and row["V_se"]["min"] == 0.7 and row["V_se"]["max"] == 0.9
+    assert row["S_se"]["mean"] == pytest.approx(0.6) and row["j_index"]["max"] == 2.2
