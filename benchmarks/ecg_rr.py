@@ -230,11 +230,16 @@ def pooled_row(ls, records: np.ndarray, sets: list[tuple], name: str, features: 
                     found=found_per_record(records[m], y[m], predict_from_proba(proba[m], "multi-class")))
 
 
+def cv_key(folds: int, stride: int, seed: int, name: str) -> str:
+    """The file name of a finished cross-validation row (the seed in it unless it is 0, as before seeds)."""
+    return f"cv{folds}-n{stride}{f'-s{seed}' if seed else ''}-{name}"
+
+
 def cross_validation(ls, records: np.ndarray, models: list[str], params: dict, folds: int, stride: int,
                      seed: int, work: Path, ablation_models: tuple[str, ...] = ("logreg",)) -> list[dict]:
     """Record-level K-fold cross-validation with pooled predictions (see the module docstring)."""
     sets = fold_sets(ls, records, folds, stride, seed, work)
-    rows = [cached(work, f"cv{folds}-n{stride}-{m}-{f}",
+    rows = [cached(work, cv_key(folds, stride, seed, f"{m}-{f}"),
                    lambda m=m, f=f: pooled_row(ls, records, sets, m, f, params, seed))
             for m in models for f in MODEL_FEATURES.get(m, FEATURES) + (ABLATION if m in ablation_models else ())]
     return [r for r in rows if r is not None]
@@ -257,15 +262,19 @@ def pca_code_set(fold, beats: np.ndarray, out: Path):
     return LatentSet.open(out, verify=False)
 
 
-def pca_baseline(ls, records: np.ndarray, beats: np.ndarray, params: dict, folds: int, stride: int, seed: int,
-                 work: Path) -> list[dict]:
-    """The cross-validation of :data:`PCA_ROWS` with principal components of the beats ``(N, T)`` (row for row
-    with ``ls``) in place of the latents; the features read ``pca...`` instead of ``latent...``."""
-    sets = [(keep, pca_code_set(fold, beats[keep], work / f"pca-fold{k}-latents"))
-            for k, (keep, fold) in enumerate(fold_sets(ls, records, folds, stride, seed, work))]
-    rows = [cached(work, f"cv{folds}-n{stride}-pca-{m}-{f}",
+def pca_baseline(ls, records: np.ndarray, beats: np.ndarray, models: list[str], params: dict, folds: int,
+                 stride: int, seed: int, work: Path) -> list[dict]:
+    """The cross-validation of the :data:`PCA_ROWS` of ``models`` with principal components of the beats
+    ``(N, T)`` (row for row with ``ls``) in place of the latents; the features read ``pca...`` instead of
+    ``latent...``."""
+    sets = []
+    for k, (keep, fold) in enumerate(fold_sets(ls, records, folds, stride, seed, work)):
+        if not np.array_equal(np.asarray(fold.index), np.asarray(ls.index)[keep]):
+            raise SystemExit(f"fold {k}: its rows are not the rows of {ls.path} kept (a repeated source index?)")
+        sets.append((keep, pca_code_set(fold, beats[keep], work / f"pca-fold{k}-latents")))
+    rows = [cached(work, cv_key(folds, stride, seed, f"pca-{m}-{f}"),
                    lambda m=m, f=f: pooled_row(ls, records, sets, m, f, params, seed, f.replace("latent", "pca")))
-            for m, f in PCA_ROWS]
+            for m, f in PCA_ROWS if m in models]
     return [r for r in rows if r is not None]
 
 
@@ -274,7 +283,7 @@ def seed_spread(ls, records: np.ndarray, base_rows: list[dict], base_seed: int, 
     """The cross-validation of ``models`` again with other seeds (other records in each fold, other model seeds):
     per row of ``base_rows`` (run with ``base_seed``), S Se, V Se and j-index over all the seeds."""
     runs = {base_seed: base_rows}
-    for seed in seeds:
+    for seed in (s for s in dict.fromkeys(seeds) if s != base_seed):
         runs[seed] = cross_validation(ls, records, models, params, folds, stride, seed, work / f"seed{seed}", ())
     metrics = {"S_se": lambda r: r["per_class"]["S"]["sensitivity"],
                "V_se": lambda r: r["per_class"]["V"]["sensitivity"], "j_index": lambda r: r["j_index"]}
@@ -452,12 +461,12 @@ def main() -> None:
     cv_rows = cross_validation(ls, records, cv_models, json.loads(args.cv_params), args.cv_folds,
                                args.n_beat_stride, args.seed, args.work,
                                tuple(args.ablation_models.split(","))) if cv_models else []
-    pca_rows = pca_baseline(ls, records, beats, json.loads(args.cv_params), args.cv_folds, args.n_beat_stride,
-                            args.seed, args.work) if cv_rows and not args.no_pca else []
+    pca_rows = pca_baseline(ls, records, beats, cv_models, json.loads(args.cv_params), args.cv_folds,
+                            args.n_beat_stride, args.seed, args.work) if cv_rows and not args.no_pca else []
     spread_seeds = [int(s) for s in args.spread_seeds.split(",") if s]
-    spread = seed_spread(ls, records, cv_rows, args.seed, spread_seeds, [m for m in args.spread_models.split(",") if m],
-                         json.loads(args.cv_params), args.cv_folds, args.n_beat_stride,
-                         args.work) if cv_rows and spread_seeds else []
+    spread_models = [m for m in args.spread_models.split(",") if m in cv_models]
+    spread = seed_spread(ls, records, cv_rows, args.seed, spread_seeds, spread_models, json.loads(args.cv_params),
+                         args.cv_folds, args.n_beat_stride, args.work) if cv_rows and spread_seeds else []
     split_rows = default_split(ls, records, [m for m in args.models.split(",") if m], args.n_beat_stride, args.seed,
                                args.work)
     shown, protocol = (cv_rows, f"{args.cv_folds}-fold record-level cross-validation") if cv_rows else \

@@ -53,7 +53,8 @@ def test_seed_spread_summarises_each_row_over_the_seeds(monkeypatch, tmp_path):
         calls.append((tuple(models), seed, ablation))
         return other[seed]
     monkeypatch.setattr(ecg_rr, "cross_validation", fake_cv)
-    out = ecg_rr.seed_spread(None, None, base, 0, [1, 2], ["fusion", "logreg"], {}, 5, 1, tmp_path)
+    out = ecg_rr.seed_spread(None, None, base, 0, [1, 0, 2, 1], ["fusion", "logreg"], {}, 5, 1, tmp_path)
+    # the base seed is not run again, a repeated seed once
     assert calls == [(("fusion", "logreg"), 1, ()), (("fusion", "logreg"), 2, ())]
     # logreg rr,rr_s ran with one seed only, xgboost is not a spread model: only the fusion row is left
     assert [(r["model"], r["features"]) for r in out] == [("fusion", "latent,rr")]
@@ -61,3 +62,8 @@ def test_seed_spread_summarises_each_row_over_the_seeds(monkeypatch, tmp_path):
     assert row["seeds"] == [0, 1, 2] and row["V_se"]["values"] == [0.8, 0.9, 0.7]
     assert row["V_se"]["mean"] == pytest.approx(0.8) and row["V_se"]["min"] == 0.7 and row["V_se"]["max"] == 0.9
     assert row["S_se"]["mean"] == pytest.approx(0.6) and row["j_index"]["max"] == 2.2
+
+
+def test_cross_validation_rows_are_kept_per_seed():
+    assert ecg_rr.cv_key(5, 1, 0, "fusion-latent,rr") == "cv5-n1-fusion-latent,rr"
+    assert ecg_rr.cv_key(5, 1, 2, "fusion-latent,rr") == "cv5-n1-s2-fusion-latent,rr"
