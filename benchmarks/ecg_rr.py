@@ -236,9 +236,11 @@ def cv_key(folds: int, stride: int, seed: int, name: str) -> str:
 
 
 def cross_validation(ls, records: np.ndarray, models: list[str], params: dict, folds: int, stride: int,
-                     seed: int, work: Path, ablation_models: tuple[str, ...] = ("logreg",)) -> list[dict]:
-    """Record-level K-fold cross-validation with pooled predictions (see the module docstring)."""
-    sets = fold_sets(ls, records, folds, stride, seed, work)
+                     seed: int, work: Path, ablation_models: tuple[str, ...] = ("logreg",),
+                     sets: list[tuple] | None = None) -> list[dict]:
+    """Record-level K-fold cross-validation with pooled predictions (see the module docstring); ``sets``: the
+    :func:`fold_sets` of these arguments when already made."""
+    sets = fold_sets(ls, records, folds, stride, seed, work) if sets is None else sets
     rows = [cached(work, cv_key(folds, stride, seed, f"{m}-{f}"),
                    lambda m=m, f=f: pooled_row(ls, records, sets, m, f, params, seed))
             for m in models for f in MODEL_FEATURES.get(m, FEATURES) + (ABLATION if m in ablation_models else ())]
@@ -262,18 +264,18 @@ def pca_code_set(fold, beats: np.ndarray, out: Path):
     return LatentSet.open(out, verify=False)
 
 
-def pca_baseline(ls, records: np.ndarray, beats: np.ndarray, models: list[str], params: dict, folds: int,
-                 stride: int, seed: int, work: Path) -> list[dict]:
-    """The cross-validation of the :data:`PCA_ROWS` of ``models`` with principal components of the beats
-    ``(N, T)`` (row for row with ``ls``) in place of the latents; the features read ``pca...`` instead of
-    ``latent...``."""
-    sets = []
-    for k, (keep, fold) in enumerate(fold_sets(ls, records, folds, stride, seed, work)):
+def pca_baseline(ls, records: np.ndarray, beats: np.ndarray, sets: list[tuple], models: list[str], params: dict,
+                 folds: int, stride: int, seed: int, work: Path) -> list[dict]:
+    """The cross-validation of the :data:`PCA_ROWS` of ``models`` over the folds ``sets`` (:func:`fold_sets`)
+    with principal components of the beats ``(N, T)`` (row for row with ``ls``) in place of the latents; the
+    features read ``pca...`` instead of ``latent...``."""
+    pca_sets = []
+    for k, (keep, fold) in enumerate(sets):
         if not np.array_equal(np.asarray(fold.index), np.asarray(ls.index)[keep]):
             raise SystemExit(f"fold {k}: its rows are not the rows of {ls.path} kept (a repeated source index?)")
-        sets.append((keep, pca_code_set(fold, beats[keep], work / f"pca-fold{k}-latents")))
+        pca_sets.append((keep, pca_code_set(fold, beats[keep], work / f"pca-fold{k}-latents")))
     rows = [cached(work, cv_key(folds, stride, seed, f"pca-{m}-{f}"),
-                   lambda m=m, f=f: pooled_row(ls, records, sets, m, f, params, seed, f.replace("latent", "pca")))
+                   lambda m=m, f=f: pooled_row(ls, records, pca_sets, m, f, params, seed, f.replace("latent", "pca")))
             for m, f in PCA_ROWS if m in models]
     return [r for r in rows if r is not None]
 
@@ -287,11 +289,11 @@ def seed_spread(ls, records: np.ndarray, base_rows: list[dict], base_seed: int, 
         runs[seed] = cross_validation(ls, records, models, params, folds, stride, seed, work / f"seed{seed}", ())
     metrics = {"S_se": lambda r: r["per_class"]["S"]["sensitivity"],
                "V_se": lambda r: r["per_class"]["V"]["sensitivity"], "j_index": lambda r: r["j_index"]}
+    by_row = {s: {(r["model"], r["features"]): r for r in rows} for s, rows in runs.items()}
     out = []
     for row in (r for r in base_rows if r["model"] in models):
-        same = {s: next((r for r in rows if (r["model"], r["features"]) == (row["model"], row["features"])), None)
-                for s, rows in runs.items()}
-        same = {s: r for s, r in same.items() if r is not None}
+        key = (row["model"], row["features"])
+        same = {s: rows[key] for s, rows in by_row.items() if key in rows}
         if len(same) < 2:  # a row the other seeds do not run (the ablation)
             continue
         values = {k: [f(r) for r in same.values()] for k, f in metrics.items()}
@@ -458,10 +460,11 @@ def main() -> None:
     ls = LatentSet.open(args.latents)
     records, beats = records_and_beats(ls)
     cv_models = [m for m in args.cv_models.split(",") if m]
+    sets = fold_sets(ls, records, args.cv_folds, args.n_beat_stride, args.seed, args.work) if cv_models else []
     cv_rows = cross_validation(ls, records, cv_models, json.loads(args.cv_params), args.cv_folds,
                                args.n_beat_stride, args.seed, args.work,
-                               tuple(args.ablation_models.split(","))) if cv_models else []
-    pca_rows = pca_baseline(ls, records, beats, cv_models, json.loads(args.cv_params), args.cv_folds,
+                               tuple(args.ablation_models.split(",")), sets) if cv_models else []
+    pca_rows = pca_baseline(ls, records, beats, sets, cv_models, json.loads(args.cv_params), args.cv_folds,
                             args.n_beat_stride, args.seed, args.work) if cv_rows and not args.no_pca else []
     spread_seeds = [int(s) for s in args.spread_seeds.split(",") if s]
     spread_models = [m for m in args.spread_models.split(",") if m in cv_models]

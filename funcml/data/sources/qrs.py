@@ -83,11 +83,16 @@ def qrs_features(signal: np.ndarray, fs: float, all_peaks: np.ndarray, peaks: np
     out = np.zeros((len(peaks), len(QRS_NAMES)), dtype=np.float32)
     if len(peaks) == 0:
         return out
-    width, area = qrs_measures(signal, fs, peaks)
-    inside = np.asarray(all_peaks)[(np.asarray(all_peaks) >= 0) & (np.asarray(all_peaks) < len(signal))]
-    ref_width, ref_area = qrs_measures(signal, fs, inside if len(inside) else peaks)
+    all_peaks = np.asarray(all_peaks)
+    inside = all_peaks[(all_peaks >= 0) & (all_peaks < len(signal))]
+    points = np.union1d(inside, peaks)  # each QRS measured once: the beats are (mostly) among all_peaks
+    width, area = qrs_measures(signal, fs, points)
+    ref = np.searchsorted(points, inside if len(inside) else peaks)
+    mine = np.searchsorted(points, peaks)
     floor_w = 1.0 / fs
-    w, ref_w = np.maximum(width, floor_w), max(float(np.median(ref_width)), floor_w)
-    a, ref_a = np.maximum(area, AREA_FLOOR), max(float(np.median(ref_area)), AREA_FLOOR)
-    out[:] = np.stack([width, area, np.log(w / ref_w), np.log(a / ref_a)], axis=1)
+    ref_w = max(float(np.median(width[ref])), floor_w)
+    ref_a = max(float(np.median(area[ref])), AREA_FLOOR)
+    w, a = width[mine], area[mine]
+    out[:] = np.stack([w, a, np.log(np.maximum(w, floor_w) / ref_w), np.log(np.maximum(a, AREA_FLOOR) / ref_a)],
+                      axis=1)
     return out
