@@ -13,8 +13,9 @@ training beat (val and test records keep every beat):
    ``rr``; M in ``logreg``, ``xgboost`` and ``fusion`` (a logistic regression on the RR
    columns fused with XGBoost on all columns, nothing of it tuned on val; variants in :data:`VARIANTS`);
 2. ``--cv-folds K`` record-level cross-validation: the 22 records in K seeded folds, each fold tested
-   by a model trained on the other records (two of them drawn as val records for early stopping,
-   fixed hyper-parameters ``--cv-params``), predictions pooled over the folds, so every DS1 beat is
+   by a model trained on the other records (fixed hyper-parameters ``--cv-params``; for the models
+   that stop early, XGBoost and the fusion's MLP, two of those records are drawn as val records,
+   the other models train on them too), predictions pooled over the folds, so every DS1 beat is
    tested once;
 3. the cross-validation of ``--spread-models`` again with the ``--spread-seeds`` (other records together
    in the folds, other val records, other model seeds): the spread of S Se, V Se and the j-index;
@@ -26,7 +27,8 @@ Reported: Se / +P of N, S, V, F and the j-index (Se_S + +P_S + Se_V + +P_V), bes
 inter-patient (DS1 -> DS2) numbers of de Chazal et al. 2004, and the S and V beats found per test
 record, and whether the aims hold (``aims``: S Se >= 0.60 and V Se >= 0.85 with latents and RR
 features, and a j-index above both ``rr`` and ``latent`` alone). Class weights come from the training
-records, choices from the val records; nothing is tuned on test records. Writes ``benchmarks/results/ecg_rr.json`` and a confusion-matrix figure::
+records, choices from the val records; nothing is tuned on test records. Writes
+``benchmarks/results/ecg_rr.json`` and a confusion-matrix figure::
 
     python -m funcml train $FUNCML_SHARED_DATA/ecg/mitdb-ds1 --preset cpu-ecg --steps 1500 --latent-dim 64 \
         --no-meta-sgd --no-tune-momentum --out ecg-model
@@ -41,12 +43,14 @@ from the rows finished so far.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -121,7 +125,8 @@ def found_per_record(records: np.ndarray, y: np.ndarray, pred: np.ndarray) -> di
     out = {}
     for rec in sorted(set(records.tolist())):
         m = records == rec
-        counts = {c: [int(((y == k) & (pred == k) & m).sum()), int(((y == k) & m).sum())] for k, c in ((1, "S"), (2, "V"))}
+        counts = {c: [int(((y == k) & (pred == k) & m).sum()), int(((y == k) & m).sum())]
+                  for k, c in ((1, "S"), (2, "V"))}
         if counts["S"][1] or counts["V"][1]:
             out[rec] = counts
     return out
@@ -181,14 +186,16 @@ def default_split(ls, records: np.ndarray, models: list[str], stride: int, seed:
         ev = res.eval_set
         return aami_row(name, features, res.report["test"], time.perf_counter() - t0,
                         selected=res.report["selected"], val=res.report.get("val", {}).get("per_class"),
-                        found=found_per_record(records[keep][ev.rows], ev.y, predict_from_proba(res.proba, "multi-class")))
+                        found=found_per_record(records[keep][ev.rows], ev.y,
+                                               predict_from_proba(res.proba, "multi-class")))
     rows = [cached(work, f"split-n{stride}-{m}-{f}", lambda m=m, f=f: one(m, f))
             for m in models for f in MODEL_FEATURES.get(m, FEATURES)]
     return [r for r in rows if r is not None]
 
 
-def fold_codes(records: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
-    """Per fold, split codes of every row: the fold's records test (2), two other records val (1), the rest train."""
+def fold_codes(records: np.ndarray, folds: int, seed: int, val: bool = True) -> list[np.ndarray]:
+    """Per fold, split codes of every row: the fold's records test (2), two other records val (1), the rest train;
+    ``val=False``: those two records train too (the same test records and draws)."""
     names = sorted(set(records.tolist()))
     rng = np.random.default_rng(seed)
     order = [names[j] for j in rng.permutation(len(names))]
@@ -196,19 +203,37 @@ def fold_codes(records: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
     for k in range(folds):
         test = order[k::folds]
         rest = [n for n in order if n not in test]
-        val = [rest[j] for j in rng.permutation(len(rest))[:2]]
-        out.append(np.where(np.isin(records, test), 2, np.where(np.isin(records, val), 1, 0)).astype(np.uint8))
+        drawn = [rest[j] for j in rng.permutation(len(rest))[:2]]  # drawn either way: the same later draws
+        in_val = np.isin(records, drawn) & val
+        out.append(np.where(np.isin(records, test), 2, np.where(in_val, 1, 0)).astype(np.uint8))
     return out
 
 
-def fold_sets(ls, records: np.ndarray, folds: int, stride: int, seed: int, work: Path) -> list[tuple]:
-    """Per fold, ``(rows of ls kept, the latent set of those rows with the fold's split codes)``."""
+def fold_sets(ls, records: np.ndarray, folds: int, stride: int, seed: int, work: Path,
+              val: bool = True) -> list[tuple]:
+    """Per fold, ``(rows of ls kept, the latent set of those rows with the fold's split codes)``
+    (:func:`fold_codes`; ``val=False``: without val records)."""
     y = np.asarray(ls.labels)[:, 0]
     out = []
-    for k, codes in enumerate(fold_codes(records, folds, seed)):
+    for k, codes in enumerate(fold_codes(records, folds, seed, val)):
         keep = thinned(y, codes, records, stride)
-        out.append((keep, subset(ls, keep, codes[keep], work / f"fold{k}-latents")))
+        out.append((keep, subset(ls, keep, codes[keep], work / f"fold{k}{'' if val else '-trainval'}-latents")))
     return out
+
+
+def fold_maker(ls, records: np.ndarray, folds: int, stride: int, seed: int, work: Path) -> Callable[[bool], list]:
+    """``folds(val)``: the :func:`fold_sets` with or without val records, each made once, on first use."""
+    return functools.cache(lambda val: fold_sets(ls, records, folds, stride, seed, work, val))
+
+
+def uses_val(name: str, params: dict) -> bool:
+    """Whether a row's model reads the val records: a search of hyper-parameters that ``params`` leave open, or
+    early stopping (XGBoost, the MLP, the fusion's MLP expert). The others train on the val records too."""
+    from funcml.tasks.classify.run import SEARCH_GRIDS
+
+    model, fixed = model_and_params(name, params)
+    searched = any(k not in fixed for g in SEARCH_GRIDS.get(model, [{}]) for k in g)
+    return searched or model in ("xgboost", "mlp") or "mlp" in str(fixed.get("experts", ""))
 
 
 def pooled_row(ls, records: np.ndarray, sets: list[tuple], name: str, features: str, params: dict, seed: int,
@@ -230,20 +255,26 @@ def pooled_row(ls, records: np.ndarray, sets: list[tuple], name: str, features: 
                     found=found_per_record(records[m], y[m], predict_from_proba(proba[m], "multi-class")))
 
 
-def cv_key(folds: int, stride: int, seed: int, name: str) -> str:
-    """The file name of a finished cross-validation row (the seed in it unless it is 0, as before seeds)."""
-    return f"cv{folds}-n{stride}{f'-s{seed}' if seed else ''}-{name}"
+def cv_key(folds: int, stride: int, seed: int, name: str, val: bool = True) -> str:
+    """The file name of a finished cross-validation row (the seed in it unless it is 0, as before seeds;
+    ``-trainval`` for a row trained on the val records too)."""
+    return f"cv{folds}-n{stride}{f'-s{seed}' if seed else ''}{'' if val else '-trainval'}-{name}"
 
 
 def cross_validation(ls, records: np.ndarray, models: list[str], params: dict, folds: int, stride: int,
                      seed: int, work: Path, ablation_models: tuple[str, ...] = ("logreg",),
-                     sets: list[tuple] | None = None) -> list[dict]:
+                     sets: Callable[[bool], list] | None = None) -> list[dict]:
     """Record-level K-fold cross-validation with pooled predictions (see the module docstring); ``sets``: the
-    :func:`fold_sets` of these arguments when already made."""
-    sets = fold_sets(ls, records, folds, stride, seed, work) if sets is None else sets
-    rows = [cached(work, cv_key(folds, stride, seed, f"{m}-{f}"),
-                   lambda m=m, f=f: pooled_row(ls, records, sets, m, f, params, seed))
-            for m in models for f in MODEL_FEATURES.get(m, FEATURES) + (ABLATION if m in ablation_models else ())]
+    :func:`fold_maker` of these arguments when already made. A row's folds have val records only when its
+    model reads them (:func:`uses_val`)."""
+    sets = fold_maker(ls, records, folds, stride, seed, work) if sets is None else sets
+
+    def row(m: str, f: str) -> dict | None:
+        val = uses_val(m, params)
+        return cached(work, cv_key(folds, stride, seed, f"{m}-{f}", val),
+                      lambda: pooled_row(ls, records, sets(val), m, f, params, seed))
+    rows = [row(m, f) for m in models
+            for f in MODEL_FEATURES.get(m, FEATURES) + (ABLATION if m in ablation_models else ())]
     return [r for r in rows if r is not None]
 
 
@@ -264,19 +295,26 @@ def pca_code_set(fold, beats: np.ndarray, out: Path):
     return LatentSet.open(out, verify=False)
 
 
-def pca_baseline(ls, records: np.ndarray, beats: np.ndarray, sets: list[tuple], models: list[str], params: dict,
-                 folds: int, stride: int, seed: int, work: Path) -> list[dict]:
-    """The cross-validation of the :data:`PCA_ROWS` of ``models`` over the folds ``sets`` (:func:`fold_sets`)
+def pca_baseline(ls, records: np.ndarray, beats: np.ndarray, sets: Callable[[bool], list], models: list[str],
+                 params: dict, folds: int, stride: int, seed: int, work: Path) -> list[dict]:
+    """The cross-validation of the :data:`PCA_ROWS` of ``models`` over the folds ``sets`` (:func:`fold_maker`)
     with principal components of the beats ``(N, T)`` (row for row with ``ls``) in place of the latents; the
     features read ``pca...`` instead of ``latent...``."""
-    pca_sets = []
-    for k, (keep, fold) in enumerate(sets):
-        if not np.array_equal(np.asarray(fold.index), np.asarray(ls.index)[keep]):
-            raise SystemExit(f"fold {k}: its rows are not the rows of {ls.path} kept (a repeated source index?)")
-        pca_sets.append((keep, pca_code_set(fold, beats[keep], work / f"pca-fold{k}-latents")))
-    rows = [cached(work, cv_key(folds, stride, seed, f"pca-{m}-{f}"),
-                   lambda m=m, f=f: pooled_row(ls, records, pca_sets, m, f, params, seed, f.replace("latent", "pca")))
-            for m, f in PCA_ROWS if m in models]
+    @functools.cache
+    def pca_sets(val: bool) -> list[tuple]:
+        out = []
+        for k, (keep, fold) in enumerate(sets(val)):
+            if not np.array_equal(np.asarray(fold.index), np.asarray(ls.index)[keep]):
+                raise SystemExit(f"fold {k}: its rows are not the rows of {ls.path} kept (a repeated source index?)")
+            out.append((keep, pca_code_set(fold, beats[keep],
+                                           work / f"pca-fold{k}{'' if val else '-trainval'}-latents")))
+        return out
+
+    def row(m: str, f: str) -> dict | None:
+        val = uses_val(m, params)
+        return cached(work, cv_key(folds, stride, seed, f"pca-{m}-{f}", val),
+                      lambda: pooled_row(ls, records, pca_sets(val), m, f, params, seed, f.replace("latent", "pca")))
+    rows = [row(m, f) for m, f in PCA_ROWS if m in models]
     return [r for r in rows if r is not None]
 
 
@@ -334,16 +372,17 @@ def tables(split_rows: list[dict], cv_rows: list[dict], test_records: list[str],
         out.append(table(f"MIT-BIH DS1, {folds}-fold record-level cross-validation (every beat tested once)",
                          columns, body(cv_rows) + [_published_row()],
                          caption="Predictions pooled over the folds (every DS1 beat tested once, by a model that "
-                                 "never saw its record); two training records as val for early stopping, fixed "
-                                 "hyper-parameters. rr: the RR intervals relative to the record's mean; rr,rr_s: "
-                                 "with the intervals in seconds and the record mean beside them; latent_rec: the "
-                                 "latents minus their record's median latent; fusion: logistic regression on rr "
-                                 "fused with XGBoost (100 rounds; fusion-300: 300) on all the features "
-                                 "(with qrs, the logistic regression reads rr and qrs); qrs: the log QRS width "
-                                 "and area relative to the record's median beat; fusion-mlp: with an MLP beside "
-                                 "the trees (weights 1/2, 1/4, 1/4; -thirds: 1/3 each); pca_rec: in place of the "
-                                 "latents, as many principal components of the beat samples (fitted on each "
-                                 "fold's training records), centred on the record."))
+                                 "never saw its record); fixed hyper-parameters; two of the training records as "
+                                 "val for early stopping where a model stops early (xgboost, fusion-mlp), the "
+                                 "other models (logreg, fusion) train on those records too. rr: the RR intervals "
+                                 "relative to the record's mean; rr,rr_s: with the intervals in seconds and the "
+                                 "record mean beside them; latent_rec: the latents minus their record's median "
+                                 "latent; fusion: logistic regression on rr fused with XGBoost (100 rounds; "
+                                 "fusion-300: 300) on all the features (with qrs, the logistic regression reads rr"
+                                 " and qrs); qrs: the log QRS width and area relative to the record's median beat;"
+                                 " fusion-mlp: with an MLP beside the trees (weights 1/2, 1/4, 1/4; -thirds: 1/3 "
+                                 "each); pca_rec: in place of the latents, as many principal components of the "
+                                 "beat samples (fitted on each fold's training records), centred on the record."))
     if spread:
         def cell(d):
             return f"{d['mean']:.3f} ({d['min']:.3f} - {d['max']:.3f})"
@@ -460,7 +499,7 @@ def main() -> None:
     ls = LatentSet.open(args.latents)
     records, beats = records_and_beats(ls)
     cv_models = [m for m in args.cv_models.split(",") if m]
-    sets = fold_sets(ls, records, args.cv_folds, args.n_beat_stride, args.seed, args.work) if cv_models else []
+    sets = fold_maker(ls, records, args.cv_folds, args.n_beat_stride, args.seed, args.work)
     cv_rows = cross_validation(ls, records, cv_models, json.loads(args.cv_params), args.cv_folds,
                                args.n_beat_stride, args.seed, args.work,
                                tuple(args.ablation_models.split(",")), sets) if cv_models else []
@@ -477,7 +516,8 @@ def main() -> None:
     plot(shown, args.figure, f"MIT-BIH DS1, {protocol}: test beats (rows: true class)")
     split_records = ls.manifest.get("extra", {}).get("source_info", {}).get("records", {})
     results = {"default_split": split_rows, "cross_validation": cv_rows, "records": split_records,
-               "cv": {"folds": args.cv_folds, "n_beat_stride": args.n_beat_stride, "params": json.loads(args.cv_params)},
+               "cv": {"folds": args.cv_folds, "n_beat_stride": args.n_beat_stride, "params": json.loads(args.cv_params),
+                      "val_records": {m: uses_val(m, json.loads(args.cv_params)) for m in cv_models}},
                "latent_set": {"count": len(ls), "latent_dim": ls.latent_dim, "aux_features": ls.aux_names,
                               "psnr_mean": ls.manifest.get("metrics", {}).get("psnr_mean"), "model_id": ls.model_id},
                "figure": str(args.figure.resolve().relative_to(REPO)),

@@ -34,7 +34,7 @@ split puts records 108, 112, 201 and 208 in the test split)::
 Ventricular beats of unseen patients are found (0.96), mostly through their QRS width and area
 against the patient's own beats. The S beats of this test split are nearly all in record 201
 (atrial fibrillation), where an early beat is hard to tell from an irregular rhythm; in 5-fold
-record-level cross-validation over DS1 the same classifier finds 71 % of the S beats and 84.8 % of
+record-level cross-validation over DS1 the same classifier finds 70 % of the S beats and 86 % of
 the V beats (``benchmarks/ecg_rr.py``, docs/classification.md). The record split here is a seeded
 choice within DS1, not the de Chazal DS2 test set, and no hyper-parameters were searched
 (``--no-search``).

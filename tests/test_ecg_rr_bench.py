@@ -67,3 +67,25 @@ def test_seed_spread_summarises_each_row_over_the_seeds(monkeypatch, tmp_path):
 def test_cross_validation_rows_are_kept_per_seed():
     assert ecg_rr.cv_key(5, 1, 0, "fusion-latent,rr") == "cv5-n1-fusion-latent,rr"
     assert ecg_rr.cv_key(5, 1, 2, "fusion-latent,rr") == "cv5-n1-s2-fusion-latent,rr"
+    assert ecg_rr.cv_key(5, 1, 2, "fusion-latent,rr", val=False) == "cv5-n1-s2-trainval-fusion-latent,rr"
+
+
+def test_folds_without_val_records_train_on_them_and_test_the_same_records():
+    records = np.repeat([f"r{i}" for i in range(22)], 3)
+    with_val, without = ecg_rr.fold_codes(records, 5, 7), ecg_rr.fold_codes(records, 5, 7, val=False)
+    tested = np.zeros(len(records), dtype=int)
+    for a, b in zip(with_val, without):
+        assert len(set(records[a == 1])) == 2 and not (b == 1).any()
+        np.testing.assert_array_equal(a == 2, b == 2)           # the same test records
+        np.testing.assert_array_equal(b == 0, (a == 0) | (a == 1))  # the val records train
+        assert not set(records[a == 2]) & set(records[a != 2])  # a record is in one split of a fold
+        tested += a == 2
+    np.testing.assert_array_equal(tested, 1)  # every record tested once over the folds
+
+
+def test_only_models_that_search_or_stop_early_get_val_records():
+    fixed = {"logreg": {"C": 0.1}, "xgboost": {"max_depth": 4}}
+    assert not ecg_rr.uses_val("logreg", fixed) and ecg_rr.uses_val("logreg", {})  # C open: searched on val
+    assert ecg_rr.uses_val("xgboost", fixed)                                         # early stopping
+    assert not ecg_rr.uses_val("fusion", fixed) and not ecg_rr.uses_val("fusion-300", fixed)
+    assert ecg_rr.uses_val("fusion-mlp", fixed) and ecg_rr.uses_val("fusion-mlp-thirds", fixed)
