@@ -473,7 +473,7 @@ def main() -> None:
     ap.add_argument("--cv-models", default="logreg,xgboost,fusion,fusion-300,fusion-mlp,fusion-mlp-thirds",
                     help="models of the cross-validation ('' for none; the fusion-* variants: see VARIANTS)")
     ap.add_argument("--cv-folds", type=int, default=5)
-    ap.add_argument("--spread-seeds", default="1,2",
+    ap.add_argument("--spread-seeds", default="1,2,3,4",
                     help="further seeds of the cross-validation, for the spread of the --spread-models rows ('' none)")
     ap.add_argument("--spread-models", default="logreg,fusion,fusion-mlp")
     ap.add_argument("--no-pca", action="store_true", help="leave out the rows with principal components of the beats")
