@@ -228,12 +228,12 @@ def fold_maker(ls, records: np.ndarray, folds: int, stride: int, seed: int, work
 
 def uses_val(name: str, params: dict) -> bool:
     """Whether a row's model reads the val records: a search of hyper-parameters that ``params`` leave open, or
-    early stopping (XGBoost, the MLP, the fusion's MLP expert). The others train on the val records too."""
+    early stopping (XGBoost, the MLP, the GNN, the fusion's MLP expert). The others train on the val records too."""
     from funcml.tasks.classify.run import SEARCH_GRIDS
 
     model, fixed = model_and_params(name, params)
     searched = any(k not in fixed for g in SEARCH_GRIDS.get(model, [{}]) for k in g)
-    return searched or model in ("xgboost", "mlp") or "mlp" in str(fixed.get("experts", ""))
+    return searched or model in ("xgboost", "mlp", "gnn") or "mlp" in str(fixed.get("experts", ""))
 
 
 def pooled_row(ls, records: np.ndarray, sets: list[tuple], name: str, features: str, params: dict, seed: int,
@@ -354,7 +354,8 @@ def _published_row() -> list:
 
 
 def tables(split_rows: list[dict], cv_rows: list[dict], test_records: list[str], folds: int,
-           stride: int, spread: list[dict] | None = None) -> list[dict]:
+           stride: int, spread: list[dict] | None = None, val_records: dict[str, bool] | None = None) -> list[dict]:
+    """The result's tables; ``val_records``: per cross-validation row name, whether its folds have val records."""
     columns = ["model", "features", "N", "S", "V", "F", "j-index", "macro-F1", "seconds"]
 
     def body(rows):
@@ -372,17 +373,16 @@ def tables(split_rows: list[dict], cv_rows: list[dict], test_records: list[str],
         out.append(table(f"MIT-BIH DS1, {folds}-fold record-level cross-validation (every beat tested once)",
                          columns, body(cv_rows) + [_published_row()],
                          caption="Predictions pooled over the folds (every DS1 beat tested once, by a model that "
-                                 "never saw its record); fixed hyper-parameters; two of the training records as "
-                                 "val for early stopping where a model stops early (xgboost, fusion-mlp), the "
-                                 "other models (logreg, fusion) train on those records too. rr: the RR intervals "
-                                 "relative to the record's mean; rr,rr_s: with the intervals in seconds and the "
-                                 "record mean beside them; latent_rec: the latents minus their record's median "
-                                 "latent; fusion: logistic regression on rr fused with XGBoost (100 rounds; "
-                                 "fusion-300: 300) on all the features (with qrs, the logistic regression reads rr"
-                                 " and qrs); qrs: the log QRS width and area relative to the record's median beat;"
-                                 " fusion-mlp: with an MLP beside the trees (weights 1/2, 1/4, 1/4; -thirds: 1/3 "
-                                 "each); pca_rec: in place of the latents, as many principal components of the "
-                                 "beat samples (fitted on each fold's training records), centred on the record."))
+                                 f"never saw its record); fixed hyper-parameters; {_val_note(val_records or {})} "
+                                 "rr: the RR intervals relative to the record's mean; rr,rr_s: with the intervals "
+                                 "in seconds and the record mean beside them; latent_rec: the latents minus their "
+                                 "record's median latent; fusion: logistic regression on rr fused with XGBoost "
+                                 "(100 rounds; fusion-300: 300) on all the features (with qrs, the logistic "
+                                 "regression reads rr and qrs); qrs: the log QRS width and area relative to the "
+                                 "record's median beat; fusion-mlp: with an MLP beside the trees (weights 1/2, 1/4, "
+                                 "1/4; -thirds: 1/3 each); pca_rec: in place of the latents, as many principal "
+                                 "components of the beat samples (fitted on each fold's training records), centred "
+                                 "on the record."))
     if spread:
         def cell(d):
             return f"{d['mean']:.3f} ({d['min']:.3f} - {d['max']:.3f})"
@@ -392,9 +392,19 @@ def tables(split_rows: list[dict], cv_rows: list[dict], test_records: list[str],
                          [[r["model"], r["features"], cell(r["S_se"]), cell(r["V_se"]), cell(r["j_index"])]
                           for r in spread],
                          caption=f"The cross-validation above run with the seeds {', '.join(map(str, seeds))}: each "
-                                 "seed puts other records together in the folds, draws other val records and "
-                                 "seeds the models."))
+                                 "seed puts other records together in the folds, draws other val records (for the "
+                                 "models that read them) and seeds the models."))
     return out
+
+
+def _val_note(val_records: dict[str, bool]) -> str:
+    """What the folds' val records serve, for the cross-validation table's caption."""
+    read = [m for m, v in val_records.items() if v]
+    train = [m for m, v in val_records.items() if not v]
+    out = f"two of the training records as val for {', '.join(read)}" if read else ""
+    if train:
+        out += ("; " if out else "") + f"{', '.join(train)} read no val records and train on those records too"
+    return (out or "no val records") + "."
 
 
 def aims(rows: list[dict]) -> dict:
@@ -527,7 +537,7 @@ def main() -> None:
                "seed_spread": spread, "pca_baseline": pca_rows}
     write_result(args.name, results, task="classification-ecg",
                  tables=tables(split_rows, cv_rows + pca_rows, split_records.get("test", []), args.cv_folds,
-                              args.n_beat_stride, spread),
+                              args.n_beat_stride, spread, results["cv"]["val_records"]),
                  notes="The 8 Q beats of DS1 are left out (too few to learn). 2 CPU cores shared with other jobs "
                        f"(load average {os.getloadavg()[1]:.1f} at the end); seconds include the validation search "
                        "and are upper bounds")

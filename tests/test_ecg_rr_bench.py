@@ -89,3 +89,11 @@ def test_only_models_that_search_or_stop_early_get_val_records():
     assert ecg_rr.uses_val("xgboost", fixed)                                         # early stopping
     assert not ecg_rr.uses_val("fusion", fixed) and not ecg_rr.uses_val("fusion-300", fixed)
     assert ecg_rr.uses_val("fusion-mlp", fixed) and ecg_rr.uses_val("fusion-mlp-thirds", fixed)
+    assert ecg_rr.uses_val("gnn", {"gnn": {"n_neighbors": 5}})                       # stops early too
+
+
+def test_the_caption_names_what_the_val_records_serve():
+    note = ecg_rr._val_note({"xgboost": True, "logreg": False, "fusion": False})
+    assert note == "two of the training records as val for xgboost; logreg, fusion read no val records and train " \
+                   "on those records too."
+    assert ecg_rr._val_note({}) == "no val records."
