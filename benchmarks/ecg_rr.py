@@ -217,8 +217,13 @@ def fold_sets(ls, records: np.ndarray, folds: int, stride: int, seed: int, work:
     out = []
     for k, codes in enumerate(fold_codes(records, folds, seed, val)):
         keep = thinned(y, codes, records, stride)
-        out.append((keep, subset(ls, keep, codes[keep], work / f"fold{k}{'' if val else '-trainval'}-latents")))
+        out.append((keep, subset(ls, keep, codes[keep], work / f"fold{k}{_tag(val)}-latents")))
     return out
+
+
+def _tag(val: bool) -> str:
+    """The name part of folds (and their rows) trained on the val records too."""
+    return "" if val else "-trainval"
 
 
 def fold_maker(ls, records: np.ndarray, folds: int, stride: int, seed: int, work: Path) -> Callable[[bool], list]:
@@ -258,7 +263,17 @@ def pooled_row(ls, records: np.ndarray, sets: list[tuple], name: str, features: 
 def cv_key(folds: int, stride: int, seed: int, name: str, val: bool = True) -> str:
     """The file name of a finished cross-validation row (the seed in it unless it is 0, as before seeds;
     ``-trainval`` for a row trained on the val records too)."""
-    return f"cv{folds}-n{stride}{f'-s{seed}' if seed else ''}{'' if val else '-trainval'}-{name}"
+    return f"cv{folds}-n{stride}{f'-s{seed}' if seed else ''}{_tag(val)}-{name}"
+
+
+def cv_row(ls, records: np.ndarray, sets: Callable[[bool], list], name: str, features: str, params: dict,
+           folds: int, stride: int, seed: int, work: Path, prefix: str = "") -> dict | None:
+    """The cached :func:`pooled_row` of ``name`` x ``features`` over ``sets(uses_val(name, params))``;
+    ``prefix``: the code in place of the latents (``pca``: the rows read ``pca...`` for ``latent...``)."""
+    val = uses_val(name, params)
+    label = features.replace("latent", prefix) if prefix else None
+    return cached(work, cv_key(folds, stride, seed, f"{prefix + '-' if prefix else ''}{name}-{features}", val),
+                  lambda: pooled_row(ls, records, sets(val), name, features, params, seed, label))
 
 
 def cross_validation(ls, records: np.ndarray, models: list[str], params: dict, folds: int, stride: int,
@@ -268,12 +283,7 @@ def cross_validation(ls, records: np.ndarray, models: list[str], params: dict, f
     :func:`fold_maker` of these arguments when already made. A row's folds have val records only when its
     model reads them (:func:`uses_val`)."""
     sets = fold_maker(ls, records, folds, stride, seed, work) if sets is None else sets
-
-    def row(m: str, f: str) -> dict | None:
-        val = uses_val(m, params)
-        return cached(work, cv_key(folds, stride, seed, f"{m}-{f}", val),
-                      lambda: pooled_row(ls, records, sets(val), m, f, params, seed))
-    rows = [row(m, f) for m in models
+    rows = [cv_row(ls, records, sets, m, f, params, folds, stride, seed, work) for m in models
             for f in MODEL_FEATURES.get(m, FEATURES) + (ABLATION if m in ablation_models else ())]
     return [r for r in rows if r is not None]
 
@@ -306,15 +316,11 @@ def pca_baseline(ls, records: np.ndarray, beats: np.ndarray, sets: Callable[[boo
         for k, (keep, fold) in enumerate(sets(val)):
             if not np.array_equal(np.asarray(fold.index), np.asarray(ls.index)[keep]):
                 raise SystemExit(f"fold {k}: its rows are not the rows of {ls.path} kept (a repeated source index?)")
-            out.append((keep, pca_code_set(fold, beats[keep],
-                                           work / f"pca-fold{k}{'' if val else '-trainval'}-latents")))
+            out.append((keep, pca_code_set(fold, beats[keep], work / f"pca-fold{k}{_tag(val)}-latents")))
         return out
 
-    def row(m: str, f: str) -> dict | None:
-        val = uses_val(m, params)
-        return cached(work, cv_key(folds, stride, seed, f"pca-{m}-{f}", val),
-                      lambda: pooled_row(ls, records, pca_sets(val), m, f, params, seed, f.replace("latent", "pca")))
-    rows = [row(m, f) for m, f in PCA_ROWS if m in models]
+    rows = [cv_row(ls, records, pca_sets, m, f, params, folds, stride, seed, work, "pca")
+            for m, f in PCA_ROWS if m in models]
     return [r for r in rows if r is not None]
 
 
@@ -509,15 +515,16 @@ def main() -> None:
     ls = LatentSet.open(args.latents)
     records, beats = records_and_beats(ls)
     cv_models = [m for m in args.cv_models.split(",") if m]
+    cv_params = json.loads(args.cv_params)
     sets = fold_maker(ls, records, args.cv_folds, args.n_beat_stride, args.seed, args.work)
-    cv_rows = cross_validation(ls, records, cv_models, json.loads(args.cv_params), args.cv_folds,
+    cv_rows = cross_validation(ls, records, cv_models, cv_params, args.cv_folds,
                                args.n_beat_stride, args.seed, args.work,
                                tuple(args.ablation_models.split(",")), sets) if cv_models else []
-    pca_rows = pca_baseline(ls, records, beats, sets, cv_models, json.loads(args.cv_params), args.cv_folds,
+    pca_rows = pca_baseline(ls, records, beats, sets, cv_models, cv_params, args.cv_folds,
                             args.n_beat_stride, args.seed, args.work) if cv_rows and not args.no_pca else []
     spread_seeds = [int(s) for s in args.spread_seeds.split(",") if s]
     spread_models = [m for m in args.spread_models.split(",") if m in cv_models]
-    spread = seed_spread(ls, records, cv_rows, args.seed, spread_seeds, spread_models, json.loads(args.cv_params),
+    spread = seed_spread(ls, records, cv_rows, args.seed, spread_seeds, spread_models, cv_params,
                          args.cv_folds, args.n_beat_stride, args.work) if cv_rows and spread_seeds else []
     split_rows = default_split(ls, records, [m for m in args.models.split(",") if m], args.n_beat_stride, args.seed,
                                args.work)
@@ -526,8 +533,8 @@ def main() -> None:
     plot(shown, args.figure, f"MIT-BIH DS1, {protocol}: test beats (rows: true class)")
     split_records = ls.manifest.get("extra", {}).get("source_info", {}).get("records", {})
     results = {"default_split": split_rows, "cross_validation": cv_rows, "records": split_records,
-               "cv": {"folds": args.cv_folds, "n_beat_stride": args.n_beat_stride, "params": json.loads(args.cv_params),
-                      "val_records": {m: uses_val(m, json.loads(args.cv_params)) for m in cv_models}},
+               "cv": {"folds": args.cv_folds, "n_beat_stride": args.n_beat_stride, "params": cv_params,
+                      "val_records": {m: uses_val(m, cv_params) for m in cv_models}},
                "latent_set": {"count": len(ls), "latent_dim": ls.latent_dim, "aux_features": ls.aux_names,
                               "psnr_mean": ls.manifest.get("metrics", {}).get("psnr_mean"), "model_id": ls.model_id},
                "figure": str(args.figure.resolve().relative_to(REPO)),

@@ -80,9 +80,8 @@ def qrs_features(signal: np.ndarray, fs: float, all_peaks: np.ndarray, peaks: np
     ``signal (T,)`` is the lead at ``fs`` Hz; ``all_peaks (M,)`` the R peaks of every annotated beat of
     the record (the medians that normalise come from them). See the module docstring.
     """
-    out = np.zeros((len(peaks), len(QRS_NAMES)), dtype=np.float32)
     if len(peaks) == 0:
-        return out
+        return np.zeros((0, len(QRS_NAMES)), dtype=np.float32)
     all_peaks = np.asarray(all_peaks)
     inside = all_peaks[(all_peaks >= 0) & (all_peaks < len(signal))]
     points = np.union1d(inside, peaks)  # each QRS measured once: the beats are (mostly) among all_peaks
@@ -93,6 +92,5 @@ def qrs_features(signal: np.ndarray, fs: float, all_peaks: np.ndarray, peaks: np
     ref_w = max(float(np.median(width[ref])), floor_w)
     ref_a = max(float(np.median(area[ref])), AREA_FLOOR)
     w, a = width[mine], area[mine]
-    out[:] = np.stack([w, a, np.log(np.maximum(w, floor_w) / ref_w), np.log(np.maximum(a, AREA_FLOOR) / ref_a)],
-                      axis=1)
-    return out
+    return np.stack([w, a, np.log(np.maximum(w, floor_w) / ref_w), np.log(np.maximum(a, AREA_FLOOR) / ref_a)],
+                    axis=1).astype(np.float32)
